@@ -1,0 +1,45 @@
+"""Silence start-up noise (TensorFlow, absl, Optuna's experimental warnings) unless the user set it.
+
+Imported before anything that may import TensorFlow. Newer TensorFlow prints absl lines straight
+to file descriptor 2 while importing, so the import itself runs with that descriptor muted.
+"""
+
+import contextlib
+import os
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+warnings.filterwarnings("ignore", module=r"optuna(_integration)?\..*")
+warnings.filterwarnings("ignore", message=r".*(experimental|deprecated).*", category=Warning, module=r"tuner\..*")
+
+
+@contextlib.contextmanager
+def muted_stderr():
+    """Point fd 2 at /dev/null for the block (C++ loggers ignore Python's sys.stderr)."""
+    if os.environ.get("TUNER_VERBOSE"):
+        yield
+        return
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def import_tensorflow():
+    """Import TensorFlow once, quietly, and keep its Python logger to errors."""
+    with muted_stderr():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")
+    tf.get_logger().setLevel("ERROR")
+    import absl.logging
+
+    absl.logging.set_verbosity(absl.logging.ERROR)
+    return tf

@@ -1,0 +1,182 @@
+"""The `tuner` command: parses, calls the library, prints with Rich. No logic of its own."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tuner.errors import TunerError
+
+app = typer.Typer(help="Honest hyperparameter search and ensembling for the models of Deep Learning with Python.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+study_app = typer.Typer(help="Run, inspect and delete studies.", no_args_is_help=True)
+app.add_typer(study_app, name="study")
+console = Console(width=None if sys.stdout.isatty() else 140)
+errors = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
+
+StorageOption = typer.Option(None, "--storage", help="Optuna storage URL [default: $TUNER_STORAGE or sqlite:///studies/optuna.db]")
+TrackingOption = typer.Option(None, "--tracking-uri", help="MLflow tracking URI [default: $TUNER_TRACKING_URI or sqlite:///mlruns/mlflow.db]")
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+@study_app.command("run")
+def study_run(
+    study_file: Path = typer.Argument(..., help="a study file, e.g. studies/breast-cancer.yaml"),
+    trials: Optional[int] = typer.Option(None, "--trials", min=1, help="the study's total trial budget (a rerun adds up to it)"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=1, help="stop starting trials after this many seconds"),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="worker processes sharing the study"),
+    storage: Optional[str] = StorageOption,
+    tracking_uri: Optional[str] = TrackingOption,
+) -> None:
+    """Launch a study, or resume it with the same command; the test split stays sealed."""
+    from tuner.study import run_study
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[best]}"), TimeElapsedColumn(), console=console,
+                  transient=False, disable=not console.is_terminal) as bar:
+        task = bar.add_task("trials", total=None, best="")
+
+        def show(progress) -> None:
+            best = f"best val {progress.best:.4f} ({progress.best_family})" if progress.best is not None else ""
+            bar.update(task, completed=progress.done, total=progress.total, best=best)
+            if not console.is_terminal:
+                console.print(f"trial {progress.done}/{progress.total} {best}")
+
+        result = run_study(study_file, storage, tracking_uri, trials, timeout, jobs, on_progress=show)
+    ran = sum(result.counts.values()) - result.trials_before
+    states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.counts.items()))
+    console.print(f"[bold]{result.study_name}[/]: {states} ({ran} this run, {result.elapsed_s:.0f}s)")
+    if result.best_value is not None:
+        console.print(f"best val_{result.metric} = {result.best_value:.4f}: trial {result.best_trial} ({result.best_family})")
+    if result.tracking_degraded:
+        errors.print("warning: MLflow tracking was degraded during this run; Optuna kept every trial")
+    if result.best_value is None:
+        raise TunerError(f"no trial completed; first error: {result.first_error or 'none recorded'}")
+    console.print(f"next: tuner study show {result.study_name}   |   tuner ui")
+
+
+@study_app.command("list")
+def study_list(storage: Optional[str] = StorageOption) -> None:
+    """Studies in the storage, with their best validation score."""
+    from tuner.study import list_studies
+
+    rows = list_studies(storage)
+    if not rows:
+        console.print("no studies yet: tuner study run studies/breast-cancer.yaml")
+        return
+    table = Table("study", "data", "trials", "metric", "best (val)", "started")
+    for row in rows:
+        table.add_row(row["name"], row["data"], str(row["trials"]), f"{row['metric']} ({row['direction'][:3]})",
+                      _fmt(row["best"]), f"{row['started']:%Y-%m-%d %H:%M}" if row["started"] else "-")
+    console.print(table)
+
+
+@study_app.command("show")
+def study_show(name: str = typer.Argument(..., help="study name"), storage: Optional[str] = StorageOption) -> None:
+    """Leaderboard by family, best params, trials by state."""
+    from tuner.study import describe_study
+
+    report = describe_study(name, storage)
+    split = ", ".join(f"{k} {v}" for k, v in report.split_counts.items())
+    console.print(f"[bold]{report.name}[/]  {report.data}  {report.task}  metric {report.metric} ({report.direction})  "
+                  f"rows: {split} (test sealed)")
+    table = Table("family", "trials", "complete", "pruned", "failed", f"best val_{report.metric}", "trial", "mean s",
+                  title="leaderboard by family (validation scores; the test split is not looked at)")
+    for row in report.families:
+        table.add_row(row.family, str(row.trials), str(row.complete), str(row.pruned), str(row.failed),
+                      _fmt(row.best_value), "-" if row.best_trial is None else str(row.best_trial),
+                      "-" if row.mean_seconds is None else f"{row.mean_seconds:.1f}")
+    console.print(table)
+    console.print("trials by state: " + ", ".join(f"{s.lower()} {n}" for s, n in sorted(report.states.items())))
+    if report.best_trial is not None:
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.best_params.items())
+        console.print(f"best: trial {report.best_trial} ({report.best_family}) val_{report.metric} "
+                      f"{report.best_value:.4f}\n  {params}")
+
+
+@study_app.command("delete")
+def study_delete(name: str = typer.Argument(...), storage: Optional[str] = StorageOption,
+                 yes: bool = typer.Option(False, "--yes", help="do not ask")) -> None:
+    """Delete a study from Optuna storage (its MLflow runs stay)."""
+    from tuner.study import delete_study
+
+    if not yes and not typer.confirm(f"delete study {name!r} and all its trials?"):
+        raise typer.Exit(1)
+    delete_study(name, storage)
+    console.print(f"deleted study {name}")
+
+
+@app.command("datasets")
+def datasets() -> None:
+    """The built-in datasets (`data: {source: builtin:NAME}`)."""
+    from tuner.data import BUILTINS
+
+    table = Table("source", "what")
+    for name, what in BUILTINS.items():
+        table.add_row(f"builtin:{name}", what)
+    console.print(table)
+    console.print("Files: CSV or Parquet with `target: COLUMN`, or NPZ with arrays X and y.")
+
+
+@app.command("ui")
+def ui(tracking_uri: Optional[str] = TrackingOption,
+       host: str = typer.Option("127.0.0.1", help="bind address (keep 127.0.0.1 unless you mean to share it)"),
+       port: int = typer.Option(5000, help="port")) -> None:
+    """Start the MLflow UI on the project's store."""
+    from tuner.tracking import artifact_root_for, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    if artifact_root_for(uri):
+        command += ["--default-artifact-root", artifact_root_for(uri)]
+    console.print(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C stops it")
+    if _has_optuna_dashboard():
+        from tuner.study import resolve_storage_url
+
+        console.print(f"optuna-dashboard is installed too: optuna-dashboard {resolve_storage_url(None)}")
+    raise typer.Exit(subprocess.call(command))
+
+
+def _has_optuna_dashboard() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("optuna_dashboard") is not None
+
+
+def main() -> None:
+    """Console entry point: user errors become one line and exit status 2."""
+    try:
+        app(standalone_mode=False)
+    except TunerError as exc:
+        errors.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        errors.print("interrupted: finished trials are kept; run the same command to resume")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

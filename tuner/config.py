@@ -1,0 +1,187 @@
+"""The study file: a YAML document validated with pydantic, so a typo fails before any training."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tuner.errors import StudyFileError
+from tuner.metrics import METRICS, default_metric
+
+Task = Literal["binary", "multiclass", "regression"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    """Where the rows come from: `builtin:NAME`, or a CSV / Parquet / NPZ path (relative to the file)."""
+
+    source: str
+    target: str | None = None
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        if value.startswith("builtin:"):
+            return value
+        if Path(value).suffix.lower() not in {".csv", ".parquet", ".pq", ".npz"}:
+            raise ValueError(
+                f"'{value}' is neither builtin:NAME nor a .csv, .parquet or .npz file"
+            )
+        return value
+
+
+class SplitConfig(_Strict):
+    """How the rows are sealed: a test part the search never sees, and validation or K folds."""
+
+    test_fraction: float = Field(0.2, gt=0.0, lt=0.6)
+    validation_fraction: float = Field(0.2, gt=0.0, lt=0.6)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _leaves_training_rows(self) -> SplitConfig:
+        if self.test_fraction + self.validation_fraction > 0.7:
+            raise ValueError("test_fraction + validation_fraction must leave at least 30% for training")
+        return self
+
+
+class FamilyConfig(_Strict):
+    """Per-family options inside `families:`."""
+
+    max_trials: int | None = Field(None, gt=0)
+
+
+class BudgetConfig(_Strict):
+    """How much search a run may spend; `trials` is the study's total, so a rerun resumes."""
+
+    trials: int = Field(30, gt=0)
+    timeout: float | None = Field(None, gt=0, description="seconds for one `study run`")
+    epochs: int = Field(60, gt=0, description="most epochs a Keras trial may train")
+    rounds: int = Field(500, gt=0, description="most boosting rounds an XGBoost trial may fit")
+    patience: int = Field(8, gt=0, description="early-stopping patience in epochs / rounds / 5")
+
+
+class SamplerConfig(_Strict):
+    name: Literal["tpe", "random", "cmaes", "gp"] = "tpe"
+    seed: int | None = Field(None, description="defaults to split.seed")
+
+
+class PrunerConfig(_Strict):
+    name: Literal["median", "hyperband", "successive_halving", "none"] = "median"
+    startup_trials: int = Field(5, ge=0)
+    warmup_steps: int = Field(3, ge=0)
+
+
+class StudyConfig(_Strict):
+    """One study file. Everything but `budget` and `description` is part of the study's identity."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    description: str = ""
+    data: DataConfig
+    task: Task | None = None
+    metric: str | None = None
+    direction: Literal["minimize", "maximize"] | None = None
+    split: SplitConfig = SplitConfig()
+    families: dict[str, FamilyConfig]
+    budget: BudgetConfig = BudgetConfig()
+    sampler: SamplerConfig = SamplerConfig()
+    pruner: PrunerConfig = PrunerConfig()
+
+    @field_validator("families", mode="before")
+    @classmethod
+    def _families_as_mapping(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            mapping: dict[str, Any] = {}
+            for item in value:
+                if isinstance(item, str):
+                    mapping[item] = {}
+                elif isinstance(item, dict) and len(item) == 1:
+                    mapping.update({k: v or {} for k, v in item.items()})
+                else:
+                    raise ValueError("each entry is a family name or {name: {max_trials: N}}")
+            return mapping
+        if isinstance(value, dict):
+            return {k: v or {} for k, v in value.items()}
+        return value
+
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, value: dict[str, FamilyConfig]) -> dict[str, FamilyConfig]:
+        from tuner.models import FAMILIES
+
+        if not value:
+            raise ValueError(f"name at least one family: {', '.join(sorted(FAMILIES))}")
+        unknown = sorted(set(value) - set(FAMILIES))
+        if unknown:
+            raise ValueError(f"unknown family {unknown[0]!r}; choose from {', '.join(sorted(FAMILIES))}")
+        return value
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str | None) -> str | None:
+        if value is not None and value not in METRICS:
+            raise ValueError(f"unknown metric {value!r}; choose from {', '.join(sorted(METRICS))}")
+        return value
+
+    @model_validator(mode="after")
+    def _metric_fits_task(self) -> StudyConfig:
+        if self.metric and self.task and self.task not in METRICS[self.metric].tasks:
+            raise ValueError(f"metric {self.metric!r} does not fit a {self.task} task")
+        if self.metric and self.direction and self.direction != METRICS[self.metric].direction:
+            raise ValueError(
+                f"{self.metric} is to {METRICS[self.metric].direction}; drop `direction` or fix it"
+            )
+        return self
+
+    def resolved_metric(self, task: str) -> str:
+        """The metric the search optimises, once the task is known (it may be inferred)."""
+        metric = self.metric or default_metric(task)
+        if task not in METRICS[metric].tasks:
+            raise StudyFileError(f"metric {metric!r} does not fit the {task} task inferred from the data; set `task:` or `metric:`")
+        return metric
+
+    def identity_hash(self) -> str:
+        """Hash of what defines the study; budget and description may change between runs."""
+        identity = self.model_dump(exclude={"budget", "description"}, mode="json")
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_study_file(path: str | Path) -> tuple[StudyConfig, Path]:
+    """Read and validate a study file; return the config and the folder relative paths start from."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudyFileError(f"{path}: no such study file; see `ls studies/` for the shipped ones")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise StudyFileError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise StudyFileError(f"{path}: a study file is a YAML mapping with at least name, data and families")
+    try:
+        return StudyConfig.model_validate(raw), path.resolve().parent
+    except ValidationError as exc:
+        raise StudyFileError(f"{path}: {describe_validation_error(exc)}") from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """Pydantic's errors folded into one line: `field: problem` for each."""
+    parts = []
+    for error in exc.errors():
+        loc = ".".join(str(p) for p in error["loc"]) or "file"
+        if error["type"] == "extra_forbidden":
+            parts.append(f"{loc}: unknown key (check the spelling; see README 'Study file')")
+        elif error["type"] == "missing":
+            parts.append(f"{loc}: required key is missing")
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            parts.append(f"{loc}: {message} (got {error.get('input')!r})")
+    return "; ".join(parts)

@@ -1,0 +1,23 @@
+"""The registry of model families; a duplicate name fails loudly at import."""
+
+from __future__ import annotations
+
+from tuner.models.base import Family, Member, ProblemSpec, ScopedTrial
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register(family: Family) -> Family:
+    if family.name in FAMILIES:
+        raise RuntimeError(f"model family {family.name!r} is registered twice")
+    FAMILIES[family.name] = family
+    return family
+
+
+def get_family(name: str) -> Family:
+    return FAMILIES[name]
+
+
+from tuner.models import dense, linear, random_forest, xgboost  # noqa: E402,F401  (registers them)
+
+__all__ = ["FAMILIES", "Family", "Member", "ProblemSpec", "ScopedTrial", "get_family", "register"]

@@ -1,0 +1,102 @@
+"""The contract every model family keeps: a search space that returns plain params, and a build.
+
+`search_space(trial, spec) -> dict` is what Optuna stores and MLflow logs; `build(params, spec)`
+makes an unfitted `Member` from that dict alone, so the best model is rebuilt without a trial and
+`optuna.trial.FixedTrial(params)` exercises each space deterministically (KerasTuner's `build(hp)`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ProblemSpec:
+    """What a family needs to know about the problem, never the rows themselves."""
+
+    task: str
+    metric: str
+    n_classes: int
+    n_features: int
+    image_shape: tuple[int, ...] | None = None
+    max_epochs: int = 60
+    max_rounds: int = 500
+    patience: int = 8
+    seed: int = 0
+
+    @property
+    def is_classification(self) -> bool:
+        return self.task != "regression"
+
+
+class Member(ABC):
+    """A fitted model with scikit-learn's face: `fit` returns self, learned attributes end in `_`.
+
+    `predict_scores` gives class probabilities (N x classes) for classification and values (N,)
+    for regression: the one prediction form metrics, blends and exports work from.
+    """
+
+    best_step_: int | None = None  # epochs / rounds early stopping kept; None for one-shot fits
+    curves_: dict[str, list[float]]
+
+    def __init__(self) -> None:
+        self.curves_ = {}
+
+    @abstractmethod
+    def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
+            trial: Any = None) -> Member:
+        """Fit on training rows; validation rows drive early stopping and per-step pruning only."""
+
+    @abstractmethod
+    def predict_scores(self, X: np.ndarray) -> np.ndarray:
+        ...
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        scores = self.predict_scores(X)
+        return scores.argmax(axis=1) if scores.ndim == 2 else scores
+
+
+class Family(ABC):
+    """One searchable model family. Subclasses set `name` and `view` and are registered once."""
+
+    name: ClassVar[str]
+    view: ClassVar[str] = "tabular"  # which feature view it consumes (see data.preprocess.VIEWS)
+    uses_keras: ClassVar[bool] = False
+    description: ClassVar[str] = ""
+
+    @abstractmethod
+    def search_space(self, trial: Any, spec: ProblemSpec) -> dict[str, Any]:
+        """Suggest this family's hyperparameters; return them as a plain dict."""
+
+    @abstractmethod
+    def build(self, params: dict[str, Any], spec: ProblemSpec) -> Member:
+        """An unfitted member from params alone."""
+
+    def unsupported_reason(self, spec: ProblemSpec) -> str | None:
+        """Why this family cannot fit this problem (e.g. a convnet on a table), or None."""
+        return None
+
+
+@dataclass
+class ScopedTrial:
+    """Prefixes parameter names with the family so conditional spaces never collide in Optuna."""
+
+    trial: Any
+    scope: str
+    _names: list[str] = field(default_factory=list)
+
+    def _name(self, name: str) -> str:
+        return f"{self.scope}.{name}"
+
+    def suggest_int(self, name: str, *args: Any, **kwargs: Any) -> int:
+        return self.trial.suggest_int(self._name(name), *args, **kwargs)
+
+    def suggest_float(self, name: str, *args: Any, **kwargs: Any) -> float:
+        return self.trial.suggest_float(self._name(name), *args, **kwargs)
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        return self.trial.suggest_categorical(self._name(name), choices)

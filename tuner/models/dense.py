@@ -1,0 +1,52 @@
+"""The book's densely connected network (chapter 3): stacked Dense layers on tabular features."""
+
+from __future__ import annotations
+
+from tuner.models import register
+from tuner.models.base import Family, ProblemSpec
+from tuner.models.keras_training import KerasMember, compile_model, keras, output_head
+
+
+class DenseFamily(Family):
+    name = "dense"
+    uses_keras = True
+    description = "Keras MLP: layers, units, dropout, L1/L2, BatchNorm, optimizer, learning rate"
+
+    def search_space(self, trial, spec: ProblemSpec) -> dict:
+        params = {
+            "layers": trial.suggest_int("layers", 1, 3),
+            "units": trial.suggest_int("units", 16, 256, log=True),
+            "activation": trial.suggest_categorical("activation", ["relu", "elu", "gelu"]),
+            "dropout": trial.suggest_float("dropout", 0.0, 0.5),
+            "regularizer": trial.suggest_categorical("regularizer", ["none", "l1", "l2"]),
+            "batch_norm": trial.suggest_categorical("batch_norm", [False, True]),
+            "optimizer": trial.suggest_categorical("optimizer", ["rmsprop", "adam"]),
+            "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
+            "batch_size": trial.suggest_categorical("batch_size", [16, 32, 64, 128]),
+        }
+        if params["regularizer"] != "none":
+            params["regularization"] = trial.suggest_float("regularization", 1e-6, 1e-2, log=True)
+        return params
+
+    def build(self, params: dict, spec: ProblemSpec) -> KerasMember:
+        k = keras()
+        layers = k.layers
+        regularizer = None
+        if params["regularizer"] != "none":
+            regularizer = getattr(k.regularizers, params["regularizer"].upper())(params["regularization"])
+        inputs = k.Input(shape=(spec.n_features,))
+        x = inputs
+        for _ in range(params["layers"]):
+            x = layers.Dense(params["units"], kernel_regularizer=regularizer,
+                             use_bias=not params["batch_norm"])(x)
+            if params["batch_norm"]:
+                x = layers.BatchNormalization()(x)
+            x = layers.Activation(params["activation"])(x)
+            if params["dropout"] > 0:
+                x = layers.Dropout(params["dropout"])(x)
+        model = k.Model(inputs, output_head(spec)(x), name="dense")
+        compile_model(model, spec, params["optimizer"], params["learning_rate"])
+        return KerasMember(model, spec, batch_size=params["batch_size"])
+
+
+register(DenseFamily())

@@ -1,0 +1,90 @@
+"""Gradient boosted trees with XGBoost: early stopping on the study's metric, per-round pruning."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tuner.metrics import METRICS
+from tuner.models import register
+from tuner.models.base import Family, Member, ProblemSpec
+
+
+def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    labels = y_pred.argmax(axis=1) if y_pred.ndim == 2 else (y_pred > 0.5)
+    return float(np.mean(labels == y_true))
+
+
+def r2(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(1.0 - np.sum((y_true - y_pred) ** 2) / np.sum((y_true - np.mean(y_true)) ** 2))
+
+
+_CALLABLE_METRICS = {"accuracy": accuracy, "r2": r2}  # metrics XGBoost does not compute itself
+
+
+def eval_metric_for(spec: ProblemSpec):
+    """The per-round twin of the study metric, as XGBoost names it in its evaluation log."""
+    name = METRICS[spec.metric].xgboost_name
+    if name in _CALLABLE_METRICS:
+        return _CALLABLE_METRICS[name], name
+    if name == "logloss" and spec.task == "multiclass":
+        return "mlogloss", "mlogloss"
+    return name, name
+
+
+class XGBoostMember(Member):
+    def __init__(self, params: dict, spec: ProblemSpec) -> None:
+        super().__init__()
+        self.params = params
+        self.spec = spec
+
+    def fit(self, X, y, X_val, y_val, trial=None) -> XGBoostMember:
+        import xgboost as xgb
+
+        metric, logged_name = eval_metric_for(self.spec)
+        maximize = METRICS[self.spec.metric].direction == "maximize"
+        callbacks = [xgb.callback.EarlyStopping(
+            rounds=self.spec.patience * 5, metric_name=logged_name, data_name="validation_0",
+            maximize=maximize, save_best=True,
+        )]
+        if trial is not None:
+            from optuna_integration.xgboost import XGBoostPruningCallback
+
+            callbacks.append(XGBoostPruningCallback(trial, f"validation_0-{logged_name}"))
+        model_class = xgb.XGBClassifier if self.spec.is_classification else xgb.XGBRegressor
+        self.model_ = model_class(
+            **self.params, n_estimators=self.spec.max_rounds, tree_method="hist",
+            eval_metric=metric, callbacks=callbacks, random_state=self.spec.seed, n_jobs=0,
+        )
+        try:
+            self.model_.fit(X, y, eval_set=[(X_val, y_val)], verbose=False)
+        finally:
+            self.curves_ = {f"val_{logged_name}": list(self.model_.evals_result().get("validation_0", {}).get(logged_name, []))}
+        self.best_step_ = int(self.model_.best_iteration) + 1
+        return self
+
+    def predict_scores(self, X: np.ndarray) -> np.ndarray:
+        if self.spec.is_classification:
+            return self.model_.predict_proba(X)
+        return self.model_.predict(X)
+
+
+class XGBoostFamily(Family):
+    name = "xgboost"
+    description = "XGBoost gradient boosted trees (hist), per-round pruning"
+
+    def search_space(self, trial, spec: ProblemSpec) -> dict:
+        return {
+            "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
+            "max_depth": trial.suggest_int("max_depth", 2, 10),
+            "min_child_weight": trial.suggest_float("min_child_weight", 0.5, 20.0, log=True),
+            "subsample": trial.suggest_float("subsample", 0.5, 1.0),
+            "colsample_bytree": trial.suggest_float("colsample_bytree", 0.3, 1.0),
+            "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
+            "reg_alpha": trial.suggest_float("reg_alpha", 1e-3, 10.0, log=True),
+        }
+
+    def build(self, params: dict, spec: ProblemSpec) -> XGBoostMember:
+        return XGBoostMember(params, spec)
+
+
+register(XGBoostFamily())

@@ -1,0 +1,424 @@
+"""Opening, sealing and running studies on Optuna storage; the one module that touches storage.
+
+Everything that can be refused (study file, data, storage URL, a study of the same name with
+another definition, changed data) is checked before anything is written, so a bad input leaves
+no half-made study and no orphan MLflow run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.config import StudyConfig, load_study_file
+from tuner.data import TRAIN, VALID, Dataset, SealedSplit, check_task, infer_task, load_dataset, make_split, prepare_parts
+from tuner.errors import StorageError, StudyFileError, TunerError
+from tuner.metrics import METRICS
+from tuner.models import FAMILIES, ProblemSpec
+from tuner.objective import Objective, TrialFailed, counts_toward_budget
+from tuner.search import make_pruner, make_sampler
+from tuner.tracking import Tracker
+
+DEFAULT_STORAGE = "sqlite:///studies/optuna.db"
+HEARTBEAT_S = 30
+ATTR = "tuner."  # prefix of the study attributes tuner owns
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def resolve_storage_url(url: str | None = None) -> str:
+    return url or os.environ.get("TUNER_STORAGE") or DEFAULT_STORAGE
+
+
+def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
+    """Optuna storage with heartbeats (RDB) or a journal file; a bad URL is one clear line."""
+    url = resolve_storage_url(url)
+    if url.startswith("journal:///"):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(url.removeprefix("journal:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    elif "://" not in url:
+        raise StorageError(f"storage {url!r} is not a URL; use sqlite:///PATH, postgresql+psycopg://USER@HOST/DB or journal:///PATH")
+    try:
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=HEARTBEAT_S * 4,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+        )
+    except Exception as exc:  # SQLAlchemy raises ArgumentError, OperationalError, NoSuchModuleError...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise StorageError(f"storage {_redact(url)} cannot be opened ({first}); check --storage") from None
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a URL before printing it."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+@dataclass
+class SealedStudy:
+    """A study with its data, inferred task and verified split: what every command works from."""
+
+    config: StudyConfig
+    dataset: Dataset
+    task: str
+    split: SealedSplit
+    study: optuna.Study
+    storage_url: str
+
+    @property
+    def metric(self) -> str:
+        return self.config.resolved_metric(self.task)
+
+    def problem_spec(self, n_classes: int, n_features: int, image_shape: tuple | None) -> ProblemSpec:
+        budget = self.config.budget
+        return ProblemSpec(task=self.task, metric=self.metric, n_classes=n_classes, n_features=n_features,
+                           image_shape=image_shape, max_epochs=budget.epochs, max_rounds=budget.rounds,
+                           patience=budget.patience, seed=self.config.split.seed)
+
+
+def load_inputs(config: StudyConfig, base_dir: Path) -> tuple[Dataset, str]:
+    """Load and check the data, infer the task and check each family can fit it."""
+    dataset = load_dataset(config.data.source, config.data.target, base_dir)
+    task = config.task or infer_task(dataset.y)
+    check_task(dataset.y, task, config.data.source)
+    config.resolved_metric(task)
+    image_shape = tuple(dataset.X.shape[1:]) if not dataset.is_table and dataset.X.ndim == 4 else None
+    for name in config.families:
+        probe = ProblemSpec(task=task, metric=config.resolved_metric(task), n_classes=0, n_features=0, image_shape=image_shape)
+        reason = FAMILIES[name].unsupported_reason(probe)
+        if reason:
+            raise StudyFileError(f"family {name!r} cannot search {config.data.source}: {reason}")
+    return dataset, task
+
+
+def open_study(config: StudyConfig, base_dir: Path, storage_url: str | None = None,
+               create: bool = True) -> SealedStudy:
+    """Load the study of this name, or create it and seal its split; refuse any mismatch."""
+    dataset, task = load_inputs(config, base_dir)
+    storage_url = resolve_storage_url(storage_url)
+    storage = open_storage(storage_url)
+    direction = METRICS[config.resolved_metric(task)].direction
+    existing = _find_study(storage, config.name)
+    if existing is not None:
+        study = existing
+        attrs = study.user_attrs
+        if ATTR + "split" in attrs:
+            if attrs.get(ATTR + "identity") != config.identity_hash():
+                raise StudyFileError(
+                    f"study {config.name!r} already exists with a different definition (data, split, families or "
+                    f"search settings changed); give the study a new name or `tuner study delete {config.name}`"
+                )
+            split = SealedSplit.from_record(attrs[ATTR + "split"])
+            split.verify(dataset.fingerprint)
+            return SealedStudy(config, dataset, task, split, study, storage_url)
+        if study.trials:
+            raise StudyFileError(f"study {config.name!r} exists but was not made by tuner; use another name")
+    elif not create:
+        raise StudyFileError(f"no study named {config.name!r} in {_redact(storage_url)}; run `tuner study run` first")
+    split = make_split(dataset.y, task, config.split.test_fraction, config.split.validation_fraction,
+                       config.split.seed, dataset.fingerprint)
+    study = existing or optuna.create_study(storage=storage, study_name=config.name, direction=direction,
+                                            load_if_exists=True)
+    for key, value in {
+        "identity": config.identity_hash(), "config": config.model_dump(mode="json"), "task": task,
+        "metric": config.resolved_metric(task), "uid": uuid.uuid4().hex, "split": split.to_record(),
+    }.items():
+        study.set_user_attr(ATTR + key, value)
+    return SealedStudy(config, dataset, task, split, study, storage_url)
+
+
+def _find_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+
+
+@dataclass
+class Progress:
+    """What a live display needs after each trial."""
+
+    done: int
+    total: int
+    best: float | None
+    best_family: str | None
+    running: int = 0
+
+
+@dataclass
+class RunResult:
+    study_name: str
+    metric: str
+    direction: str
+    trials_before: int
+    counts: dict[str, int] = field(default_factory=dict)
+    best_value: float | None = None
+    best_trial: int | None = None
+    best_family: str | None = None
+    elapsed_s: float = 0.0
+    tracking_degraded: bool = False
+    first_error: str | None = None
+
+
+def progress_of(study: optuna.Study, total: int) -> Progress:
+    counted = [t for t in study.get_trials(deepcopy=False) if counts_toward_budget(t)]
+    done = sum(1 for t in counted if t.state != TrialState.RUNNING)
+    best, family = _best_of(study)
+    return Progress(done, total, best, family, len(counted) - done)
+
+
+def run_study(study_file: str | Path, storage_url: str | None = None, tracking_uri: str | None = None,
+              trials: int | None = None, timeout: float | None = None, jobs: int = 1,
+              on_progress: Callable[[Progress], None] | None = None) -> RunResult:
+    """Launch or resume a study until it holds `trials` trials (the budget is the study's total)."""
+    config, base_dir = load_study_file(study_file)
+    budget = trials or config.budget.trials
+    timeout = timeout or config.budget.timeout
+    tracker = Tracker(tracking_uri)
+    sealed = open_study(config, base_dir, storage_url)
+    experiment_id = tracker.experiment_id(config.name)
+    parent_run_id = _open_parent_run(tracker, sealed, experiment_id, Path(study_file))
+    started = time.perf_counter()
+    before = progress_of(sealed.study, budget).done
+    status = "FINISHED"
+    try:
+        if jobs <= 1:
+            _optimize(sealed, tracker, experiment_id, parent_run_id, budget, timeout, worker=0, on_progress=on_progress)
+        else:
+            _run_workers(sealed, Path(study_file), tracker.uri, budget, timeout, jobs, on_progress)
+    except BaseException:
+        status = "KILLED"
+        raise
+    finally:
+        result = summarize_run(sealed, budget, before, time.perf_counter() - started)
+        result.tracking_degraded = tracker.degraded
+        tracker.finish_study(parent_run_id, _study_metrics(result), _study_tags(sealed, result), status=status)
+    return result
+
+
+def _open_parent_run(tracker: Tracker, sealed: SealedStudy, experiment_id: str, study_file: Path) -> str:
+    from tuner.devices import device_tags
+
+    config = sealed.config
+    uses_keras = any(FAMILIES[n].uses_keras for n in config.families)
+    params = {
+        "data": config.data.source, "task": sealed.task, "metric": sealed.metric,
+        "direction": sealed.study.direction.name.lower(), "families": ",".join(sorted(config.families)),
+        "sampler": config.sampler.name, "pruner": config.pruner.name, "seed": config.split.seed,
+        "fingerprint": sealed.split.fingerprint, "split_digest": sealed.split.digest,
+        **{f"rows_{k}": v for k, v in sealed.split.counts().items()},
+    }
+    tags = {"mlflow.note.content": config.description or f"tuner study {config.name}",
+            **device_tags(uses_keras)}
+    return tracker.open_study_run(experiment_id, sealed.study.user_attrs[ATTR + "uid"], config.name, tags, params,
+                                  {"study.yaml": study_file.read_text()})
+
+
+def _optimize(sealed: SealedStudy, tracker: Tracker, experiment_id: str, parent_run_id: str, budget: int,
+              timeout: float | None, worker: int, on_progress: Callable[[Progress], None] | None) -> None:
+    from tuner.devices import device_tags
+
+    config = sealed.config
+    study = sealed.study
+    if progress_of(study, budget).done >= budget:
+        return
+    train, parts, _, encoder = prepare_parts(sealed.dataset, sealed.task, sealed.split.rows(TRAIN),
+                                             {"val": sealed.split.rows(VALID)})
+    image_shape = getattr(train.preprocessor, "image_shape_", None)
+    spec = sealed.problem_spec(len(encoder.classes_) if encoder is not None else 0,
+                               train.X("tabular").shape[1], image_shape)
+    uses_keras = any(FAMILIES[n].uses_keras for n in config.families)
+    objective = Objective(config, spec, train, parts["val"], tracker, experiment_id, parent_run_id,
+                          {k: v for k, v in device_tags(uses_keras).items() if not k.startswith("version.")})
+    seed = (config.sampler.seed if config.sampler.seed is not None else config.split.seed) + len(study.trials) + 7919 * worker
+    study.sampler = make_sampler(config.sampler, seed)
+    study.pruner = make_pruner(config.pruner)
+
+    def stop_at_budget(study: optuna.Study, _trial: FrozenTrial) -> None:
+        progress = progress_of(study, budget)
+        if on_progress is not None:
+            on_progress(progress)
+        if progress.done + progress.running >= budget:
+            study.stop()
+
+    study.optimize(objective, n_trials=None, timeout=timeout, callbacks=[stop_at_budget],
+                   catch=(TrialFailed,), gc_after_trial=False)
+
+
+def _best_of(study: optuna.Study) -> tuple[float | None, str | None]:
+    try:
+        best = study.best_trial
+    except ValueError:
+        return None, None
+    return best.value, best.user_attrs.get("family")
+
+
+def _worker_main(study_file: str, storage_url: str, tracking_uri: str, budget: int, timeout: float | None,
+                 worker: int) -> None:
+    """Entry point of a `--jobs` worker process: reopen the same sealed study and search."""
+    config, base_dir = load_study_file(study_file)
+    tracker = Tracker(tracking_uri)
+    sealed = open_study(config, base_dir, storage_url, create=False)
+    experiment_id = tracker.experiment_id(config.name)
+    parent = tracker.open_study_run(experiment_id, sealed.study.user_attrs[ATTR + "uid"], config.name, {}, {}, {})
+    _optimize(sealed, tracker, experiment_id, parent, budget, timeout, worker, on_progress=None)
+
+
+def _run_workers(sealed: SealedStudy, study_file: Path, tracking_uri: str, budget: int, timeout: float | None,
+                 jobs: int, on_progress: Callable[[Progress], None] | None) -> None:
+    """`--jobs N`: N processes on the same storage (TensorFlow state is per process, not per thread)."""
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_worker_main, args=(str(study_file), sealed.storage_url, tracking_uri,
+                                                            budget, timeout, i + 1), daemon=False)
+               for i in range(jobs)]
+    for process in workers:
+        process.start()
+    try:
+        while any(p.is_alive() for p in workers):
+            if on_progress is not None:
+                on_progress(progress_of(sealed.study, budget))
+            time.sleep(1.0)
+    finally:
+        for process in workers:
+            if process.is_alive():
+                process.terminate()
+            process.join()
+    failed = [p.exitcode for p in workers if p.exitcode not in (0, None)]
+    if failed:
+        raise TunerError(f"{len(failed)} of {jobs} workers exited with an error (codes {failed}); see their output above")
+
+
+def summarize_run(sealed: SealedStudy, budget: int, before: int, elapsed: float) -> RunResult:
+    study = sealed.study
+    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("skipped")]
+    result = RunResult(sealed.config.name, sealed.metric, study.direction.name.lower(), before, elapsed_s=elapsed)
+    for t in trials:
+        result.counts[t.state.name] = result.counts.get(t.state.name, 0) + 1
+        if t.state == TrialState.FAIL and result.first_error is None:
+            result.first_error = t.user_attrs.get("error")
+    result.best_value, result.best_family = _best_of(study)
+    if result.best_value is not None:
+        result.best_trial = study.best_trial.number
+    return result
+
+
+def _study_metrics(result: RunResult) -> dict[str, float]:
+    metrics = {f"trials_{state.lower()}": n for state, n in result.counts.items()}
+    if result.best_value is not None:
+        metrics[f"best_val_{result.metric}"] = result.best_value
+    return metrics
+
+
+def _study_tags(sealed: SealedStudy, result: RunResult) -> dict[str, str]:
+    tags = {"best_family": result.best_family or "none"}
+    if result.best_trial is not None:
+        tags["best_trial"] = str(result.best_trial)
+    return tags
+
+
+@dataclass
+class FamilyRow:
+    family: str
+    trials: int
+    complete: int
+    pruned: int
+    failed: int
+    best_value: float | None
+    best_trial: int | None
+    mean_seconds: float | None
+
+
+@dataclass
+class StudyReport:
+    name: str
+    metric: str
+    direction: str
+    task: str
+    data: str
+    split_counts: dict[str, int]
+    states: dict[str, int]
+    families: list[FamilyRow]
+    best_trial: int | None
+    best_value: float | None
+    best_family: str | None
+    best_params: dict[str, Any]
+
+
+def load_existing(name: str, storage_url: str | None = None) -> optuna.Study:
+    storage = open_storage(storage_url)
+    study = _find_study(storage, name)
+    if study is None:
+        known = ", ".join(optuna.get_all_study_names(storage)) or "none"
+        raise StudyFileError(f"no study named {name!r} in {_redact(resolve_storage_url(storage_url))} (studies: {known})")
+    return study
+
+
+def describe_study(name: str, storage_url: str | None = None) -> StudyReport:
+    study = load_existing(name, storage_url)
+    attrs = study.user_attrs
+    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("skipped")]
+    sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+    rows = []
+    for family in sorted({t.user_attrs.get("family", "?") for t in trials}):
+        mine = [t for t in trials if t.user_attrs.get("family") == family]
+        complete = [t for t in mine if t.state == TrialState.COMPLETE]
+        best = max(complete, key=lambda t: sign * t.value) if complete else None
+        durations = [t.user_attrs["duration_s"] for t in mine if "duration_s" in t.user_attrs]
+        rows.append(FamilyRow(
+            family, len(mine), len(complete), sum(t.state == TrialState.PRUNED for t in mine),
+            sum(t.state == TrialState.FAIL for t in mine), best.value if best else None,
+            best.number if best else None, sum(durations) / len(durations) if durations else None,
+        ))
+    rows.sort(key=lambda r: (r.best_value is None, -sign * (r.best_value or 0.0)))
+    states: dict[str, int] = {}
+    for t in trials:
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    best_value, best_family = _best_of(study)
+    best = study.best_trial if best_value is not None else None
+    split = attrs.get(ATTR + "split", {})
+    return StudyReport(
+        name=name, metric=attrs.get(ATTR + "metric", "?"), direction=study.direction.name.lower(),
+        task=attrs.get(ATTR + "task", "?"), data=attrs.get(ATTR + "config", {}).get("data", {}).get("source", "?"),
+        split_counts={k: split.get(f"n_{k}", 0) for k in ("train", "val", "test")}, states=states,
+        families=rows, best_trial=best.number if best else None, best_value=best_value, best_family=best_family,
+        best_params=best.user_attrs.get("params", {}) if best else {},
+    )
+
+
+def list_studies(storage_url: str | None = None) -> list[dict[str, Any]]:
+    storage = open_storage(storage_url)
+    rows = []
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=True):
+        rows.append({
+            "name": summary.study_name, "trials": summary.n_trials,
+            "metric": summary.user_attrs.get(ATTR + "metric", "?"),
+            "direction": summary.direction.name.lower(),
+            "best": summary.best_trial.value if summary.best_trial else None,
+            "data": summary.user_attrs.get(ATTR + "config", {}).get("data", {}).get("source", "?"),
+            "started": summary.datetime_start,
+        })
+    return rows
+
+
+def delete_study(name: str, storage_url: str | None = None) -> None:
+    """Remove the study from Optuna storage; its MLflow runs stay as a record."""
+    load_existing(name, storage_url)
+    optuna.delete_study(study_name=name, storage=open_storage(storage_url))

@@ -1,0 +1,140 @@
+"""Everything tuner writes to MLflow: one experiment and parent run per study, a child run per trial.
+
+Only this module talks to MLflow. It uses `MlflowClient` (no fluent global state, so worker
+processes and threads stay independent) and batches metrics with `log_batch`. If the tracking
+store goes away mid-study the search goes on: the tracker says once that tracking is degraded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from tuner.errors import StorageError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+_BATCH = 1000
+log = logging.getLogger("tuner")
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    return uri or os.environ.get("TUNER_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def artifact_root_for(uri: str) -> str | None:
+    """Local SQLite stores keep artifacts beside the database (MLflow 3 refuses ./mlruns file stores)."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts").as_uri()
+    return None
+
+
+class Tracker:
+    def __init__(self, uri: str | None = None) -> None:
+        self.uri = resolve_tracking_uri(uri)
+        if self.uri.startswith("sqlite:///"):
+            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        for noisy in ("alembic", "mlflow"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self.degraded = False
+
+    def experiment_id(self, name: str) -> str:
+        """Get or create the study's experiment; this is also the reachability check."""
+        try:
+            found = self.client.get_experiment_by_name(name)
+            if found is not None:
+                return found.experiment_id
+            return self.client.create_experiment(name, artifact_location=artifact_root_for(self.uri))
+        except Exception as exc:  # MLflow raises many types for a bad URI or a dead server
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise StorageError(f"MLflow tracking store {self.uri} cannot be used ({first}); check --tracking-uri") from None
+
+    def open_study_run(self, experiment_id: str, study_uid: str, name: str, tags: dict[str, str],
+                       params: dict[str, Any], files: dict[str, str]) -> str:
+        """The study's parent run: found again by its uid on resume, created on first use."""
+        existing = self.client.search_runs(
+            [experiment_id], filter_string=f"tags.`tuner.study_uid` = '{study_uid}' and tags.`tuner.role` = 'study'",
+            max_results=1,
+        )
+        if existing:
+            run_id = existing[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            return run_id
+        from mlflow.entities import Param
+
+        run = self.client.create_run(experiment_id, run_name=name,
+                                     tags={**tags, "tuner.role": "study", "tuner.study_uid": study_uid})
+        self.client.log_batch(run.info.run_id, params=[Param(k, _as_text(v)) for k, v in params.items()])
+        for filename, text in files.items():
+            self.client.log_text(run.info.run_id, text, filename)
+        return run.info.run_id
+
+    def start_trial(self, experiment_id: str, parent_run_id: str, trial_number: int, family: str,
+                    params: dict[str, Any], tags: dict[str, str]) -> str | None:
+        def start() -> str:
+            from mlflow.entities import Param
+            from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+            run = self.client.create_run(
+                experiment_id, run_name=f"trial-{trial_number:03d} {family}",
+                tags={**tags, MLFLOW_PARENT_RUN_ID: parent_run_id, "tuner.role": "trial",
+                      "trial": str(trial_number), "family": family, "state": "RUNNING"},
+            )
+            self.client.log_batch(run.info.run_id, params=[Param("family", family)] + [
+                Param(k, _as_text(v)) for k, v in params.items()])
+            return run.info.run_id
+
+        return self._safely(start)
+
+    def finish_trial(self, run_id: str | None, state: str, scores: dict[str, float],
+                     curves: dict[str, list[float]], duration: float, error: str | None = None) -> None:
+        if run_id is None:
+            return
+
+        def finish() -> None:
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            metrics = [Metric(k, float(v), now, 0) for k, v in scores.items()]
+            metrics.append(Metric("duration_s", duration, now, 0))
+            metrics += [Metric(key, float(v), now, step) for key, values in curves.items()
+                        for step, v in enumerate(values, start=1) if v == v]
+            for start in range(0, len(metrics), _BATCH):
+                self.client.log_batch(run_id, metrics=metrics[start:start + _BATCH])
+            self.client.set_tag(run_id, "state", state)
+            if error:
+                self.client.set_tag(run_id, "error", error[:5000])
+            self.client.set_terminated(run_id, status="FAILED" if state == "FAILED" else "FINISHED")
+
+        self._safely(finish)
+
+    def finish_study(self, run_id: str, metrics: dict[str, float], tags: dict[str, str], status: str = "FINISHED") -> None:
+        def finish() -> None:
+            from mlflow.entities import Metric, RunTag
+
+            now = int(time.time() * 1000)
+            self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                                  tags=[RunTag(k, v) for k, v in tags.items()])
+            self.client.set_terminated(run_id, status=status)
+
+        self._safely(finish)
+
+    def _safely(self, action):
+        try:
+            return action()
+        except Exception as exc:
+            if not self.degraded:
+                log.warning("MLflow tracking is degraded (%s); the study goes on and keeps every trial in Optuna",
+                            str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+            self.degraded = True
+            return None
+
+
+def _as_text(value: Any) -> str:
+    return str(value)[:6000]
