@@ -46,11 +46,15 @@ def study_run(
                   transient=False, disable=not console.is_terminal) as bar:
         task = bar.add_task("trials", total=None, best="")
 
+        last_line = [""]
+
         def show(progress) -> None:
             best = f"best val {progress.best:.4f} ({progress.best_family})" if progress.best is not None else ""
             bar.update(task, completed=progress.done, total=progress.total, best=best)
-            if not console.is_terminal:
-                console.print(f"trial {progress.done}/{progress.total} {best}")
+            line = f"trial {progress.done}/{progress.total} {best}"
+            if not console.is_terminal and line != last_line[0]:
+                console.print(line)
+                last_line[0] = line
 
         result = run_study(study_file, storage, tracking_uri, trials, timeout, jobs, on_progress=show)
     ran = sum(result.counts.values()) - result.trials_before

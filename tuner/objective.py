@@ -74,6 +74,9 @@ class Objective:
             trial.set_user_attr("error", message[:2000])
             self._finish(trial, run_id, "FAILED", member, started, error=traceback.format_exc())
             raise TrialFailed(message) from exc
+        except BaseException:  # Ctrl-C or a kill signal turned exception: close the run, then stop
+            self._finish(trial, run_id, "KILLED", member, started)
+            raise
         finally:
             if family.uses_keras:
                 from tuner.models.keras_training import release_memory

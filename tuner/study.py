@@ -193,6 +193,7 @@ def run_study(study_file: str | Path, storage_url: str | None = None, tracking_u
     budget = trials or config.budget.trials
     timeout = timeout or config.budget.timeout
     tracker = Tracker(tracking_uri)
+    tracker.check()
     sealed = open_study(config, base_dir, storage_url)
     experiment_id = tracker.experiment_id(config.name)
     parent_run_id = _open_parent_run(tracker, sealed, experiment_id, Path(study_file))

@@ -44,13 +44,23 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=self.uri)
         self.degraded = False
 
+    def check(self) -> None:
+        """Fail early, writing nothing, when the store cannot be reached."""
+        self._raising(lambda: self.client.search_experiments(max_results=1))
+
     def experiment_id(self, name: str) -> str:
-        """Get or create the study's experiment; this is also the reachability check."""
-        try:
+        """Get or create the study's experiment."""
+        def get_or_create() -> str:
             found = self.client.get_experiment_by_name(name)
             if found is not None:
                 return found.experiment_id
             return self.client.create_experiment(name, artifact_location=artifact_root_for(self.uri))
+
+        return self._raising(get_or_create)
+
+    def _raising(self, action):
+        try:
+            return action()
         except Exception as exc:  # MLflow raises many types for a bad URI or a dead server
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise StorageError(f"MLflow tracking store {self.uri} cannot be used ({first}); check --tracking-uri") from None
@@ -110,7 +120,7 @@ class Tracker:
             self.client.set_tag(run_id, "state", state)
             if error:
                 self.client.set_tag(run_id, "error", error[:5000])
-            self.client.set_terminated(run_id, status="FAILED" if state == "FAILED" else "FINISHED")
+            self.client.set_terminated(run_id, status=state if state in ("FAILED", "KILLED") else "FINISHED")
 
         self._safely(finish)
 

@@ -21,7 +21,7 @@ def validate_table(X: pd.DataFrame, y: np.ndarray, source: str) -> None:
         if pd.api.types.is_numeric_dtype(values):
             if np.isinf(values.to_numpy(dtype=float, na_value=np.nan)).any():
                 raise DataError(f"{source}: column {column!r} holds infinite values; replace them or leave them blank")
-        elif values.dtype == object:
+        elif values.dtype == object or pd.api.types.is_string_dtype(values):
             _refuse_mixed_types(values, column, source)
 
 

@@ -118,7 +118,7 @@ class KerasMember(Member):
             p = out[:, 0]
             return np.column_stack([1.0 - p, p])
         if self.spec.task == "multiclass":
-            return out
+            return out / out.sum(axis=1, keepdims=True)  # float32 softmax rounding
         return out[:, 0] * self.y_std_ + self.y_mean_
 
 

@@ -1,0 +1,31 @@
+# Each target does its own set-up: a virtual environment in .venv with tuner and its test extra.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+.PHONY: quickstart test test-fast install clean-stores
+
+$(BIN)/tuner: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/tuner
+
+## The main job on a built-in dataset: search with a sealed test split, then the leaderboard.
+quickstart: $(BIN)/tuner
+	$(BIN)/tuner study run studies/breast-cancer.yaml
+	$(BIN)/tuner study show breast-cancer
+
+## The whole test suite, slow end-to-end tests included (what CI runs).
+test: $(BIN)/tuner
+	bash .ci/services
+	$(BIN)/python -m pytest -q
+
+## The quick tests only (no end-to-end training runs).
+test-fast: $(BIN)/tuner
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean-stores:
+	rm -rf studies/*.db mlruns/mlflow.db mlruns/artifacts

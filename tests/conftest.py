@@ -1,0 +1,55 @@
+"""Shared fixtures: temporary Optuna storage per test, one MLflow store per session (its schema
+migration costs seconds), study files written on the fly, and the CLI run as a real process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tracking_uri(tmp_path_factory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('mlruns') / 'mlflow.db'}"
+
+
+@pytest.fixture
+def storage_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'optuna.db'}"
+
+
+@pytest.fixture
+def write_study(tmp_path):
+    """Write a study file from a dict and return its path; names are made unique per test."""
+
+    def write(spec: dict, filename: str = "study.yaml") -> Path:
+        path = tmp_path / filename
+        path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        return path
+
+    return write
+
+
+def tiny_study(name: str, **overrides) -> dict:
+    spec = {
+        "name": name,
+        "data": {"source": "builtin:breast_cancer"},
+        "split": {"test_fraction": 0.2, "validation_fraction": 0.2, "seed": 1},
+        "families": ["linear", "random_forest"],
+        "budget": {"trials": 3, "epochs": 4, "rounds": 40, "patience": 2},
+    }
+    spec.update(overrides)
+    return spec
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `python -m tuner ARGS` as a user would, in a clean process."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "tuner", *args], capture_output=True, text=True,
+                          cwd=cwd or REPO, env=env, timeout=timeout)

@@ -1,0 +1,149 @@
+"""The CLI as a user runs it: a real process, a real Optuna storage and a real MLflow store."""
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from conftest import REPO, run_cli, tiny_study
+
+
+@pytest.mark.slow
+def test_multi_family_study_end_to_end_with_mlflow_runs(tmp_path, storage_url, tracking_uri):
+    spec = yaml.safe_load((REPO / "studies" / "breast-cancer.yaml").read_text())
+    spec.update(name="e2e", budget={"trials": 6, "epochs": 5, "rounds": 50, "patience": 2},
+                sampler={"name": "random", "seed": 4})
+    path = tmp_path / "e2e.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    run = run_cli("study", "run", str(path), "--storage", storage_url, "--tracking-uri", tracking_uri)
+    assert run.returncode == 0, run.stderr
+    assert "best val_roc_auc =" in run.stdout and "trial 6/6" in run.stdout
+    assert run.stderr.strip() == "", "start-up noise or warnings leaked to stderr"
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("e2e")
+    runs = client.search_runs([experiment.experiment_id])
+    [parent] = [r for r in runs if r.data.tags.get("tuner.role") == "study"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 6 and len(runs) == 7
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["metric"] == "roc_auc" and parent.data.params["rows_test"] == "114"
+    assert parent.data.tags["device"] == "cpu" and parent.data.tags["device.cpu"]
+    assert "version.optuna" in parent.data.tags
+    assert "best_val_roc_auc" in parent.data.metrics
+    study = optuna.load_study(study_name="e2e", storage=storage_url)
+    by_number = {t.number: t for t in study.trials}
+    for child in children:
+        trial = by_number[int(child.data.tags["trial"])]
+        assert child.info.run_name == f"trial-{trial.number:03d} {trial.user_attrs['family']}"
+        assert child.data.tags["state"] == trial.state.name
+        assert child.data.params["family"] == trial.user_attrs["family"]
+        assert child.data.tags["device"] == "cpu"
+        if trial.state.name == "COMPLETE":
+            assert child.data.metrics["val_roc_auc"] == pytest.approx(trial.value)
+        if trial.user_attrs["family"] in ("dense", "xgboost") and trial.state.name == "COMPLETE":
+            curve = [k for k in child.data.metrics if k.startswith(("epoch/val_", "round/val_"))]
+            assert curve and len(client.get_metric_history(child.info.run_id, curve[0])) > 1
+    families = {c.data.params["family"] for c in children}
+    assert len(families) >= 3
+
+    shown = run_cli("study", "show", "e2e", "--storage", storage_url)
+    assert shown.returncode == 0 and "leaderboard by family" in shown.stdout and "best: trial" in shown.stdout
+    listed = run_cli("study", "list", "--storage", storage_url)
+    assert listed.returncode == 0 and "e2e" in listed.stdout
+
+
+def test_datasets_and_help():
+    listed = run_cli("datasets")
+    assert listed.returncode == 0 and "builtin:digits" in listed.stdout
+    for args in (["--help"], ["study", "--help"], ["study", "run", "--help"], ["ui", "--help"]):
+        shown = run_cli(*args)
+        assert shown.returncode == 0 and "Usage" in shown.stdout
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"budget": {"trials": -1}}, "budget.trials: Input should be greater than 0"),
+    ({"data": {"source": "rows.csv", "target": "y"}}, "rows.csv not found"),
+    ({"families": ["linear", "svm"]}, "unknown family 'svm'"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, write_study, change, expected):
+    storage, tracking = f"sqlite:///{tmp_path / 'o.db'}", f"sqlite:///{tmp_path / 'm.db'}"
+    path = write_study(tiny_study("bad", **change))
+    run = run_cli("study", "run", str(path), "--storage", storage, "--tracking-uri", tracking)
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and lines[0].startswith("error:")
+    assert not (tmp_path / "o.db").exists() or optuna.get_all_study_names(storage) == []
+    if (tmp_path / "m.db").exists():
+        assert MlflowClient(tracking).search_experiments(filter_string="name = 'bad'") == []
+
+
+def test_unknown_study_name_and_bad_storage_exit_2(tmp_path):
+    shown = run_cli("study", "show", "nope", "--storage", f"sqlite:///{tmp_path / 'o.db'}")
+    assert shown.returncode == 2 and "no study named 'nope'" in shown.stderr
+    listed = run_cli("study", "list", "--storage", "postgresql+psycopg://x@127.0.0.1:1/none")
+    assert listed.returncode == 2 and "cannot be opened" in listed.stderr
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ui_serves_the_project_store(tmp_path, write_study):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from tuner.study import run_study
+
+    tracking = f"sqlite:///{tmp_path / 'm.db'}"
+    run_study(write_study(tiny_study("served")), f"sqlite:///{tmp_path / 'o.db'}", tracking, trials=1)
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tuner", "ui", "--port", str(port), "--tracking-uri", tracking],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=10"
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    names = [e["name"] for e in json.load(response)["experiments"]]
+                break
+            except OSError:
+                assert time.time() < deadline and server.poll() is None, "the MLflow UI did not come up"
+                time.sleep(1)
+        assert "served" in names
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+            assert response.status == 200 and b"<html" in response.read().lower()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_jobs_run_worker_processes_on_one_study(tmp_path, write_study, tracking_uri):
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    path = write_study(tiny_study("jobs", families=["linear", "random_forest", "xgboost"]))
+    run = run_cli("study", "run", str(path), "--trials", "6", "--jobs", "2", "--storage", storage,
+                  "--tracking-uri", tracking_uri)
+    assert run.returncode == 0, run.stderr
+    trials = optuna.load_study(study_name="jobs", storage=storage).trials
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+    assert 6 <= len(trials) <= 7  # workers may each start one last trial at the same moment
+    assert {t.state.name for t in trials} == {"COMPLETE"}
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("jobs")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len([r for r in runs if r.data.tags.get("tuner.role") == "study"]) == 1
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert len({r.data.tags["pid"] for r in runs if r.data.tags.get("tuner.role") == "trial"}) == 2

@@ -1,0 +1,70 @@
+"""One contract suite over every registered family that reads the tabular view (STYLE.md)."""
+
+import numpy as np
+import optuna
+import pytest
+
+from tuner.data import TRAIN, VALID, load_dataset, make_split, prepare_parts
+from tuner.metrics import METRICS
+from tuner.models import FAMILIES, ProblemSpec, ScopedTrial
+
+TABULAR = sorted(name for name, family in FAMILIES.items() if family.view == "tabular")
+PROBLEMS = {"binary": ("builtin:breast_cancer", "roc_auc"), "multiclass": ("builtin:wine", "log_loss"),
+            "regression": ("builtin:diabetes", "rmse")}
+
+
+@pytest.fixture(scope="module", params=sorted(PROBLEMS))
+def problem(request):
+    source, metric = PROBLEMS[request.param]
+    dataset = load_dataset(source)
+    split = make_split(dataset.y, request.param, 0.2, 0.25, 0, dataset.fingerprint)
+    train, parts, _, encoder = prepare_parts(dataset, request.param, split.rows(TRAIN), {"val": split.rows(VALID)})
+    spec = ProblemSpec(task=request.param, metric=metric, n_classes=len(encoder.classes_) if encoder else 0,
+                       n_features=train.X("tabular").shape[1], max_epochs=3, max_rounds=30, patience=2)
+    return spec, train, parts["val"]
+
+
+def sampled_params(name: str, spec: ProblemSpec, seed: int = 0):
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed)).ask()
+    return FAMILIES[name].search_space(trial, spec), trial.params
+
+
+@pytest.mark.parametrize("name", TABULAR)
+def test_search_space_is_deterministic_under_fixed_trial(name, problem):
+    spec, _, _ = problem
+    params, raw = sampled_params(name, spec)
+    assert FAMILIES[name].search_space(optuna.trial.FixedTrial(raw), spec) == params
+    assert all(isinstance(v, (int, float, str, bool)) for v in params.values())
+
+
+@pytest.mark.parametrize("name", TABULAR)
+def test_build_fit_predict_contract(name, problem):
+    spec, train, val = problem
+    params, _ = sampled_params(name, spec, seed=3)
+    member = FAMILIES[name].build(params, spec)
+    assert member.fit(train.X("tabular"), train.y, val.X("tabular"), val.y) is member
+    scores = member.predict_scores(val.X("tabular"))
+    if spec.is_classification:
+        assert scores.shape == (len(val), spec.n_classes)
+        np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
+        assert set(np.unique(member.predict(val.X("tabular")))) <= set(range(spec.n_classes))
+    else:
+        assert scores.shape == (len(val),)
+    assert np.isfinite(METRICS[spec.metric].score(val.y, scores))
+    if member.best_step_ is not None:
+        assert 1 <= member.best_step_ <= max(spec.max_epochs, spec.max_rounds)
+
+
+def test_scoped_trial_prefixes_names_so_families_never_collide():
+    study = optuna.create_study()
+    trial = study.ask()
+    spec = ProblemSpec(task="binary", metric="roc_auc", n_classes=2, n_features=4)
+    params = FAMILIES["xgboost"].search_space(ScopedTrial(trial, "xgboost"), spec)
+    assert set(trial.params) == {f"xgboost.{k}" for k in params}
+
+
+def test_registry_refuses_a_duplicate_name():
+    from tuner.models import register
+
+    with pytest.raises(RuntimeError, match="registered twice"):
+        register(FAMILIES["linear"])

@@ -1,0 +1,132 @@
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+import tuner.study as study_module
+from tuner.data import TEST, TRAIN, VALID, SealedSplit
+from tuner.errors import SplitMismatchError, StorageError, StudyFileError
+from tuner.objective import Objective
+from tuner.study import describe_study, list_studies, run_study
+
+from conftest import tiny_study
+
+
+@pytest.fixture
+def seen_rows(monkeypatch):
+    """Record the row indices every Objective is handed."""
+    seen = []
+
+    class Recording(Objective):
+        def __init__(self, config, spec, train, val, *args, **kwargs):
+            seen.append({"train": train.rows.copy(), "val": val.rows.copy()})
+            super().__init__(config, spec, train, val, *args, **kwargs)
+
+    monkeypatch.setattr(study_module, "Objective", Recording)
+    return seen
+
+
+def sealed_split(name, storage_url) -> SealedSplit:
+    study = optuna.load_study(study_name=name, storage=storage_url)
+    return SealedSplit.from_record(study.user_attrs["tuner.split"])
+
+
+def test_objective_never_receives_a_test_row_and_resume_keeps_the_split(
+        write_study, storage_url, tracking_uri, seen_rows):
+    path = write_study(tiny_study("sealed", budget={"trials": 2}))
+    run_study(path, storage_url, tracking_uri)
+    split = sealed_split("sealed", storage_url)
+    result = run_study(path, storage_url, tracking_uri, trials=4)
+    assert sealed_split("sealed", storage_url).digest == split.digest
+    assert result.counts == {"COMPLETE": 4} and result.trials_before == 2
+    assert len(seen_rows) == 2
+    test_rows = set(split.rows(TEST))
+    for rows in seen_rows:
+        assert not test_rows & set(rows["train"]) and not test_rows & set(rows["val"])
+        np.testing.assert_array_equal(rows["train"], split.rows(TRAIN))
+        np.testing.assert_array_equal(rows["val"], split.rows(VALID))
+
+
+def test_budget_is_the_studys_total(write_study, storage_url, tracking_uri):
+    path = write_study(tiny_study("total"))
+    run_study(path, storage_url, tracking_uri, trials=2)
+    again = run_study(path, storage_url, tracking_uri, trials=2)
+    assert sum(again.counts.values()) == 2
+
+
+def test_changed_data_file_is_refused(tmp_path, write_study, storage_url, tracking_uri):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=80), "b": rng.normal(size=80), "y": rng.integers(0, 2, 80)})
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    path = write_study(tiny_study("csv", data={"source": "rows.csv", "target": "y"}))
+    run_study(path, storage_url, tracking_uri, trials=1)
+    frame.loc[0, "a"] += 1.0
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    with pytest.raises(SplitMismatchError, match="data changed since this study sealed its split"):
+        run_study(path, storage_url, tracking_uri, trials=3)
+    assert len(optuna.load_study(study_name="csv", storage=storage_url).trials) == 1
+
+
+def test_same_name_with_another_definition_is_refused(write_study, storage_url, tracking_uri):
+    run_study(write_study(tiny_study("ident")), storage_url, tracking_uri, trials=1)
+    other = write_study(tiny_study("ident", families=["linear"]), "other.yaml")
+    with pytest.raises(StudyFileError, match="already exists with a different definition"):
+        run_study(other, storage_url, tracking_uri, trials=2)
+
+
+def test_family_trial_cap(write_study, storage_url, tracking_uri):
+    spec = tiny_study("capped", families={"linear": {"max_trials": 1}, "random_forest": {}},
+                      sampler={"name": "random"})
+    result = run_study(write_study(spec), storage_url, tracking_uri, trials=5)
+    report = describe_study("capped", storage_url)
+    rows = {row.family: row.trials for row in report.families}
+    assert rows["linear"] <= 1 and rows["linear"] + rows["random_forest"] == 5
+    assert result.counts == {"COMPLETE": 5}
+
+
+def test_all_families_capped_stops_the_study(write_study, storage_url, tracking_uri):
+    spec = tiny_study("allcapped", families={"linear": {"max_trials": 1}, "random_forest": {"max_trials": 1}})
+    result = run_study(write_study(spec), storage_url, tracking_uri, trials=10)
+    assert result.counts == {"COMPLETE": 2}
+
+
+@pytest.mark.slow
+def test_pruning_happens_for_the_dense_family(write_study, storage_url, tracking_uri):
+    spec = tiny_study("pruned", families=["dense"], sampler={"name": "random"},
+                      budget={"trials": 8, "epochs": 12, "patience": 12},
+                      pruner={"name": "median", "startup_trials": 2, "warmup_steps": 1})
+    run_study(write_study(spec), storage_url, tracking_uri)
+    trials = optuna.load_study(study_name="pruned", storage=storage_url).trials
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned, "the median pruner stopped no dense trial"
+    assert all(len(t.intermediate_values) < 12 for t in pruned)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert all(t.user_attrs["best_step"] >= 1 for t in complete)
+
+
+def test_list_and_describe(write_study, storage_url, tracking_uri):
+    run_study(write_study(tiny_study("listed")), storage_url, tracking_uri, trials=2)
+    [row] = list_studies(storage_url)
+    assert row["name"] == "listed" and row["trials"] == 2 and row["metric"] == "roc_auc"
+    report = describe_study("listed", storage_url)
+    assert report.split_counts == {"train": 341, "val": 114, "test": 114}
+    assert report.best_value == row["best"] and report.best_params
+    with pytest.raises(StudyFileError, match="no study named 'missing'"):
+        describe_study("missing", storage_url)
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("postgresql+psycopg://nobody@127.0.0.1:1/none", "cannot be opened"),
+    ("mysql+nodriver://x@localhost/db", "cannot be opened"),
+    ("just-a-path.db", "is not a URL"),
+])
+def test_bad_storage_urls(write_study, tracking_uri, url, expected):
+    with pytest.raises(StorageError, match=expected):
+        run_study(write_study(tiny_study("nostorage")), url, tracking_uri)
+
+
+def test_postgres_password_is_not_printed():
+    with pytest.raises(StorageError) as error:
+        study_module.open_storage("postgresql+psycopg://user:secret@127.0.0.1:1/db")
+    assert "secret" not in str(error.value) and "***" in str(error.value)
