@@ -108,6 +108,38 @@ def study_show(name: str = typer.Argument(..., help="study name"), storage: Opti
                       f"{report.best_value:.4f}\n  {params}")
 
 
+@study_app.command("finalize")
+def study_finalize(
+    name: str = typer.Argument(..., help="study name"),
+    top: int = typer.Option(5, "--top", min=1, help="configurations to refit and score (plus the best of each family)"),
+    force: bool = typer.Option(False, "--force", help="look at the test split again (counted and shown)"),
+    study_file: Optional[Path] = typer.Option(None, "--study-file", help="the study's file, if its data moved"),
+    storage: Optional[str] = StorageOption,
+    tracking_uri: Optional[str] = TrackingOption,
+) -> None:
+    """Refit the top configurations on train + val and score them once on the sealed test split."""
+    from tuner.finalize import finalize_study
+
+    with console.status("refitting the finalists on train + val and scoring the sealed test split"):
+        report = finalize_study(name, storage, tracking_uri, top, force, str(study_file) if study_file else None)
+    m = report.metric
+    table = Table("val rank", "family", "trial", f"val_{m}", f"test_{m}", "test 95% interval", "optimism", "test rank",
+                  title=f"{report.study}: test look {report.test_looks} ({report.rows_test} sealed test rows)")
+    for r in report.rows:
+        table.add_row(str(r.val_rank), r.family, str(r.trial), f"{r.val:.4f}", f"{r.test:.4f}",
+                      f"[{r.test_low:.4f}, {r.test_high:.4f}]", f"{r.optimism:+.4f}", str(r.test_rank))
+    console.print(table)
+    winner = report.winner
+    console.print(f"winner: trial {winner.trial} ({winner.family}) val_{m} {winner.val:.4f} -> test_{m} "
+                  f"{winner.test:.4f}: validation flattered it by {winner.optimism:+.4f}")
+    rho = "n/a" if report.spearman is None else f"{report.spearman:.2f}"
+    console.print(f"val/test rank correlation (Spearman) over {len(report.rows)} finalists: {rho}; "
+                  f"expected val optimism of the best of {report.trials_complete} trials: "
+                  f"~{report.expected_selection_optimism:.4f}")
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+
+
 @study_app.command("delete")
 def study_delete(name: str = typer.Argument(...), storage: Optional[str] = StorageOption,
                  yes: bool = typer.Option(False, "--yes", help="do not ask")) -> None:

@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config import StudyConfig, load_study_file
 from tuner.data import TRAIN, VALID, Dataset, SealedSplit, check_task, infer_task, load_dataset, make_split, prepare_parts
-from tuner.errors import StorageError, StudyFileError, TunerError
+from tuner.errors import SplitMismatchError, StorageError, StudyFileError, TunerError
 from tuner.metrics import METRICS
 from tuner.models import FAMILIES, ProblemSpec
 from tuner.objective import Objective, TrialFailed, counts_toward_budget
@@ -140,6 +140,7 @@ def open_study(config: StudyConfig, base_dir: Path, storage_url: str | None = No
     for key, value in {
         "identity": config.identity_hash(), "config": config.model_dump(mode="json"), "task": task,
         "metric": config.resolved_metric(task), "uid": uuid.uuid4().hex, "split": split.to_record(),
+        "base_dir": str(base_dir),
     }.items():
         study.set_user_attr(ATTR + key, value)
     return SealedStudy(config, dataset, task, split, study, storage_url)
@@ -417,6 +418,28 @@ def list_studies(storage_url: str | None = None) -> list[dict[str, Any]]:
             "started": summary.datetime_start,
         })
     return rows
+
+
+def open_sealed(name: str, storage_url: str | None = None, study_file: str | Path | None = None) -> SealedStudy:
+    """An existing study with its data re-read and its split record verified (finalize, ensembles).
+
+    The study's own stored definition is used; `study_file` relocates the data (same identity).
+    """
+    study = load_existing(name, storage_url)
+    attrs = study.user_attrs
+    if ATTR + "split" not in attrs:
+        raise SplitMismatchError(f"study {name!r} has no sealed split record; it cannot be scored honestly")
+    if study_file is not None:
+        config, base_dir = load_study_file(study_file)
+        if config.identity_hash() != attrs.get(ATTR + "identity"):
+            raise StudyFileError(f"{study_file} does not define study {name!r} as it was run; pass the study's own file")
+    else:
+        config = StudyConfig.model_validate(attrs[ATTR + "config"])
+        base_dir = Path(attrs.get(ATTR + "base_dir", "."))
+    dataset, task = load_inputs(config, base_dir)
+    split = SealedSplit.from_record(attrs[ATTR + "split"])
+    split.verify(dataset.fingerprint)
+    return SealedStudy(config, dataset, task, split, study, resolve_storage_url(storage_url))
 
 
 def delete_study(name: str, storage_url: str | None = None) -> None:

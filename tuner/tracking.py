@@ -68,12 +68,8 @@ class Tracker:
     def open_study_run(self, experiment_id: str, study_uid: str, name: str, tags: dict[str, str],
                        params: dict[str, Any], files: dict[str, str]) -> str:
         """The study's parent run: found again by its uid on resume, created on first use."""
-        existing = self.client.search_runs(
-            [experiment_id], filter_string=f"tags.`tuner.study_uid` = '{study_uid}' and tags.`tuner.role` = 'study'",
-            max_results=1,
-        )
-        if existing:
-            run_id = existing[0].info.run_id
+        run_id = self.find_study_run(experiment_id, study_uid)
+        if run_id is not None:
             self.client.update_run(run_id, status="RUNNING")
             return run_id
         from mlflow.entities import Param
@@ -84,6 +80,42 @@ class Tracker:
         for filename, text in files.items():
             self.client.log_text(run.info.run_id, text, filename)
         return run.info.run_id
+
+    def find_study_run(self, experiment_id: str, study_uid: str) -> str | None:
+        found = self.client.search_runs(
+            [experiment_id], filter_string=f"tags.`tuner.study_uid` = '{study_uid}' and tags.`tuner.role` = 'study'",
+            max_results=1,
+        )
+        return found[0].info.run_id if found else None
+
+    def log_finalize(self, study_name: str, study_uid: str, report: Any, markdown: str) -> str:
+        """A `finalize` run under the study's parent run: scores, the report, the val-vs-test plot."""
+        import json
+        from dataclasses import asdict
+
+        from mlflow.entities import Metric
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        from tuner.plots import validation_vs_test
+
+        experiment_id = self.experiment_id(study_name)
+        parent = self.find_study_run(experiment_id, study_uid)
+        tags = {"tuner.role": "finalize", "test_looks": str(report.test_looks)}
+        if parent:
+            tags[MLFLOW_PARENT_RUN_ID] = parent
+        run_id = self.client.create_run(experiment_id, run_name=f"finalize (test look {report.test_looks})", tags=tags).info.run_id
+        winner, m, now = report.winner, report.metric, int(time.time() * 1000)
+        metrics = {f"winner_val_{m}": winner.val, f"winner_test_{m}": winner.test,
+                   "winner_optimism": winner.optimism, "test_looks": report.test_looks,
+                   "expected_selection_optimism": report.expected_selection_optimism}
+        if report.spearman is not None:
+            metrics["spearman_val_test"] = report.spearman
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+        self.client.log_text(run_id, markdown, "finalize.md")
+        self.client.log_text(run_id, json.dumps(asdict(report), indent=2, default=str), "finalize.json")
+        self.client.log_figure(run_id, validation_vs_test(report), "plots/validation_vs_test.png")
+        self.client.set_terminated(run_id, status="FINISHED")
+        return run_id
 
     def start_trial(self, experiment_id: str, parent_run_id: str, trial_number: int, family: str,
                     params: dict[str, Any], tags: dict[str, str]) -> str | None:

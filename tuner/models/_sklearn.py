@@ -15,7 +15,7 @@ class SklearnMember(Member):
         self.estimator = estimator
         self.classification = classification
 
-    def fit(self, X, y, X_val, y_val, trial=None) -> SklearnMember:
+    def fit(self, X, y, X_val=None, y_val=None, trial=None) -> SklearnMember:
         self.estimator.fit(X, y)
         return self
 

@@ -47,9 +47,14 @@ class Member(ABC):
         self.curves_ = {}
 
     @abstractmethod
-    def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
-            trial: Any = None) -> Member:
-        """Fit on training rows; validation rows drive early stopping and per-step pruning only."""
+    def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = None,
+            y_val: np.ndarray | None = None, trial: Any = None) -> Member:
+        """Fit on training rows; validation rows drive early stopping and per-step pruning only.
+
+        Without validation rows a stepwise member trains for exactly `max_epochs` / `max_rounds`
+        steps: that is how a configuration is refitted on train + validation with the step count
+        early stopping found.
+        """
 
     @abstractmethod
     def predict_scores(self, X: np.ndarray) -> np.ndarray:

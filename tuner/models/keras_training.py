@@ -78,9 +78,9 @@ class KerasMember(Member):
         self.batch_size = batch_size
         self.reduce_lr = reduce_lr
 
-    def fit(self, X, y, X_val, y_val, trial: Any = None) -> KerasMember:
+    def fit(self, X, y, X_val=None, y_val=None, trial: Any = None) -> KerasMember:
         k = keras()
-        y, y_val = self._scale_target(y, fit=True), self._scale_target(y_val)
+        y = self._scale_target(y, fit=True)
         monitor, mode = monitored(self.spec)
         curves = self.curves_
 
@@ -89,15 +89,20 @@ class KerasMember(Member):
                 for key, value in (logs or {}).items():
                     curves.setdefault(key if key.startswith("val_") or key == "learning_rate" else f"train_{key}", []).append(float(value))
 
-        callbacks = [Curves(), k.callbacks.EarlyStopping(
-            monitor=monitor, mode=mode, patience=self.spec.patience, restore_best_weights=True)]
+        callbacks = [Curves()]
+        if X_val is None:
+            self.model.fit(X, y, epochs=self.spec.max_epochs, batch_size=self.batch_size, callbacks=callbacks, verbose=0)
+            self.best_step_ = self.spec.max_epochs
+            return self
+        callbacks.append(k.callbacks.EarlyStopping(
+            monitor=monitor, mode=mode, patience=self.spec.patience, restore_best_weights=True))
         if self.reduce_lr:
             callbacks.append(k.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, patience=max(2, self.spec.patience // 2)))
         if trial is not None:
             from optuna_integration.keras import KerasPruningCallback
 
             callbacks.append(KerasPruningCallback(trial, monitor))
-        self.model.fit(X, y, validation_data=(X_val, y_val), epochs=self.spec.max_epochs,
+        self.model.fit(X, y, validation_data=(X_val, self._scale_target(y_val)), epochs=self.spec.max_epochs,
                        batch_size=self.batch_size, callbacks=callbacks, verbose=0)
         watched = curves.get(monitor, [])
         if watched:

@@ -37,16 +37,18 @@ class XGBoostMember(Member):
         self.params = params
         self.spec = spec
 
-    def fit(self, X, y, X_val, y_val, trial=None) -> XGBoostMember:
+    def fit(self, X, y, X_val=None, y_val=None, trial=None) -> XGBoostMember:
         import xgboost as xgb
 
         metric, logged_name = eval_metric_for(self.spec)
         maximize = METRICS[self.spec.metric].direction == "maximize"
-        callbacks = [xgb.callback.EarlyStopping(
-            rounds=self.spec.patience * 5, metric_name=logged_name, data_name="validation_0",
-            maximize=maximize, save_best=True,
-        )]
-        if trial is not None:
+        callbacks = []
+        if X_val is not None:
+            callbacks.append(xgb.callback.EarlyStopping(
+                rounds=self.spec.patience * 5, metric_name=logged_name, data_name="validation_0",
+                maximize=maximize, save_best=True,
+            ))
+        if trial is not None and X_val is not None:
             from optuna_integration.xgboost import XGBoostPruningCallback
 
             callbacks.append(XGBoostPruningCallback(trial, f"validation_0-{logged_name}"))
@@ -55,6 +57,10 @@ class XGBoostMember(Member):
             **self.params, n_estimators=self.spec.max_rounds, tree_method="hist",
             eval_metric=metric, callbacks=callbacks, random_state=self.spec.seed, n_jobs=0,
         )
+        if X_val is None:
+            self.model_.fit(X, y, verbose=False)
+            self.best_step_ = self.spec.max_rounds
+            return self
         try:
             self.model_.fit(X, y, eval_set=[(X_val, y_val)], verbose=False)
         finally:
