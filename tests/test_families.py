@@ -68,3 +68,15 @@ def test_registry_refuses_a_duplicate_name():
 
     with pytest.raises(RuntimeError, match="registered twice"):
         register(FAMILIES["linear"])
+
+
+@pytest.mark.parametrize("name", sorted(n for n in TABULAR if n in ("xgboost", "dense")))
+def test_a_pruned_stepwise_fit_raises_trial_pruned(name, problem):
+    spec, train, val = problem
+    direction = METRICS[spec.metric].direction
+    bound = {"lower": 1e9} if direction == "maximize" else {"upper": -1e9}  # prunes at the first report
+    study = optuna.create_study(direction=direction, pruner=optuna.pruners.ThresholdPruner(**bound))
+    trial = study.ask()
+    params = FAMILIES[name].search_space(trial, spec)
+    with pytest.raises(optuna.TrialPruned):
+        FAMILIES[name].build(params, spec).fit(train.X("tabular"), train.y, val.X("tabular"), val.y, trial=trial)

@@ -61,10 +61,8 @@ class XGBoostMember(Member):
             self.model_.fit(X, y, verbose=False)
             self.best_step_ = self.spec.max_rounds
             return self
-        try:
-            self.model_.fit(X, y, eval_set=[(X_val, y_val)], verbose=False)
-        finally:
-            self.curves_ = {f"val_{logged_name}": list(self.model_.evals_result().get("validation_0", {}).get(logged_name, []))}
+        self.model_.fit(X, y, eval_set=[(X_val, y_val)], verbose=False)  # a pruned fit raises here
+        self.curves_ = {f"val_{logged_name}": list(self.model_.evals_result()["validation_0"][logged_name])}
         self.best_step_ = int(self.model_.best_iteration) + 1
         return self
 
