@@ -13,10 +13,12 @@ $(BIN)/tuner: pyproject.toml
 
 install: $(BIN)/tuner
 
-## The main job on a built-in dataset: search with a sealed test split, then the leaderboard.
+## The main job on a built-in dataset: search with a sealed test split, the leaderboard, then the
+## test split scored once (a second quickstart shows finalize refusing a second look).
 quickstart: $(BIN)/tuner
 	$(BIN)/tuner study run studies/breast-cancer.yaml
 	$(BIN)/tuner study show breast-cancer
+	-$(BIN)/tuner study finalize breast-cancer
 
 ## The whole test suite, slow end-to-end tests included (what CI runs).
 test: $(BIN)/tuner
