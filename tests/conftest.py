@@ -1,0 +1,1 @@
+import tuner._quiet  # noqa: F401  (quiet TensorFlow before anything imports it)
