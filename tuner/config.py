@@ -25,6 +25,8 @@ class DataConfig(_Strict):
 
     source: str
     target: str | None = None
+    kind: Literal["auto", "tokens"] = Field(
+        "auto", description="`tokens`: an NPZ X of non-negative integer token ids (0 = padding), not numbers")
 
     @field_validator("source")
     @classmethod
@@ -52,10 +54,25 @@ class SplitConfig(_Strict):
         return self
 
 
+BUILDER_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+
+
 class FamilyConfig(_Strict):
-    """Per-family options inside `families:`."""
+    """Per-family options inside `families:`; `builder` and `monitor` belong to `custom` only."""
 
     max_trials: int | None = Field(None, gt=0)
+    builder: str | None = Field(None, description="`package.module:function` returning a compiled Keras model")
+    monitor: str | None = Field(None, pattern=r"^val_[A-Za-z0-9_]+$",
+                                description="History key whose best-epoch value is the trial's score")
+
+    @field_validator("builder")
+    @classmethod
+    def _builder_path(cls, value: str | None) -> str | None:
+        import re
+
+        if value is not None and not re.match(BUILDER_PATH, value):
+            raise ValueError(f"builder {value!r} is not `package.module:function`, e.g. tuner.examples.vae:build_vae")
+        return value
 
 
 class BudgetConfig(_Strict):
@@ -66,6 +83,10 @@ class BudgetConfig(_Strict):
     epochs: int = Field(60, gt=0, description="most epochs a Keras trial may train")
     rounds: int = Field(500, gt=0, description="most boosting rounds an XGBoost trial may fit")
     patience: int = Field(8, gt=0, description="early-stopping patience in epochs / rounds / 5")
+    batch_size: int | None = Field(None, gt=0, description="fixes the Keras batch size instead of searching it")
+    reduce_lr: Literal["off", "on", "search"] = Field(
+        "off", description="ReduceLROnPlateau in Keras trials: never, always, or a searched choice")
+    mixed_precision: bool = Field(False, description="mixed_float16 for Keras trials; applied only on a GPU")
 
 
 class SamplerConfig(_Strict):
@@ -140,6 +161,41 @@ class StudyConfig(_Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _custom_family_options(self) -> StudyConfig:
+        for name, family in self.families.items():
+            if name != "custom" and (family.builder or family.monitor):
+                raise ValueError(f"`builder` and `monitor` belong to the custom family, not {name!r}")
+        custom = self.families.get("custom")
+        if custom is None:
+            return self
+        if custom.builder is None:
+            raise ValueError("the custom family needs `builder: package.module:function`")
+        if custom.monitor:
+            if len(self.families) > 1:
+                raise ValueError(f"custom with monitor {custom.monitor!r} scores on its own quantity; "
+                                 "drop `monitor` to score it with the study metric next to other families")
+            if self.metric:
+                raise ValueError(f"custom with monitor {custom.monitor!r} is scored by it; drop `metric`")
+            if self.direction is None and "loss" not in custom.monitor:
+                raise ValueError(f"set `direction:` (minimize or maximize) for monitor {custom.monitor!r}")
+        return self
+
+    @property
+    def custom_monitor(self) -> str | None:
+        """The History key a custom-only study optimises, or None when the study metric scores trials."""
+        custom = self.families.get("custom")
+        return custom.monitor if custom is not None else None
+
+    def objective_name(self, task: str) -> str:
+        """What the study optimises: a metric name, or a custom model's monitored key."""
+        return self.custom_monitor.removeprefix("val_") if self.custom_monitor else self.resolved_metric(task)
+
+    def objective_direction(self, task: str) -> str:
+        if self.custom_monitor:
+            return self.direction or "minimize"
+        return METRICS[self.resolved_metric(task)].direction
+
     def resolved_metric(self, task: str) -> str:
         """The metric the search optimises, once the task is known (it may be inferred)."""
         metric = self.metric or default_metric(task)
@@ -150,6 +206,13 @@ class StudyConfig(_Strict):
     def identity_hash(self) -> str:
         """Hash of what defines the study; budget and description may change between runs."""
         identity = self.model_dump(exclude={"budget", "description"}, mode="json")
+        # keys added after studies were first stored are left out at their defaults, so old hashes hold
+        if identity["data"].get("kind") == "auto":
+            del identity["data"]["kind"]
+        for family in identity["families"].values():
+            for key in ("builder", "monitor"):
+                if family.get(key) is None:
+                    family.pop(key, None)
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 

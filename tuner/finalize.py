@@ -121,6 +121,9 @@ def finalize_study(name: str, storage_url: str | None = None, tracking_uri: str 
 
 
 def _score_finalists(sealed: SealedStudy, finalists: list[FrozenTrial], looks: int) -> FinalizeReport:
+    if sealed.metric not in METRICS:
+        raise TunerError(f"study {sealed.config.name!r} is scored by the custom monitor {sealed.metric!r}, which has "
+                         "no test-set counterpart; finalize needs a study `metric:`")
     split, metric = sealed.split, METRICS[sealed.metric]
     fit_rows = np.sort(np.concatenate([split.rows(TRAIN), split.rows(VALID)]))
     fit, parts, preprocessor, encoder = prepare_parts(sealed.dataset, sealed.task, fit_rows, {"test": split.rows(TEST)})
@@ -130,15 +133,16 @@ def _score_finalists(sealed: SealedStudy, finalists: list[FrozenTrial], looks: i
         family = FAMILIES[trial.user_attrs["family"]]
         steps = trial.user_attrs.get("best_step")
         spec = sealed.problem_spec(len(encoder.classes_) if encoder is not None else 0, fit.X("tabular").shape[1],
-                                   getattr(preprocessor, "image_shape_", None))
+                                   **preprocessor.input_shapes())
         if steps is not None:
             spec = replace(spec, max_epochs=steps, max_rounds=steps)
         if family.uses_keras:
             from tuner.models.keras_training import keras, release_memory
 
             keras().utils.set_random_seed(spec.seed + trial.number)
-        member = family.build(trial.user_attrs["params"], spec).fit(fit.X(family.view), fit.y)
-        scores = member.predict_scores(test.X(family.view))
+        view = family.view_for(spec)
+        member = family.build(trial.user_attrs["params"], spec).fit(fit.X(view), fit.y)
+        scores = member.predict_scores(test.X(view))
         if family.uses_keras:
             release_memory()
         value = metric.score(test.y, scores)

@@ -46,6 +46,7 @@ class Objective:
         self.parent_run_id = parent_run_id
         self.run_tags = run_tags
         self.metric = METRICS[spec.metric]
+        self.score_name = spec.custom_monitor or f"val_{spec.metric}"
 
     def __call__(self, trial: optuna.Trial) -> float:
         family_name = self._choose_family(trial)
@@ -61,11 +62,14 @@ class Objective:
         started = time.perf_counter()
         member = None
         try:
+            view = family.view_for(self.spec)
             member = family.build(params, self.spec)
-            member.fit(self.train.X(family.view), self.train.y, self.val.X(family.view), self.val.y, trial=trial)
-            value = self.metric.score(self.val.y, member.predict_scores(self.val.X(family.view)))
+            member.fit(self.train.X(view), self.train.y, self.val.X(view), self.val.y, trial=trial)
+            value = getattr(member, "validation_score_", None)  # a custom model scored by its monitor
+            if value is None:
+                value = self.metric.score(self.val.y, member.predict_scores(self.val.X(view)))
             if not math.isfinite(value):
-                raise ValueError(f"validation {self.spec.metric} is {value}")
+                raise ValueError(f"validation {self.score_name} is {value}")
         except optuna.TrialPruned:
             self._finish(trial, run_id, "PRUNED", member, started)
             raise
@@ -114,7 +118,7 @@ class Objective:
         duration = time.perf_counter() - started
         trial.set_user_attr("duration_s", round(duration, 3))
         curves = getattr(member, "curves_", {}) if member is not None else {}
-        scores = {f"val_{self.spec.metric}": value} if value is not None else {}
+        scores = {self.score_name: value} if value is not None else {}
         prefix = "epoch" if FAMILIES[trial.user_attrs["family"]].uses_keras else "round"
         self.tracker.finish_trial(run_id, state, scores, {f"{prefix}/{k}": v for k, v in curves.items()},
                                   duration, error=error)

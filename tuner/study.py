@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config import StudyConfig, load_study_file
 from tuner.data import TRAIN, VALID, Dataset, SealedSplit, check_task, infer_task, load_dataset, make_split, prepare_parts
+from tuner.data.preprocess import probe_shapes
 from tuner.errors import SplitMismatchError, StorageError, StudyFileError, TunerError
 from tuner.metrics import METRICS
 from tuner.models import FAMILIES, ProblemSpec
@@ -85,24 +86,36 @@ class SealedStudy:
 
     @property
     def metric(self) -> str:
-        return self.config.resolved_metric(self.task)
+        """What the study optimises: a metric name, or a custom model's monitored key."""
+        return self.config.objective_name(self.task)
 
-    def problem_spec(self, n_classes: int, n_features: int, image_shape: tuple | None) -> ProblemSpec:
-        budget = self.config.budget
-        return ProblemSpec(task=self.task, metric=self.metric, n_classes=n_classes, n_features=n_features,
-                           image_shape=image_shape, max_epochs=budget.epochs, max_rounds=budget.rounds,
-                           patience=budget.patience, seed=self.config.split.seed)
+    def problem_spec(self, n_classes: int, n_features: int, image_shape: tuple | None, **inputs: Any) -> ProblemSpec:
+        """`inputs` are the preprocessor's input shapes (FeaturePreprocessor.input_shapes)."""
+        return problem_spec(self.config, self.task, n_classes, n_features, image_shape=image_shape, **inputs)
+
+
+def problem_spec(config: StudyConfig, task: str, n_classes: int, n_features: int, **inputs: Any) -> ProblemSpec:
+    budget = config.budget
+    custom = config.families.get("custom")
+    return ProblemSpec(task=task, metric=config.resolved_metric(task), n_classes=n_classes, n_features=n_features,
+                       max_epochs=budget.epochs, max_rounds=budget.rounds, patience=budget.patience,
+                       seed=config.split.seed, batch_size=budget.batch_size, reduce_lr=budget.reduce_lr,
+                       custom_builder=custom.builder if custom else None, custom_monitor=config.custom_monitor,
+                       custom_direction=config.objective_direction(task), **inputs)
 
 
 def load_inputs(config: StudyConfig, base_dir: Path) -> tuple[Dataset, str]:
     """Load and check the data, infer the task and check each family can fit it."""
-    dataset = load_dataset(config.data.source, config.data.target, base_dir)
+    dataset = load_dataset(config.data.source, config.data.target, base_dir, kind=config.data.kind)
     task = config.task or infer_task(dataset.y)
     check_task(dataset.y, task, config.data.source)
     config.resolved_metric(task)
-    image_shape = tuple(dataset.X.shape[1:]) if not dataset.is_table and dataset.X.ndim == 4 else None
+    if "custom" in config.families:
+        from tuner.models.custom import resolve_builder
+
+        resolve_builder(config.families["custom"].builder, base_dir)
+    probe = problem_spec(config, task, n_classes=0, n_features=0, **probe_shapes(dataset.X, dataset.kind))
     for name in config.families:
-        probe = ProblemSpec(task=task, metric=config.resolved_metric(task), n_classes=0, n_features=0, image_shape=image_shape)
         reason = FAMILIES[name].unsupported_reason(probe)
         if reason:
             raise StudyFileError(f"family {name!r} cannot search {config.data.source}: {reason}")
@@ -115,7 +128,7 @@ def open_study(config: StudyConfig, base_dir: Path, storage_url: str | None = No
     dataset, task = load_inputs(config, base_dir)
     storage_url = resolve_storage_url(storage_url)
     storage = open_storage(storage_url)
-    direction = METRICS[config.resolved_metric(task)].direction
+    direction = config.objective_direction(task)
     existing = _find_study(storage, config.name)
     if existing is not None:
         study = existing
@@ -139,7 +152,7 @@ def open_study(config: StudyConfig, base_dir: Path, storage_url: str | None = No
                                             load_if_exists=True)
     for key, value in {
         "identity": config.identity_hash(), "config": config.model_dump(mode="json"), "task": task,
-        "metric": config.resolved_metric(task), "uid": uuid.uuid4().hex, "split": split.to_record(),
+        "metric": config.objective_name(task), "uid": uuid.uuid4().hex, "split": split.to_record(),
         "base_dir": str(base_dir),
     }.items():
         study.set_user_attr(ATTR + key, value)
@@ -244,10 +257,14 @@ def _optimize(sealed: SealedStudy, tracker: Tracker, experiment_id: str, parent_
         return
     train, parts, _, encoder = prepare_parts(sealed.dataset, sealed.task, sealed.split.rows(TRAIN),
                                              {"val": sealed.split.rows(VALID)})
-    image_shape = getattr(train.preprocessor, "image_shape_", None)
+    shapes = train.preprocessor.input_shapes()
     spec = sealed.problem_spec(len(encoder.classes_) if encoder is not None else 0,
-                               train.X("tabular").shape[1], image_shape)
+                               train.X("tabular").shape[1], **shapes)
     uses_keras = any(FAMILIES[n].uses_keras for n in config.families)
+    if uses_keras:
+        from tuner.devices import configure_mixed_precision
+
+        configure_mixed_precision(config.budget.mixed_precision)
     objective = Objective(config, spec, train, parts["val"], tracker, experiment_id, parent_run_id,
                           {k: v for k, v in device_tags(uses_keras).items() if not k.startswith("version.")})
     seed = (config.sampler.seed if config.sampler.seed is not None else config.split.seed) + len(study.trials) + 7919 * worker

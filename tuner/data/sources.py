@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tuner.data.generated import GENERATED
 from tuner.errors import DataError
 
 BUILTINS = {
@@ -17,6 +18,7 @@ BUILTINS = {
     "iris": "multiclass: 150 flowers x 4 measurements, 3 species",
     "digits": "multiclass: 1,797 handwritten digits as 8x8x1 images",
     "diabetes": "regression: 442 patients x 10 baseline variables, disease progression",
+    **{name: description for name, (_, description) in GENERATED.items()},
 }
 
 
@@ -28,6 +30,7 @@ class Dataset:
     X: pd.DataFrame | np.ndarray
     y: np.ndarray
     fingerprint: str
+    kind: str = "auto"  # "tokens": X holds integer token ids (study file `data.kind`)
 
     @property
     def n_rows(self) -> int:
@@ -38,9 +41,10 @@ class Dataset:
         return isinstance(self.X, pd.DataFrame)
 
 
-def load_dataset(source: str, target: str | None = None, base_dir: Path | None = None) -> Dataset:
+def load_dataset(source: str, target: str | None = None, base_dir: Path | None = None,
+                 kind: str = "auto") -> Dataset:
     """Load and validate a data source named in a study file."""
-    from tuner.data.validation import validate_arrays, validate_table
+    from tuner.data.validation import validate_arrays, validate_table, validate_tokens
 
     if source.startswith("builtin:"):
         X, y = _load_builtin(source.removeprefix("builtin:"))
@@ -58,7 +62,9 @@ def load_dataset(source: str, target: str | None = None, base_dir: Path | None =
         validate_table(X, y, source)
     else:
         validate_arrays(X, y, source)
-    return Dataset(name=source, X=X, y=y, fingerprint=fingerprint(X, y))
+    if kind == "tokens":
+        validate_tokens(X, source)
+    return Dataset(name=source, X=X, y=y, fingerprint=fingerprint(X, y), kind=kind)
 
 
 def _load_builtin(name: str) -> tuple[pd.DataFrame | np.ndarray, np.ndarray]:
@@ -66,6 +72,8 @@ def _load_builtin(name: str) -> tuple[pd.DataFrame | np.ndarray, np.ndarray]:
 
     if name not in BUILTINS:
         raise DataError(f"unknown built-in dataset {name!r}; `tuner datasets` lists: {', '.join(BUILTINS)}")
+    if name in GENERATED:
+        return GENERATED[name][0]()
     if name == "digits":
         bunch = datasets.load_digits()
         return bunch.images[..., np.newaxis].astype(np.float32), bunch.target

@@ -55,6 +55,15 @@ def validate_arrays(X: np.ndarray, y: np.ndarray, source: str) -> None:
     _validate_target(y, source)
 
 
+def validate_tokens(X: np.ndarray, source: str) -> None:
+    """`data.kind: tokens` promises rows of non-negative integer ids, 0 being padding."""
+    if X.ndim != 2 or not np.issubdtype(X.dtype, np.integer):
+        raise DataError(f"{source}: kind tokens needs X as integers (rows, positions); got {X.dtype} {X.shape}; "
+                        "drop `kind: tokens` for numeric data")
+    if X.min() < 0:
+        raise DataError(f"{source}: token ids must be >= 0 (0 = padding); found {int(X.min())}")
+
+
 def _validate_target(y: np.ndarray, source: str) -> None:
     missing = pd.isna(y)
     if missing.any():

@@ -18,6 +18,8 @@ def get_family(name: str) -> Family:
     return FAMILIES[name]
 
 
-from tuner.models import dense, linear, random_forest, xgboost  # noqa: E402,F401  (registers them)
+from tuner.models import (  # noqa: E402,F401  (registers them)
+    convnet, custom, dense, linear, multi_input, random_forest, sequence, wide_deep, xgboost,
+)
 
 __all__ = ["FAMILIES", "Family", "Member", "ProblemSpec", "ScopedTrial", "get_family", "register"]

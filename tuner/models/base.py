@@ -27,6 +27,19 @@ class ProblemSpec:
     max_rounds: int = 500
     patience: int = 8
     seed: int = 0
+    # what the data offers Keras families (FeaturePreprocessor.input_shapes); defaults fit a plain table
+    views: tuple[str, ...] = ("tabular",)
+    sequence_shape: tuple[int, ...] | None = None  # (T, F) series or (T,) token ids
+    vocabulary_size: int = 0  # token ids are below this (`data.kind: tokens`)
+    n_numeric: int = 0
+    categorical_sizes: tuple[int, ...] = ()  # codes per categorical column, 0 = missing / unseen
+    bucket_sizes: tuple[int, ...] = ()  # quantile bins per numeric column
+    # training options from the study file
+    batch_size: int | None = None  # fixed batch size; None: each Keras family searches it
+    reduce_lr: str = "off"  # ReduceLROnPlateau: "off", "on" or "search"
+    custom_builder: str | None = None  # `module:function` of the custom family
+    custom_monitor: str | None = None  # History key that scores a custom trial; None: the study metric
+    custom_direction: str = "minimize"  # of custom_monitor
 
     @property
     def is_classification(self) -> bool:
@@ -80,6 +93,10 @@ class Family(ABC):
     @abstractmethod
     def build(self, params: dict[str, Any], spec: ProblemSpec) -> Member:
         """An unfitted member from params alone."""
+
+    def view_for(self, spec: ProblemSpec) -> str:
+        """The view this family reads for this data; families that take several kinds override it."""
+        return self.view
 
     def unsupported_reason(self, spec: ProblemSpec) -> str | None:
         """Why this family cannot fit this problem (e.g. a convnet on a table), or None."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tuner.models import register
 from tuner.models.base import Family, ProblemSpec
-from tuner.models.keras_training import KerasMember, compile_model, keras, output_head
+from tuner.models.keras_training import KerasMember, keras, member_for, output_head, training_params
 
 
 class DenseFamily(Family):
@@ -20,9 +20,7 @@ class DenseFamily(Family):
             "dropout": trial.suggest_float("dropout", 0.0, 0.5),
             "regularizer": trial.suggest_categorical("regularizer", ["none", "l1", "l2"]),
             "batch_norm": trial.suggest_categorical("batch_norm", [False, True]),
-            "optimizer": trial.suggest_categorical("optimizer", ["rmsprop", "adam"]),
-            "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
-            "batch_size": trial.suggest_categorical("batch_size", [16, 32, 64, 128]),
+            **training_params(trial, spec),
         }
         if params["regularizer"] != "none":
             params["regularization"] = trial.suggest_float("regularization", 1e-6, 1e-2, log=True)
@@ -44,9 +42,7 @@ class DenseFamily(Family):
             x = layers.Activation(params["activation"])(x)
             if params["dropout"] > 0:
                 x = layers.Dropout(params["dropout"])(x)
-        model = k.Model(inputs, output_head(spec)(x), name="dense")
-        compile_model(model, spec, params["optimizer"], params["learning_rate"])
-        return KerasMember(model, spec, batch_size=params["batch_size"])
+        return member_for(k.Model(inputs, output_head(spec)(x), name="dense"), params, spec)
 
 
 register(DenseFamily())

@@ -2,12 +2,17 @@
 
 Last layer and loss by task, early stopping on the validation twin of the study metric with the
 best weights restored, optional ReduceLROnPlateau, per-epoch Optuna pruning (optuna-integration's
-KerasPruningCallback), per-epoch curves kept on the member, and memory released between trials.
+KerasPruningCallback), per-epoch curves kept on the member, `.keras` saving, and memory released
+between trials. Preprocessing layers (TextVectorization) are adapted on the training rows inside
+`fit`, so a saved model takes raw strings.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +37,46 @@ def output_head(spec: ProblemSpec):
     if spec.task == "multiclass":
         return layers.Dense(spec.n_classes, activation="softmax", dtype="float32")
     return layers.Dense(1, dtype="float32")
+
+
+def output_units(spec: ProblemSpec) -> int:
+    return spec.n_classes if spec.task == "multiclass" else 1
+
+
+def output_activation(spec: ProblemSpec):
+    """The last layer's activation alone, for models that add up logits (wide & deep)."""
+    name = {"binary": "sigmoid", "multiclass": "softmax"}.get(spec.task, "linear")
+    return keras().layers.Activation(name, dtype="float32")
+
+
+def training_params(trial, spec: ProblemSpec) -> dict:
+    """Optimizer, learning rate, batch size and ReduceLROnPlateau: searched unless the study fixes them."""
+    params = {
+        "optimizer": trial.suggest_categorical("optimizer", ["rmsprop", "adam"]),
+        "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
+        "batch_size": spec.batch_size or trial.suggest_categorical("batch_size", [16, 32, 64, 128]),
+    }
+    if spec.reduce_lr == "search":
+        params["reduce_lr"] = trial.suggest_categorical("reduce_lr", [False, True])
+    return params
+
+
+def member_for(model, params: dict, spec: ProblemSpec, adapt: tuple = ()) -> KerasMember:
+    """Compile with the searched optimizer and wrap it with the study's training options."""
+    compile_model(model, spec, params["optimizer"], params["learning_rate"])
+    reduce_lr = params.get("reduce_lr", spec.reduce_lr == "on")
+    return KerasMember(model, spec, batch_size=spec.batch_size or params["batch_size"], reduce_lr=reduce_lr, adapt=adapt)
+
+
+def model_input(model, X):
+    """What Keras accepts: strings as tf tensors, dicts cut to the model's own inputs."""
+    if isinstance(X, dict):
+        return {name: model_input(model, X[name]) for name in (t.name for t in model.inputs)}
+    if isinstance(X, np.ndarray) and X.dtype.kind in "UO":
+        import tensorflow as tf
+
+        return tf.constant(X.astype(str))
+    return X
 
 
 def _loss(spec: ProblemSpec) -> str:
@@ -69,19 +114,34 @@ def monitored(spec: ProblemSpec) -> tuple[str, str]:
 
 
 class KerasMember(Member):
-    """A compiled Keras model behind the Member face; regression targets are standardised."""
+    """A compiled Keras model behind the Member face; regression targets are standardised.
 
-    def __init__(self, model, spec: ProblemSpec, batch_size: int, reduce_lr: bool = False) -> None:
+    `adapt` lists (preprocessing layer, input name or None) pairs adapted on the training rows
+    before the first epoch. `monitor` (with `mode`) replaces the study metric's validation twin for
+    early stopping; with `score_monitor` its value at the best epoch is the trial's score
+    (`validation_score_`) instead of the study metric.
+    """
+
+    def __init__(self, model, spec: ProblemSpec, batch_size: int, reduce_lr: bool = False,
+                 adapt: tuple = (), monitor: str | None = None, mode: str = "min",
+                 score_monitor: bool = False) -> None:
         super().__init__()
         self.model = model
         self.spec = spec
         self.batch_size = batch_size
         self.reduce_lr = reduce_lr
+        self.adapt = adapt
+        self.monitor = monitor
+        self.mode = mode
+        self.score_monitor = score_monitor
+        self.validation_score_: float | None = None
 
     def fit(self, X, y, X_val=None, y_val=None, trial: Any = None) -> KerasMember:
         k = keras()
-        y = self._scale_target(y, fit=True)
-        monitor, mode = monitored(self.spec)
+        for layer, name in self.adapt:
+            layer.adapt((X[name] if name else X)[:, 0].astype(str).tolist())
+        y = self._targets(self._scale_target(y, fit=True))
+        monitor, mode = (self.monitor, self.mode) if self.monitor else monitored(self.spec)
         curves = self.curves_
 
         class Curves(k.callbacks.Callback):
@@ -89,26 +149,36 @@ class KerasMember(Member):
                 for key, value in (logs or {}).items():
                     curves.setdefault(key if key.startswith("val_") or key == "learning_rate" else f"train_{key}", []).append(float(value))
 
-        callbacks = [Curves()]
         if X_val is None:
-            self.model.fit(X, y, epochs=self.spec.max_epochs, batch_size=self.batch_size, callbacks=callbacks, verbose=0)
+            self.model.fit(model_input(self.model, X), y, epochs=self.spec.max_epochs, batch_size=self.batch_size,
+                           callbacks=[Curves()], verbose=0)
             self.best_step_ = self.spec.max_epochs
             return self
-        callbacks.append(k.callbacks.EarlyStopping(
-            monitor=monitor, mode=mode, patience=self.spec.patience, restore_best_weights=True))
+        y_val = self._targets(self._scale_target(y_val))
+        callbacks = [k.callbacks.EarlyStopping(
+            monitor=monitor, mode=mode, patience=self.spec.patience, restore_best_weights=True)]
         if self.reduce_lr:
             callbacks.append(k.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, patience=max(2, self.spec.patience // 2)))
+        callbacks.append(Curves())  # after ReduceLROnPlateau (it logs the learning rate), before pruning
         if trial is not None:
             from optuna_integration.keras import KerasPruningCallback
 
             callbacks.append(KerasPruningCallback(trial, monitor))
-        self.model.fit(X, y, validation_data=(X_val, self._scale_target(y_val)), epochs=self.spec.max_epochs,
-                       batch_size=self.batch_size, callbacks=callbacks, verbose=0)
-        watched = curves.get(monitor, [])
-        if watched:
-            best = np.nanargmax(watched) if mode == "max" else np.nanargmin(watched)
-            self.best_step_ = int(best) + 1
+        self.model.fit(model_input(self.model, X), y, validation_data=(model_input(self.model, X_val), y_val),
+                       epochs=self.spec.max_epochs, batch_size=self.batch_size, callbacks=callbacks, verbose=0)
+        watched = curves.get(monitor)
+        if not watched:
+            raise ValueError(f"the model logs no {monitor!r} (it logs {', '.join(curves) or 'nothing'}); "
+                             "fix `monitor` or the model's compiled metrics")
+        best = int(np.nanargmax(watched) if mode == "max" else np.nanargmin(watched))
+        self.best_step_ = best + 1
+        if self.score_monitor:
+            self.validation_score_ = float(watched[best])
         return self
+
+    def _targets(self, y: np.ndarray):
+        """One target per output: a multi-output model learns the study target on each of its heads."""
+        return [y] * len(self.model.outputs) if len(self.model.outputs) > 1 else y
 
     def _scale_target(self, y: np.ndarray, fit: bool = False) -> np.ndarray:
         if self.spec.is_classification:
@@ -117,14 +187,42 @@ class KerasMember(Member):
             self.y_mean_, self.y_std_ = float(np.mean(y)), float(np.std(y)) or 1.0
         return ((y - self.y_mean_) / self.y_std_).astype(np.float32)
 
-    def predict_scores(self, X: np.ndarray) -> np.ndarray:
-        out = np.asarray(self.model.predict(X, batch_size=1024, verbose=0), dtype=np.float64)
+    def predict_scores(self, X) -> np.ndarray:
+        out = self.model.predict(model_input(self.model, X), batch_size=1024, verbose=0)
+        out = np.asarray(out[0] if isinstance(out, (list, tuple)) else out, dtype=np.float64)  # first head predicts
         if self.spec.task == "binary":
             p = out[:, 0]
             return np.column_stack([1.0 - p, p])
         if self.spec.task == "multiclass":
             return out / out.sum(axis=1, keepdims=True)  # float32 softmax rounding
         return out[:, 0] * self.y_std_ + self.y_mean_
+
+    def save(self, path: str | Path) -> Path:
+        """The model as `.keras` (weights, preprocessing vocabularies) and the member's state beside it."""
+        path = Path(path).with_suffix(".keras")
+        self.model.save(path)
+        state = {"spec": dataclasses.asdict(self.spec), "batch_size": self.batch_size, "reduce_lr": self.reduce_lr,
+                 "monitor": self.monitor, "mode": self.mode, "score_monitor": self.score_monitor, "best_step_": self.best_step_,
+                 "validation_score_": self.validation_score_, "curves_": self.curves_,
+                 "target_scale": [getattr(self, "y_mean_", 0.0), getattr(self, "y_std_", 1.0)]}
+        _state_path(path).write_text(json.dumps(state))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> KerasMember:
+        path = Path(path).with_suffix(".keras")
+        state = json.loads(_state_path(path).read_text())
+        spec = ProblemSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["spec"].items()})
+        member = cls(keras().models.load_model(path), spec, state["batch_size"], state["reduce_lr"],
+                     monitor=state["monitor"], mode=state["mode"], score_monitor=state["score_monitor"])
+        member.best_step_, member.validation_score_ = state["best_step_"], state["validation_score_"]
+        member.curves_ = state["curves_"]
+        member.y_mean_, member.y_std_ = state["target_scale"]
+        return member
+
+
+def _state_path(model_path: Path) -> Path:
+    return model_path.with_suffix(".member.json")
 
 
 def release_memory() -> None:

@@ -1,0 +1,1 @@
+"""Builders for the custom family, shipped as worked examples (see studies/examples/)."""
