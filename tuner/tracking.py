@@ -108,6 +108,8 @@ class Tracker:
             for start in range(0, len(metrics), _BATCH):
                 self.client.log_batch(run_id, metrics=metrics[start:start + _BATCH])
             self.client.set_tag(run_id, "state", state)
+            for value in scores.values():  # the trial's validation score, also as a tag the UI sorts by
+                self.client.set_tag(run_id, "score", f"{value:.6f}")
             if error:
                 self.client.set_tag(run_id, "error", error[:5000])
             self.client.set_terminated(run_id, status="FAILED" if state == "FAILED" else "FINISHED")
@@ -124,6 +126,64 @@ class Tracker:
             self.client.set_terminated(run_id, status=status)
 
         self._safely(finish)
+
+    def find_study_run(self, name: str, study_uid: str) -> tuple[str, str]:
+        """The experiment and parent run of a study that has run, for commands that annotate it."""
+        try:
+            experiment = self.client.get_experiment_by_name(name)
+            runs = [] if experiment is None else self.client.search_runs(
+                [experiment.experiment_id], max_results=1,
+                filter_string=f"tags.`tuner.study_uid` = '{study_uid}' and tags.`tuner.role` = 'study'")
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise StorageError(f"MLflow tracking store {self.uri} cannot be used ({first}); check --tracking-uri") from None
+        if not runs:
+            raise StorageError(f"study {name!r} has no MLflow run in {self.uri}; pass the --tracking-uri it ran with")
+        return runs[0].info.experiment_id, runs[0].info.run_id
+
+    def _trial_run(self, experiment_id: str, parent_run_id: str, trial_number: int) -> str | None:
+        runs = self.client.search_runs(
+            [experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.trial = '{trial_number}'")
+        return runs[0].info.run_id if runs else None
+
+    def trial_curves(self, experiment_id: str, parent_run_id: str, trial_numbers: list[int],
+                     prefix: str = "epoch/") -> dict[int, dict[str, list[float]]]:
+        """Per-step curves (`epoch/val_loss` -> values by step) read back from the trials' child runs."""
+        found: dict[int, dict[str, list[float]]] = {}
+        for number in trial_numbers:
+            run_id = self._trial_run(experiment_id, parent_run_id, number)
+            if run_id is None:
+                continue
+            keys = [k for k in self.client.get_run(run_id).data.metrics if k.startswith(prefix)]
+            found[number] = {
+                key.removeprefix(prefix): [m.value for m in sorted(self.client.get_metric_history(run_id, key),
+                                                                   key=lambda m: m.step)]
+                for key in sorted(keys)
+            }
+        return found
+
+    def mark_best(self, experiment_id: str, parent_run_id: str, trial_number: int) -> None:
+        """Tag the best trial's child run `best=true` and take the tag off any earlier best."""
+        best = self._trial_run(experiment_id, parent_run_id, trial_number)
+        marked = self.client.search_runs(
+            [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.best = 'true'")
+        for run in marked:
+            if run.info.run_id != best:
+                self.client.delete_tag(run.info.run_id, "best")
+        if best is not None:
+            self.client.set_tag(best, "best", "true")
+
+    def log_artifacts(self, run_id: str, files: dict[str, bytes | str]) -> None:
+        """Write files (artifact path, e.g. `plots/history.png`, -> content) to the run, replacing same-named ones."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="tuner-artifacts-") as folder:
+            for name, content in files.items():
+                path = Path(folder, name)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(content.encode() if isinstance(content, str) else content)
+            self.client.log_artifacts(run_id, folder)
 
     def _safely(self, action):
         try:
