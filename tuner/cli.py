@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -162,7 +163,8 @@ def ui(tracking_uri: Optional[str] = TrackingOption, storage: Optional[str] = St
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
+               "--workers", "1"]  # one local reader; MLflow's default 4 workers cost memory and start-up time
     if artifact_root_for(uri):
         command += ["--default-artifact-root", artifact_root_for(uri)]
     console.print(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C stops it")
@@ -170,7 +172,8 @@ def ui(tracking_uri: Optional[str] = TrackingOption, storage: Optional[str] = St
         from tuner.study import resolve_storage_url
 
         console.print(f"optuna-dashboard is installed too: optuna-dashboard {resolve_storage_url(storage)}")
-    raise typer.Exit(subprocess.call(command))
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}  # GenAI job runners: 7 idle processes
+    raise typer.Exit(subprocess.call(command, env=env))
 
 
 def _has_optuna_dashboard() -> bool:

@@ -93,6 +93,7 @@ def slice_plot(study: optuna.Study, metric: str, family: str) -> Figure:
         raise PlotSkipped(f"slice plot for {family} needs a complete {family} trial with parameters")
     axes = np.atleast_1d(optuna_plots.plot_slice(study, params=params, target_name=f"val_{metric}"))
     for ax in axes:
+        ax.set_title("")
         ax.set_xlabel(ax.get_xlabel().removeprefix(f"{family}."))
     axes[0].set_ylabel(_axis_label(metric))
     figure = axes[0].figure
