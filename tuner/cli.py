@@ -168,6 +168,8 @@ def ui(tracking_uri: Optional[str] = TrackingOption, storage: Optional[str] = St
     if artifact_root_for(uri):
         command += ["--default-artifact-root", artifact_root_for(uri)]
     console.print(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C stops it")
+    console.print(f"a study's runs: http://{host}:{port}/#/experiments/ID/runs?workflowType=machine_learning "
+                  "(or pick 'Model training' in the sidebar; MLflow 3 opens experiments on its GenAI view)")
     if _has_optuna_dashboard():
         from tuner.study import resolve_storage_url
 

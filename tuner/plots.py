@@ -66,6 +66,7 @@ def optimization_history(study: optuna.Study, metric: str) -> Figure:
     ax = optuna_plots.plot_optimization_history(study, target_name=f"val_{metric}")
     ax.set_title(f"Optimisation history: val_{metric} by trial ({study.direction.name.lower()})")
     ax.set_xlabel("trial number")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel(_axis_label(metric))
     return ax.figure
 

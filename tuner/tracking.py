@@ -45,16 +45,12 @@ class Tracker:
         self.degraded = False
 
     def experiment_id(self, name: str) -> str:
-        """Get or create the study's experiment; this is also the reachability check.
-
-        The kind tag makes MLflow 3's UI open the experiment on its runs table, not the GenAI overview.
-        """
+        """Get or create the study's experiment; this is also the reachability check."""
         try:
             found = self.client.get_experiment_by_name(name)
             if found is not None:
                 return found.experiment_id
-            return self.client.create_experiment(name, artifact_location=artifact_root_for(self.uri),
-                                                 tags={"mlflow.experimentKind": "custom_model_development"})
+            return self.client.create_experiment(name, artifact_location=artifact_root_for(self.uri))
         except Exception as exc:  # MLflow raises many types for a bad URI or a dead server
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise StorageError(f"MLflow tracking store {self.uri} cannot be used ({first}); check --tracking-uri") from None
