@@ -115,3 +115,24 @@ def test_missing_mlflow_run_is_one_line(tiny, tmp_path, monkeypatch, capsys):
                          "--tracking-uri", f"sqlite:///{tmp_path}/other.db")
     assert status == 2
     assert "has no MLflow run" in err and "--tracking-uri" in err
+
+
+def test_ui_command_starts_mlflow_and_names_optuna_dashboard(monkeypatch, capsys, tmp_path):
+    import tuner.cli
+
+    started = {}
+
+    def fake_call(command, env):
+        started.update(command=command, env=env)
+        return 0
+
+    monkeypatch.setattr(tuner.cli.subprocess, "call", fake_call)
+    monkeypatch.setattr(tuner.cli, "_has_optuna_dashboard", lambda: True)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    status, out, _ = cli(monkeypatch, capsys, "ui", "--port", "5123", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+                         "--storage", storage)
+    assert status == 0
+    assert started["command"][1:4] == ["-m", "mlflow", "ui"]
+    assert ["--host", "127.0.0.1"] == started["command"][6:8] and "5123" in started["command"]
+    assert f"optuna-dashboard {storage}" in out
+    assert "workflowType=machine_learning" in out

@@ -134,3 +134,9 @@ def stop(server: subprocess.Popen) -> None:
             time.sleep(1)  # the children exit just after their parent
         except subprocess.TimeoutExpired:
             continue
+
+
+def test_missing_browser_fails_and_names_the_install(monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", "/nonexistent/chromium")
+    with pytest.raises(pytest.fail.Exception, match="apt-get install -y chromium chromium-driver"):
+        browser()
