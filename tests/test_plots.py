@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import optuna
 import pytest
 from optuna.distributions import FloatDistribution, IntDistribution
@@ -93,3 +94,23 @@ def test_study_plots_collects_images_under_plots_and_notes(study):
         assert_png(png)
     assert any("learning curves" in note for note in result.notes)
     assert any("importances for linear" in note for note in result.notes)
+
+
+def test_later_stage_plots_on_synthetic_inputs():
+    scatter = plots.validation_vs_test({"trial 3 xgboost": (0.95, 0.93), "ensemble": (0.96, 0.95)}, "roc_auc")
+    assert scatter.axes[0].get_ylabel() == "test_roc_auc (sealed test split)"
+    assert_png(plots.png_bytes(scatter))
+    assert_png(plots.png_bytes(plots.member_weights({"trial 3 xgboost": 0.6, "trial 7 dense": 0.4})))
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=200)
+    oof = np.column_stack([base, base + rng.normal(scale=0.3, size=200), rng.normal(size=200)])
+    assert_png(plots.png_bytes(plots.prediction_correlation(["a", "b", "c"], oof)))
+
+
+def test_later_stage_plots_skip_without_data():
+    with pytest.raises(plots.PlotSkipped):
+        plots.validation_vs_test({}, "roc_auc")
+    with pytest.raises(plots.PlotSkipped):
+        plots.member_weights({})
+    with pytest.raises(plots.PlotSkipped, match="at least 2 members"):
+        plots.prediction_correlation(["a"], np.zeros((10, 1)))

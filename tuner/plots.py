@@ -151,6 +151,57 @@ def learning_curves(curves: dict[str, dict[str, list[float]]]) -> Figure:
     return figure
 
 
+def validation_vs_test(scores: dict[str, tuple[float, float]], metric: str) -> Figure:
+    """For finalize: each model's (validation, test) score; distance from the diagonal is search optimism."""
+    if not scores:
+        raise PlotSkipped("validation-vs-test scatter needs at least 1 finalized model")
+    figure = Figure(figsize=(5.2, 5.0), layout="constrained")
+    ax = figure.add_subplot()
+    values = np.array(list(scores.values()), dtype=float)
+    low, high = float(values.min()), float(values.max())
+    pad = (high - low) * 0.1 or 0.01
+    ax.plot([low - pad, high + pad], [low - pad, high + pad], "--", color="grey", label="test = validation")
+    ax.scatter(values[:, 0], values[:, 1], zorder=3)
+    for label, (val, test) in scores.items():
+        ax.annotate(label, (val, test), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel(f"val_{metric} (validation split)")
+    ax.set_ylabel(f"test_{metric} (sealed test split)")
+    ax.set_title(f"{metric}: validation against test")
+    ax.legend(fontsize=8)
+    return figure
+
+
+def member_weights(weights: dict[str, float]) -> Figure:
+    """For ensembles: each member's weight in the blend, largest first."""
+    if not weights:
+        raise PlotSkipped("member weights need an ensemble with at least 1 member")
+    members = sorted(weights, key=lambda m: weights[m])
+    figure = Figure(figsize=(6.0, 0.4 * len(members) + 1.6), layout="constrained")
+    ax = figure.add_subplot()
+    ax.barh(members, [weights[m] for m in members])
+    ax.set_xlabel("weight in the ensemble")
+    ax.set_title(f"Ensemble member weights ({len(members)} members)")
+    return figure
+
+
+def prediction_correlation(members: list[str], predictions: np.ndarray) -> Figure:
+    """For ensembles: correlation of members' out-of-fold predictions (one column per member)."""
+    predictions = np.asarray(predictions, dtype=float)
+    if len(members) < 2 or predictions.ndim != 2 or predictions.shape[1] != len(members):
+        raise PlotSkipped("prediction correlation needs at least 2 members, one prediction column each")
+    correlation = np.corrcoef(predictions, rowvar=False)
+    figure = Figure(figsize=(0.6 * len(members) + 3.0, 0.6 * len(members) + 2.4), layout="constrained")
+    ax = figure.add_subplot()
+    image = ax.imshow(correlation, vmin=-1, vmax=1, cmap="coolwarm")
+    ax.set_xticks(range(len(members)), members, rotation=45, ha="right")
+    ax.set_yticks(range(len(members)), members)
+    for (i, j), value in np.ndenumerate(correlation):
+        ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8)
+    figure.colorbar(image, ax=ax, label="Pearson correlation")
+    ax.set_title("Correlation of out-of-fold predictions")
+    return figure
+
+
 def study_plots(study: optuna.Study, metric: str, curves: dict[str, dict[str, list[float]]]) -> PlotSet:
     """Every plot the study supports, as PNGs under `plots/`; the others become notes."""
     plots = PlotSet()
