@@ -136,3 +136,21 @@ def test_ui_command_starts_mlflow_and_names_optuna_dashboard(monkeypatch, capsys
     assert ["--host", "127.0.0.1"] == started["command"][6:8] and "5123" in started["command"]
     assert f"optuna-dashboard {storage}" in out
     assert "workflowType=machine_learning" in out
+
+
+def test_a_plotting_failure_never_loses_the_study(tmp_path, monkeypatch, caplog):
+    import tuner.dashboard
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("matplotlib fell over")
+
+    monkeypatch.setattr(tuner.dashboard, "study_plots", broken)
+    with caplog.at_level("WARNING", logger="tuner"):
+        study = make_tiny_study(tmp_path, name="fragile", trials=2)
+    assert "plots were not refreshed (matplotlib fell over)" in caplog.text
+    assert sum(row.complete for row in describe_study(study.name, study.storage).families) == 2
+    client = MlflowClient(study.tracking_uri)
+    parent = client.search_runs([client.get_experiment_by_name(study.name).experiment_id],
+                                filter_string="tags.`tuner.role` = 'study'")[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["trials_complete"] == 2
