@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -152,6 +153,30 @@ def study_delete(name: str = typer.Argument(...), storage: Optional[str] = Stora
     console.print(f"deleted study {name}")
 
 
+@study_app.command("plots")
+def study_plots(name: str = typer.Argument(..., help="study name"), storage: Optional[str] = StorageOption,
+                tracking_uri: Optional[str] = TrackingOption) -> None:
+    """Redraw the study's plots and log them to its MLflow parent run (folder plots/); tag the best run."""
+    from tuner.dashboard import refresh_plots
+
+    plots, run_id = refresh_plots(name, storage, tracking_uri)
+    console.print(f"logged {len(plots.images)} plots to MLflow run {run_id} under plots/: "
+                  + ", ".join(p.removeprefix("plots/") for p in plots.images))
+    for note in plots.notes:
+        console.print(f"  skipped: {note}")
+
+
+@app.command("report")
+def report(name: str = typer.Argument(..., help="study name"),
+           output: Optional[Path] = typer.Option(None, "-o", "--output", help="HTML file [default: NAME-report.html]"),
+           storage: Optional[str] = StorageOption, tracking_uri: Optional[str] = TrackingOption) -> None:
+    """Write the study's report as one self-contained HTML page and log it to its MLflow parent run."""
+    from tuner.dashboard import write_report
+
+    path, run_id = write_report(name, output, storage, tracking_uri)
+    console.print(f"wrote {path} and logged it as report.html on MLflow run {run_id}")
+
+
 @app.command("datasets")
 def datasets() -> None:
     """The built-in datasets (`data: {source: builtin:NAME}`)."""
@@ -165,7 +190,7 @@ def datasets() -> None:
 
 
 @app.command("ui")
-def ui(tracking_uri: Optional[str] = TrackingOption,
+def ui(tracking_uri: Optional[str] = TrackingOption, storage: Optional[str] = StorageOption,
        host: str = typer.Option("127.0.0.1", help="bind address (keep 127.0.0.1 unless you mean to share it)"),
        port: int = typer.Option(5000, help="port")) -> None:
     """Start the MLflow UI on the project's store."""
@@ -174,15 +199,19 @@ def ui(tracking_uri: Optional[str] = TrackingOption,
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
+               "--workers", "1"]  # one local reader; MLflow's default 4 workers cost memory and start-up time
     if artifact_root_for(uri):
         command += ["--default-artifact-root", artifact_root_for(uri)]
     console.print(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C stops it")
+    console.print(f"a study's runs: http://{host}:{port}/#/experiments/ID/runs?workflowType=machine_learning "
+                  "(or pick 'Model training' in the sidebar; MLflow 3 opens experiments on its GenAI view)")
     if _has_optuna_dashboard():
         from tuner.study import resolve_storage_url
 
-        console.print(f"optuna-dashboard is installed too: optuna-dashboard {resolve_storage_url(None)}")
-    raise typer.Exit(subprocess.call(command))
+        console.print(f"optuna-dashboard is installed too: optuna-dashboard {resolve_storage_url(storage)}")
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}  # GenAI job runners: 7 idle processes
+    raise typer.Exit(subprocess.call(command, env=env))
 
 
 def _has_optuna_dashboard() -> bool:

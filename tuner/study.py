@@ -224,6 +224,10 @@ def run_study(study_file: str | Path, storage_url: str | None = None, tracking_u
         raise
     finally:
         result = summarize_run(sealed, budget, before, time.perf_counter() - started)
+        if status == "FINISHED":
+            from tuner.dashboard import refresh_after_run
+
+            refresh_after_run(tracker, sealed.study, sealed.metric, experiment_id, parent_run_id)
         result.tracking_degraded = tracker.degraded
         tracker.finish_study(parent_run_id, _study_metrics(result), _study_tags(sealed, result), status=status)
     return result

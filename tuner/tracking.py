@@ -113,7 +113,8 @@ class Tracker:
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
         self.client.log_text(run_id, markdown, "finalize.md")
         self.client.log_text(run_id, json.dumps(asdict(report), indent=2, default=str), "finalize.json")
-        self.client.log_figure(run_id, validation_vs_test(report), "plots/validation_vs_test.png")
+        scores = {f"#{r.trial} {r.family}": (r.val, r.test) for r in report.rows}
+        self.client.log_figure(run_id, validation_vs_test(scores, report.metric), "plots/validation_vs_test.png")
         self.client.set_terminated(run_id, status="FINISHED")
         return run_id
 
@@ -150,6 +151,8 @@ class Tracker:
             for start in range(0, len(metrics), _BATCH):
                 self.client.log_batch(run_id, metrics=metrics[start:start + _BATCH])
             self.client.set_tag(run_id, "state", state)
+            for value in scores.values():  # the trial's validation score, also as a tag the UI sorts by
+                self.client.set_tag(run_id, "score", f"{value:.6f}")
             if error:
                 self.client.set_tag(run_id, "error", error[:5000])
             self.client.set_terminated(run_id, status=state if state in ("FAILED", "KILLED") else "FINISHED")
@@ -166,6 +169,63 @@ class Tracker:
             self.client.set_terminated(run_id, status=status)
 
         self._safely(finish)
+
+    def existing_study_run(self, name: str, study_uid: str) -> tuple[str, str]:
+        """The experiment and parent run of a study that has run, for commands that annotate it."""
+        def find() -> tuple[str, str | None]:
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is None:
+                return "", None
+            return experiment.experiment_id, self.find_study_run(experiment.experiment_id, study_uid)
+
+        experiment_id, run_id = self._raising(find)
+        if run_id is None:
+            raise StorageError(f"study {name!r} has no MLflow run in {self.uri}; pass the --tracking-uri it ran with")
+        return experiment_id, run_id
+
+    def _trial_run(self, experiment_id: str, parent_run_id: str, trial_number: int) -> str | None:
+        runs = self.client.search_runs(
+            [experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.trial = '{trial_number}'")
+        return runs[0].info.run_id if runs else None
+
+    def trial_curves(self, experiment_id: str, parent_run_id: str, trial_numbers: list[int],
+                     prefix: str = "epoch/") -> dict[int, dict[str, list[float]]]:
+        """Per-step curves (`epoch/val_loss` -> values by step) read back from the trials' child runs."""
+        found: dict[int, dict[str, list[float]]] = {}
+        for number in trial_numbers:
+            run_id = self._trial_run(experiment_id, parent_run_id, number)
+            if run_id is None:
+                continue
+            keys = [k for k in self.client.get_run(run_id).data.metrics if k.startswith(prefix)]
+            found[number] = {
+                key.removeprefix(prefix): [m.value for m in sorted(self.client.get_metric_history(run_id, key),
+                                                                   key=lambda m: m.step)]
+                for key in sorted(keys)
+            }
+        return found
+
+    def mark_best(self, experiment_id: str, parent_run_id: str, trial_number: int) -> None:
+        """Tag the best trial's child run `best=true` and take the tag off any earlier best."""
+        best = self._trial_run(experiment_id, parent_run_id, trial_number)
+        marked = self.client.search_runs(
+            [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.best = 'true'")
+        for run in marked:
+            if run.info.run_id != best:
+                self.client.delete_tag(run.info.run_id, "best")
+        if best is not None:
+            self.client.set_tag(best, "best", "true")
+
+    def log_artifacts(self, run_id: str, files: dict[str, bytes | str]) -> None:
+        """Write files (artifact path, e.g. `plots/history.png`, -> content) to the run, replacing same-named ones."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="tuner-artifacts-") as folder:
+            for name, content in files.items():
+                path = Path(folder, name)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(content.encode() if isinstance(content, str) else content)
+            self.client.log_artifacts(run_id, folder)
 
     def _safely(self, action):
         try:
