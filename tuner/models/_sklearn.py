@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,3 +25,20 @@ class SklearnMember(Member):
         if self.classification:
             return self.estimator.predict_proba(X)
         return self.estimator.predict(X)
+
+    def save(self, path: str | Path) -> Path:
+        """MLflow's scikit-learn format (a folder with MLmodel and the pickled estimator)."""
+        import mlflow.sklearn
+
+        path = Path(path)
+        mlflow.sklearn.save_model(self.estimator, str(path), serialization_format="cloudpickle")
+        (path / "member.json").write_text(json.dumps({"classification": self.classification}))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> SklearnMember:
+        import mlflow.sklearn
+
+        path = Path(path)
+        state = json.loads((path / "member.json").read_text())
+        return cls(mlflow.sklearn.load_model(str(path)), state["classification"])

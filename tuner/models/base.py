@@ -8,8 +8,10 @@ makes an unfitted `Member` from that dict alone, so the best model is rebuilt wi
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
+
+from pathlib import Path
 
 import numpy as np
 
@@ -45,6 +47,14 @@ class ProblemSpec:
     def is_classification(self) -> bool:
         return self.task != "regression"
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> ProblemSpec:
+        """Inverse of `to_dict` after a JSON round trip (lists back to tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in record.items()})
+
 
 class Member(ABC):
     """A fitted model with scikit-learn's face: `fit` returns self, learned attributes end in `_`.
@@ -76,6 +86,15 @@ class Member(ABC):
     def predict(self, X: np.ndarray) -> np.ndarray:
         scores = self.predict_scores(X)
         return scores.argmax(axis=1) if scores.ndim == 2 else scores
+
+    @abstractmethod
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted member in its library's own format at `path` (suffix chosen by the member)."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, path: str | Path) -> Member:
+        """Read back what `save` wrote; predictions are identical."""
 
 
 class Family(ABC):

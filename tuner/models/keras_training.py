@@ -9,7 +9,6 @@ between trials. Preprocessing layers (TextVectorization) are adapted on the trai
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import json
 from pathlib import Path
@@ -201,7 +200,7 @@ class KerasMember(Member):
         """The model as `.keras` (weights, preprocessing vocabularies) and the member's state beside it."""
         path = Path(path).with_suffix(".keras")
         self.model.save(path)
-        state = {"spec": dataclasses.asdict(self.spec), "batch_size": self.batch_size, "reduce_lr": self.reduce_lr,
+        state = {"spec": self.spec.to_dict(), "batch_size": self.batch_size, "reduce_lr": self.reduce_lr,
                  "monitor": self.monitor, "mode": self.mode, "score_monitor": self.score_monitor, "best_step_": self.best_step_,
                  "validation_score_": self.validation_score_, "curves_": self.curves_,
                  "target_scale": [getattr(self, "y_mean_", 0.0), getattr(self, "y_std_", 1.0)]}
@@ -212,7 +211,7 @@ class KerasMember(Member):
     def load(cls, path: str | Path) -> KerasMember:
         path = Path(path).with_suffix(".keras")
         state = json.loads(_state_path(path).read_text())
-        spec = ProblemSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["spec"].items()})
+        spec = ProblemSpec.from_dict(state["spec"])
         member = cls(keras().models.load_model(path), spec, state["batch_size"], state["reduce_lr"],
                      monitor=state["monitor"], mode=state["mode"], score_monitor=state["score_monitor"])
         member.best_step_, member.validation_score_ = state["best_step_"], state["validation_score_"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from tuner.metrics import METRICS
@@ -70,6 +73,26 @@ class XGBoostMember(Member):
         if self.spec.is_classification:
             return self.model_.predict_proba(X)
         return self.model_.predict(X)
+
+    def save(self, path: str | Path) -> Path:
+        """XGBoost's own JSON model, with the params and spec beside it."""
+        path = Path(path).with_suffix(".json")
+        self.model_.save_model(path)
+        state = {"params": self.params, "spec": self.spec.to_dict(), "best_step_": self.best_step_}
+        path.with_suffix(".member.json").write_text(json.dumps(state))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> XGBoostMember:
+        import xgboost as xgb
+
+        path = Path(path).with_suffix(".json")
+        state = json.loads(path.with_suffix(".member.json").read_text())
+        member = cls(state["params"], ProblemSpec.from_dict(state["spec"]))
+        member.model_ = (xgb.XGBClassifier if member.spec.is_classification else xgb.XGBRegressor)()
+        member.model_.load_model(path)
+        member.best_step_ = state["best_step_"]
+        return member
 
 
 class XGBoostFamily(Family):
