@@ -141,20 +141,20 @@ class Tracker:
             return
 
         def finish() -> None:
-            from mlflow.entities import Metric
+            from mlflow.entities import Metric, RunTag
 
             now = int(time.time() * 1000)
             metrics = [Metric(k, float(v), now, 0) for k, v in scores.items()]
             metrics.append(Metric("duration_s", duration, now, 0))
             metrics += [Metric(key, float(v), now, step) for key, values in curves.items()
                         for step, v in enumerate(values, start=1) if v == v]
-            for start in range(0, len(metrics), _BATCH):
-                self.client.log_batch(run_id, metrics=metrics[start:start + _BATCH])
-            self.client.set_tag(run_id, "state", state)
-            for value in scores.values():  # the trial's validation score, also as a tag the UI sorts by
-                self.client.set_tag(run_id, "score", f"{value:.6f}")
+            tags = [RunTag("state", state)]
+            # the trial's validation score, also as a tag the UI sorts by
+            tags += [RunTag("score", f"{value:.6f}") for value in scores.values()]
             if error:
-                self.client.set_tag(run_id, "error", error[:5000])
+                tags.append(RunTag("error", error[:5000]))
+            for start in range(0, max(len(metrics), 1), _BATCH):  # one round trip for a short trial
+                self.client.log_batch(run_id, metrics=metrics[start:start + _BATCH], tags=tags if start == 0 else [])
             self.client.set_terminated(run_id, status=state if state in ("FAILED", "KILLED") else "FINISHED")
 
         self._safely(finish)
