@@ -75,9 +75,9 @@ def param_importances(study: optuna.Study, metric: str, family: str) -> Figure:
     """fANOVA importances of one family's parameters, over that family's complete trials."""
     trials = _complete(study, family)
     varying = [p for p in _family_params(trials, family) if len({repr(t.params[p]) for t in trials}) > 1]
-    if len(trials) < 2 or not varying:
+    if len(trials) < 2 or not varying or len({t.value for t in trials}) < 2:
         raise PlotSkipped(f"parameter importances for {family} need at least 2 complete {family} trials with "
-                          f"varying parameters (it has {len(trials)} complete)")
+                          f"varying parameters and scores (it has {len(trials)} complete)")
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
     ax = optuna_plots.plot_param_importances(study, evaluator=evaluator, params=varying,
                                              target_name=f"val_{metric}")
@@ -218,4 +218,6 @@ def study_plots(study: optuna.Study, metric: str, curves: dict[str, dict[str, li
             plots.images[path] = png_bytes(draw())
         except PlotSkipped as note:
             plots.notes.append(str(note))
+        except Exception as exc:  # one plot Optuna or matplotlib cannot draw must not cost the others
+            plots.notes.append(f"{path} was not drawn: {(str(exc).splitlines() or [type(exc).__name__])[0][:200]}")
     return plots
