@@ -15,6 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.budget import TimeBudget
 from tuner.config import StudyConfig
 from tuner.data import Part
 from tuner.metrics import METRICS
@@ -36,8 +37,10 @@ def counts_toward_budget(trial: FrozenTrial) -> bool:
 
 class Objective:
     def __init__(self, config: StudyConfig, spec: ProblemSpec, train: Part, val: Part,
-                 tracker: Any, experiment_id: str, parent_run_id: str, run_tags: dict[str, str]) -> None:
+                 tracker: Any, experiment_id: str, parent_run_id: str, run_tags: dict[str, str],
+                 budget: TimeBudget | None = None) -> None:
         self.config = config
+        self.budget = budget or TimeBudget(None)
         self.spec = spec
         self.train = train
         self.val = val
@@ -104,6 +107,13 @@ class Objective:
                 if all(self.config.families[n].max_trials is not None for n in names) and self._all_capped(trial):
                     trial.study.stop()
                 raise optuna.TrialPruned(f"{name} reached max_trials={cap}")
+        trials = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if not self.budget.fits(trials, name):
+            reason = f"{name} would not finish in the {self.budget.remaining():.0f} s left of the timeout"
+            trial.set_user_attr("skipped", reason)
+            if not self.budget.any_fits(trials, names):
+                trial.study.stop()
+            raise optuna.TrialPruned(reason)
         return name
 
     def _all_capped(self, trial: optuna.Trial) -> bool:

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.budget import TimeBudget, enqueue_each_family_once
 from tuner.config import StudyConfig, load_study_file
 from tuner.data import TRAIN, VALID, Dataset, SealedSplit, check_task, infer_task, load_dataset, make_split, prepare_parts
 from tuner.data.preprocess import probe_shapes
@@ -270,7 +271,9 @@ def _optimize(sealed: SealedStudy, tracker: Tracker, experiment_id: str, parent_
 
         configure_mixed_precision(config.budget.mixed_precision)
     objective = Objective(config, spec, train, parts["val"], tracker, experiment_id, parent_run_id,
-                          {k: v for k, v in device_tags(uses_keras).items() if not k.startswith("version.")})
+                          {k: v for k, v in device_tags(uses_keras).items() if not k.startswith("version.")},
+                          budget=TimeBudget.from_timeout(timeout))
+    enqueue_each_family_once(study, list(config.families), budget)
     seed = (config.sampler.seed if config.sampler.seed is not None else config.split.seed) + len(study.trials) + 7919 * worker
     study.sampler = make_sampler(config.sampler, seed)
     study.pruner = make_pruner(config.pruner)
