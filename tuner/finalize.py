@@ -1,8 +1,9 @@
 """Scoring the sealed test split, once: the only code in tuner that reads test rows.
 
 The top configurations (by validation score, at least the best of each family) are refitted on
-train + validation with the epoch / round count early stopping found, and each is scored on the
-test rows. The report says how far validation flattered the winner and whether that is more than
+train + validation (every search row of a K-fold study) with the epoch / round count early
+stopping found (the median over folds), and each is scored on the test rows. A holdout part, if
+the study has one, is left out of the refit and never read here. The report says how far validation flattered the winner and whether that is more than
 the test size can explain (BOOK.md, "Hyperparameter optimisation").
 """
 
@@ -18,7 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from scipy.stats import spearmanr
 
-from tuner.data import TEST, TRAIN, VALID, prepare_parts
+from tuner.data import TEST, prepare_parts
 from tuner.errors import TunerError
 from tuner.metrics import METRICS, Metric
 from tuner.models import FAMILIES
@@ -37,7 +38,7 @@ class FinalRow:
     family: str
     params: dict[str, Any]
     steps: int | None
-    val: float
+    val: float  # the search score: val_<metric>, or cv_<metric> in a K-fold study
     test: float
     test_low: float
     test_high: float
@@ -62,6 +63,8 @@ class FinalizeReport:
     expected_selection_optimism: float
     warnings: list[str] = field(default_factory=list)
     finished_at: str = ""
+    score_name: str = ""  # the search score's name: val_<metric> or cv_<metric>
+    rows_scored: int = 0  # rows behind one search score: the validation part, or every search row with folds
 
     @property
     def winner(self) -> FinalRow:
@@ -125,7 +128,7 @@ def _score_finalists(sealed: SealedStudy, finalists: list[FrozenTrial], looks: i
         raise TunerError(f"study {sealed.config.name!r} is scored by the custom monitor {sealed.metric!r}, which has "
                          "no test-set counterpart; finalize needs a study `metric:`")
     split, metric = sealed.split, METRICS[sealed.metric]
-    fit_rows = np.sort(np.concatenate([split.rows(TRAIN), split.rows(VALID)]))
+    fit_rows = split.search_rows()
     fit, parts, preprocessor, encoder = prepare_parts(sealed.dataset, sealed.task, fit_rows, {"test": split.rows(TEST)})
     test = parts["test"]
     rows = []
@@ -162,10 +165,12 @@ def _judge(sealed: SealedStudy, rows: list[FinalRow], looks: int) -> FinalizeRep
     for rank, row in enumerate(sorted(rows, key=lambda r: -sign * r.test), start=1):
         row.test_rank = rank
     counts = sealed.split.counts()
+    scored = len(sealed.split.search_rows()) if sealed.split.folds is not None else counts["val"]
+    score_name = sealed.score_name
     complete = len(sealed.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     winner = rows[0]
     test_se = (winner.test_high - winner.test_low) / (2 * 1.96)
-    val_se = test_se * math.sqrt(counts["test"] / max(counts["val"], 1))
+    val_se = test_se * math.sqrt(counts["test"] / max(scored, 1))
     inflation = val_se * math.sqrt(2 * math.log(complete)) if complete > 1 else 0.0
     rho = None
     if len(rows) >= 3 and len({r.val for r in rows}) > 1 and len({r.test for r in rows}) > 1:
@@ -174,35 +179,41 @@ def _judge(sealed: SealedStudy, rows: list[FinalRow], looks: int) -> FinalizeRep
         study=sealed.config.name, metric=sealed.metric, direction=metric.direction, rows_train=counts["train"],
         rows_val=counts["val"], rows_test=counts["test"], trials_complete=complete, test_looks=looks, rows=rows,
         spearman=rho, val_standard_error=val_se, expected_selection_optimism=inflation,
-        finished_at=time.strftime("%Y-%m-%d %H:%M:%S"),
+        finished_at=time.strftime("%Y-%m-%d %H:%M:%S"), score_name=score_name, rows_scored=scored,
     )
     half_width = (winner.test_high - winner.test_low) / 2
     if winner.optimism > half_width:
         report.warnings.append(
-            f"validation flattered the winner by {winner.optimism:.4f} {sealed.metric}, more than the test "
+            f"{score_name} flattered the winner by {winner.optimism:.4f} {sealed.metric}, more than the test "
             f"score's 95% interval (+/-{half_width:.4f} on {counts['test']} test rows) explains"
         )
     spread = abs(rows[0].val - rows[min(len(rows), 5) - 1].val) if len(rows) > 1 else math.inf
     if spread < val_se:
+        remedy = "more data or more repeats" if sealed.split.folds is not None else "prefer K-fold validation (split.folds) or more data"
         report.warnings.append(
-            f"the top validation scores lie within one standard error ({val_se:.4f}) of each other on "
-            f"{counts['val']} validation rows: choosing among {complete} trials there is mostly noise; "
-            "prefer K-fold validation (split.folds) or more data"
+            f"the top {score_name} scores lie within one standard error ({val_se:.4f}) of each other on "
+            f"{scored} scored rows: choosing among {complete} trials there is mostly noise; {remedy}"
         )
     if looks > 1:
         report.warnings.append(f"this is test look number {looks}: the test score is no longer an untouched estimate")
     return report
 
 
+def search_score_name(record: FinalizeReport | dict[str, Any]) -> str:
+    """The finalize report's search score (records written before K-fold existed say val_)."""
+    get = record.get if isinstance(record, dict) else lambda key: getattr(record, key)
+    return get("score_name") or f"val_{get('metric')}"
+
+
 def render_markdown(report: FinalizeReport) -> str:
-    m = report.metric
+    m, s = report.metric, search_score_name(report)
     lines = [
         f"# Finalize: {report.study}",
         "",
-        f"Refitted on train + val ({report.rows_train + report.rows_val} rows), scored once on the sealed "
+        f"Refitted on every search row ({report.rows_train + report.rows_val} rows), scored once on the sealed "
         f"test split ({report.rows_test} rows). Test look {report.test_looks}. {report.trials_complete} complete trials.",
         "",
-        f"| val rank | family | trial | val_{m} | test_{m} | test 95% interval | optimism (val - test) | test rank |",
+        f"| {s} rank | family | trial | {s} | test_{m} | test_{m} 95% interval | optimism ({s} - test_{m}) | test rank |",
         "|---:|---|---:|---:|---:|---|---:|---:|",
     ]
     for r in report.rows:
@@ -211,8 +222,8 @@ def render_markdown(report: FinalizeReport) -> str:
     rho = "n/a (fewer than 3 finalists)" if report.spearman is None else f"{report.spearman:.2f}"
     lines += [
         "",
-        f"- Spearman rank correlation of val and test over the finalists: {rho}",
-        f"- Standard error of a val_{m} on {report.rows_val} rows: about {report.val_standard_error:.4f}; "
+        f"- Spearman rank correlation of {s} and test_{m} over the finalists: {rho}",
+        f"- Standard error of a {s} on {report.rows_scored or report.rows_val} rows: about {report.val_standard_error:.4f}; "
         f"picking the best of {report.trials_complete} such scores inflates it by about "
         f"{report.expected_selection_optimism:.4f} on average",
     ]
