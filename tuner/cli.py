@@ -151,6 +151,40 @@ def study_finalize(
         console.print(f"[yellow]warning:[/] {warning}")
 
 
+@study_app.command("holdout")
+def study_holdout(
+    name: str = typer.Argument(..., help="study name"),
+    top: Optional[int] = typer.Option(None, "--top", min=1, help="ask about the best K trials by search score [default: 3]"),
+    trials: Optional[str] = typer.Option(None, "--trials", help="ask about these trial numbers, e.g. 3,7"),
+    study_file: Optional[Path] = typer.Option(None, "--study-file", help="the study's file, if its data moved"),
+    storage: Optional[str] = StorageOption,
+) -> None:
+    """Score finalists on the reusable holdout through Thresholdout (noised, budgeted; the test split stays sealed)."""
+    from tuner.holdout import HoldoutBudgetSpent, query_holdout
+
+    if top is not None and trials:
+        raise TunerError("give --top or --trials, not both")
+    numbers = None
+    if trials:
+        try:
+            numbers = [int(n) for n in trials.split(",") if n.strip()]
+        except ValueError:
+            raise TunerError(f"--trials {trials!r} is not a comma-separated list of trial numbers, e.g. 3,7") from None
+    with console.status("refitting the chosen configurations and asking the reusable holdout"):
+        report = query_holdout(name, storage, top, numbers, str(study_file) if study_file else None)
+    m, s = report.metric, report.score_name
+    table = Table("trial", "family", s, f"holdout_{m} (thresholdout)", "answered from",
+                  title=f"{report.study}: reusable holdout ({report.rows_holdout} sealed holdout rows)")
+    for row in report.rows:
+        source = "-" if row.answer is None else ("holdout (noised, 1 budget)" if row.from_holdout else f"{s} (agreed)")
+        table.add_row(str(row.trial), row.family, f"{row.search_score:.4f}", _fmt(row.answer), source)
+    console.print(table)
+    console.print(f"holdout budget left: {report.budget_left} of {report.budget} ({report.queries} queries so far)")
+    if report.exhausted:
+        raise HoldoutBudgetSpent(f"the reusable holdout's budget ran out: {sum(r.answer is None for r in report.rows)} "
+                                 "trial(s) above were not answered; use `tuner study finalize` for the one test look")
+
+
 @study_app.command("delete")
 def study_delete(name: str = typer.Argument(...), storage: Optional[str] = StorageOption,
                  yes: bool = typer.Option(False, "--yes", help="do not ask")) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import optuna
@@ -109,6 +109,9 @@ def finalize_study(name: str, storage_url: str | None = None, tracking_uri: str 
             f"study {name!r} was already scored on its test split ({looks} look(s)); every further look "
             "is counted and weakens the estimate: add --force to look again"
         )
+    if sealed.metric not in METRICS:
+        raise TunerError(f"study {name!r} is scored by the custom monitor {sealed.metric!r}, which has no test-set "
+                         "counterpart; finalize needs a study `metric:`")
     finalists = select_finalists(study, top)
     if not finalists:
         raise TunerError(f"study {name!r} has no complete trial to finalize; run `tuner study run` first")
@@ -117,22 +120,22 @@ def finalize_study(name: str, storage_url: str | None = None, tracking_uri: str 
     tracker = Tracker(tracking_uri)
     tracker.check()
     study.set_user_attr(ATTR + "test_looks", looks + 1)  # counted before any test row is read
-    report = _score_finalists(sealed, finalists, looks + 1)
+    report = _judge(sealed, score_on_test(sealed, finalists), looks + 1)
     study.set_user_attr(ATTR + "finalize", report.to_record())
     tracker.log_finalize(name, study.user_attrs[ATTR + "uid"], report, render_markdown(report))
     return report
 
 
-def _score_finalists(sealed: SealedStudy, finalists: list[FrozenTrial], looks: int) -> FinalizeReport:
+def refit_predictions(sealed: SealedStudy, trials: list[FrozenTrial], fit_rows: np.ndarray, scored_rows: np.ndarray
+                      ) -> Iterator[tuple[FrozenTrial, np.ndarray, np.ndarray]]:
+    """Each trial's configuration refitted on `fit_rows` with the step count early stopping found;
+    yields (trial, encoded targets of `scored_rows`, its predictions for them)."""
     if sealed.metric not in METRICS:
         raise TunerError(f"study {sealed.config.name!r} is scored by the custom monitor {sealed.metric!r}, which has "
-                         "no test-set counterpart; finalize needs a study `metric:`")
-    split, metric = sealed.split, METRICS[sealed.metric]
-    fit_rows = split.search_rows()
-    fit, parts, preprocessor, encoder = prepare_parts(sealed.dataset, sealed.task, fit_rows, {"test": split.rows(TEST)})
-    test = parts["test"]
-    rows = []
-    for trial in finalists:
+                         "no counterpart outside the search; this needs a study `metric:`")
+    fit, parts, preprocessor, encoder = prepare_parts(sealed.dataset, sealed.task, fit_rows, {"scored": scored_rows})
+    scored = parts["scored"]
+    for trial in trials:
         family = FAMILIES[trial.user_attrs["family"]]
         steps = trial.user_attrs.get("best_step")
         spec = sealed.problem_spec(len(encoder.classes_) if encoder is not None else 0, fit.X("tabular").shape[1],
@@ -145,15 +148,27 @@ def _score_finalists(sealed: SealedStudy, finalists: list[FrozenTrial], looks: i
             keras().utils.set_random_seed(spec.seed + trial.number)
         view = family.view_for(spec)
         member = family.build(trial.user_attrs["params"], spec).fit(fit.X(view), fit.y)
-        scores = member.predict_scores(test.X(view))
+        predictions = member.predict_scores(scored.X(view))
         if family.uses_keras:
             release_memory()
-        value = metric.score(test.y, scores)
-        low, high, _ = bootstrap_interval(metric, test.y, scores, seed=trial.number)
+        yield trial, scored.y, predictions
+
+
+def score_on_test(sealed: SealedStudy, trials: list[FrozenTrial]) -> list[FinalRow]:
+    """Refit each trial's configuration on every search row and score it on the test rows.
+
+    Reads test rows without counting a look: `finalize_study` counts before calling it, and the
+    honesty benchmark uses it to score a random configuration beside the finalists.
+    """
+    metric = METRICS[sealed.metric]
+    rows = []
+    for trial, y, predictions in refit_predictions(sealed, trials, sealed.split.search_rows(), sealed.split.rows(TEST)):
+        value = metric.score(y, predictions)
+        low, high, _ = bootstrap_interval(metric, y, predictions, seed=trial.number)
         optimism = trial.value - value if metric.direction == "maximize" else value - trial.value
-        rows.append(FinalRow(trial.number, family.name, trial.user_attrs["params"], steps, trial.value,
-                             value, low, high, optimism))
-    return _judge(sealed, rows, looks)
+        rows.append(FinalRow(trial.number, trial.user_attrs["family"], trial.user_attrs["params"],
+                             trial.user_attrs.get("best_step"), trial.value, value, low, high, optimism))
+    return rows
 
 
 def _judge(sealed: SealedStudy, rows: list[FinalRow], looks: int) -> FinalizeReport:
