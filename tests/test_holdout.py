@@ -81,9 +81,10 @@ def test_holdout_answers_the_top_trials_and_keeps_state(holdout_study, storage_u
     refits = []
     real = finalize_module.refit_predictions
 
-    def recording(sealed, trials, fit_rows, scored_rows):
+    def recording(sealed, trials, fit_rows, scored_rows, part):
         refits.append((fit_rows, scored_rows))
-        return real(sealed, trials, fit_rows, scored_rows)
+        assert part == "holdout"
+        return real(sealed, trials, fit_rows, scored_rows, part)
 
     monkeypatch.setattr(finalize_module, "refit_predictions", recording)
     report = query_holdout(name, storage_url, top=2)

@@ -78,11 +78,13 @@ def refresh_plots(name: str, storage_url: str | None = None,
 def write_report(name: str, output: Path | None = None, storage_url: str | None = None,
                  tracking_uri: str | None = None) -> tuple[Path, str]:
     """`tuner report NAME`: the HTML page written to `output` and logged as `report.html` on the parent run."""
-    from tuner.report import study_page
+    from tuner.report import finalize_section, study_page
     from tuner.study import describe_study
 
     study, metric, tracker, experiment_id, run_id = _open(name, storage_url, tracking_uri)
-    page = study_page(describe_study(name, storage_url), draw(tracker, study, metric, experiment_id, run_id))
+    described = describe_study(name, storage_url)
+    extra = [finalize_section(described.finalize)] if described.finalize else []
+    page = study_page(described, draw(tracker, study, metric, experiment_id, run_id), extra)
     output = Path(output or f"{name}-report.html")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(page, encoding="utf-8")

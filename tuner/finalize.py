@@ -126,15 +126,15 @@ def finalize_study(name: str, storage_url: str | None = None, tracking_uri: str 
     return report
 
 
-def refit_predictions(sealed: SealedStudy, trials: list[FrozenTrial], fit_rows: np.ndarray, scored_rows: np.ndarray
-                      ) -> Iterator[tuple[FrozenTrial, np.ndarray, np.ndarray]]:
+def refit_predictions(sealed: SealedStudy, trials: list[FrozenTrial], fit_rows: np.ndarray, scored_rows: np.ndarray,
+                      part: str) -> Iterator[tuple[FrozenTrial, np.ndarray, np.ndarray]]:
     """Each trial's configuration refitted on `fit_rows` with the step count early stopping found;
-    yields (trial, encoded targets of `scored_rows`, its predictions for them)."""
+    yields (trial, encoded targets of `scored_rows` (the `part`: test or holdout), its predictions for them)."""
     if sealed.metric not in METRICS:
         raise TunerError(f"study {sealed.config.name!r} is scored by the custom monitor {sealed.metric!r}, which has "
                          "no counterpart outside the search; this needs a study `metric:`")
-    fit, parts, preprocessor, encoder = prepare_parts(sealed.dataset, sealed.task, fit_rows, {"scored": scored_rows})
-    scored = parts["scored"]
+    fit, parts, preprocessor, encoder = prepare_parts(sealed.dataset, sealed.task, fit_rows, {part: scored_rows})
+    scored = parts[part]
     for trial in trials:
         family = FAMILIES[trial.user_attrs["family"]]
         steps = trial.user_attrs.get("best_step")
@@ -162,7 +162,7 @@ def score_on_test(sealed: SealedStudy, trials: list[FrozenTrial]) -> list[FinalR
     """
     metric = METRICS[sealed.metric]
     rows = []
-    for trial, y, predictions in refit_predictions(sealed, trials, sealed.split.search_rows(), sealed.split.rows(TEST)):
+    for trial, y, predictions in refit_predictions(sealed, trials, sealed.split.search_rows(), sealed.split.rows(TEST), "test"):
         value = metric.score(y, predictions)
         low, high, _ = bootstrap_interval(metric, y, predictions, seed=trial.number)
         optimism = trial.value - value if metric.direction == "maximize" else value - trial.value

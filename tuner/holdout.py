@@ -159,7 +159,7 @@ def query_holdout(name: str, storage_url: str | None = None, top: int | None = N
     metric = METRICS[sealed.metric]
     fit_rows = sealed.split.search_rows() if sealed.split.folds is not None else sealed.split.rows(TRAIN)
     report = HoldoutReport(name, sealed.metric, sealed.score_name, len(holdout_rows), budget=config.budget)
-    for trial, y, predictions in refit_predictions(sealed, trials, fit_rows, holdout_rows):
+    for trial, y, predictions in refit_predictions(sealed, trials, fit_rows, holdout_rows, "holdout"):
         answer = thresholdout.query(trial.value, metric.score(y, predictions))
         study.set_user_attr(STATE_ATTR, asdict(thresholdout.state))  # saved per query: an interrupted run still counts
         report.rows.append(HoldoutRow(trial.number, trial.user_attrs["family"], trial.value, answer.value,
