@@ -111,7 +111,7 @@ class Tracker:
                    "winner_optimism": winner.optimism, "test_looks": report.test_looks,
                    "expected_selection_optimism": report.expected_selection_optimism}
         if report.spearman is not None:
-            metrics["spearman_val_test"] = report.spearman
+            metrics[f"spearman_{score.split('_')[0]}_test"] = report.spearman  # spearman_val_test or spearman_cv_test
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
         self.client.log_text(run_id, markdown, "finalize.md")
         self.client.log_text(run_id, json.dumps(asdict(report), indent=2, default=str), "finalize.json")
@@ -153,8 +153,9 @@ class Tracker:
             for start in range(0, len(metrics), _BATCH):
                 self.client.log_batch(run_id, metrics=metrics[start:start + _BATCH])
             self.client.set_tag(run_id, "state", state)
-            for value in scores.values():  # the trial's validation score, also as a tag the UI sorts by
+            for name, value in scores.items():  # the trial's search score, also as a tag the UI sorts by
                 self.client.set_tag(run_id, "score", f"{value:.6f}")
+                self.client.set_tag(run_id, "score_name", name)  # which split scored it: val_<metric> or cv_<metric>
             if error:
                 self.client.set_tag(run_id, "error", error[:5000])
             self.client.set_terminated(run_id, status=state if state in ("FAILED", "KILLED") else "FINISHED")
