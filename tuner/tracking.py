@@ -96,6 +96,7 @@ class Tracker:
         from mlflow.entities import Metric
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+        from tuner.finalize import search_score_name
         from tuner.plots import validation_vs_test
 
         experiment_id = self.experiment_id(study_name)
@@ -105,16 +106,17 @@ class Tracker:
             tags[MLFLOW_PARENT_RUN_ID] = parent
         run_id = self.client.create_run(experiment_id, run_name=f"finalize (test look {report.test_looks})", tags=tags).info.run_id
         winner, m, now = report.winner, report.metric, int(time.time() * 1000)
-        metrics = {f"winner_val_{m}": winner.val, f"winner_test_{m}": winner.test,
+        score = search_score_name(report)
+        metrics = {f"winner_{score}": winner.val, f"winner_test_{m}": winner.test,
                    "winner_optimism": winner.optimism, "test_looks": report.test_looks,
                    "expected_selection_optimism": report.expected_selection_optimism}
         if report.spearman is not None:
-            metrics["spearman_val_test"] = report.spearman
+            metrics[f"spearman_{score.split('_')[0]}_test"] = report.spearman  # spearman_val_test or spearman_cv_test
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
         self.client.log_text(run_id, markdown, "finalize.md")
         self.client.log_text(run_id, json.dumps(asdict(report), indent=2, default=str), "finalize.json")
         scores = {f"#{r.trial} {r.family}": (r.val, r.test) for r in report.rows}
-        self.client.log_figure(run_id, validation_vs_test(scores, report.metric), "plots/validation_vs_test.png")
+        self.client.log_figure(run_id, validation_vs_test(scores, report.metric, score), "plots/validation_vs_test.png")
         self.client.set_terminated(run_id, status="FINISHED")
         return run_id
 
@@ -149,8 +151,8 @@ class Tracker:
             metrics += [Metric(key, float(v), now, step) for key, values in curves.items()
                         for step, v in enumerate(values, start=1) if v == v]
             tags = [RunTag("state", state)]
-            # the trial's validation score, also as a tag the UI sorts by
-            tags += [RunTag("score", f"{value:.6f}") for value in scores.values()]
+            for name, value in scores.items():  # the trial's search score, also as a tag the UI sorts by
+                tags += [RunTag("score", f"{value:.6f}"), RunTag("score_name", name)]  # val_<metric> or cv_<metric>
             if error:
                 tags.append(RunTag("error", error[:5000]))
             for start in range(0, max(len(metrics), 1), _BATCH):  # one round trip for a short trial
