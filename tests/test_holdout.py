@@ -116,6 +116,8 @@ def test_spent_budget_says_so_in_one_line_and_exits_non_zero(holdout_study, stor
     assert len(run.stderr.strip().splitlines()) == 1
     again = run_cli("study", "holdout", name, "--trials", "0", "--storage", storage_url)
     assert again.returncode == 2 and "budget is spent" in again.stderr and not again.stdout.strip()
+    show = run_cli("study", "show", name, "--storage", storage_url)
+    assert "reusable holdout (tuner study holdout): budget left 0 of 1 after 1 queries" in show.stdout
 
 
 def test_holdout_needs_a_holdout_part_and_complete_trials(write_study, storage_url, tracking_uri):

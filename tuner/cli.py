@@ -100,6 +100,8 @@ def study_show(name: str = typer.Argument(..., help="study name"), storage: Opti
                   f"rows: {split} ({sealed})")
     if report.folds:
         console.print(f"search score {report.score_name}: the mean over {report.folds}")
+    if report.holdout_budget:
+        console.print(f"reusable holdout (tuner study holdout): {report.holdout_budget}")
     table = Table("family", "trials", "complete", "pruned", "failed", f"best {report.score_name}", "trial", "mean s",
                   title=f"leaderboard by family ({report.score_name}; the test split is not looked at)")
     for row in report.families:

@@ -418,6 +418,7 @@ class StudyReport:
     score_name: str = ""  # val_<metric> or cv_<metric>
     folds: str = ""  # "5 folds x 2 repeats" for a K-fold study
     finalize: dict[str, Any] | None = None  # finalize's record once the test split was scored
+    holdout_budget: str = ""  # "budget left 28 of 30 after 5 queries" for a study with a reusable holdout
 
 
 def load_existing(name: str, storage_url: str | None = None) -> optuna.Study:
@@ -460,8 +461,17 @@ def describe_study(name: str, storage_url: str | None = None) -> StudyReport:
         families=rows, best_trial=best.number if best else None, best_value=best_value, best_family=best_family,
         best_params=best.user_attrs.get("params", {}) if best else {}, score_name=stored_score_name(attrs),
         folds=f"{split['n_folds']} folds x {split['n_repeats']} repeat(s)" if "n_folds" in split else "",
-        finalize=attrs.get(ATTR + "finalize"),
+        finalize=attrs.get(ATTR + "finalize"), holdout_budget=_holdout_budget(attrs),
     )
+
+
+def _holdout_budget(attrs: dict[str, Any]) -> str:
+    split = StudyConfig.model_validate(attrs[ATTR + "config"]).split if ATTR + "config" in attrs else None
+    thresholdout = split.reusable_holdout if split is not None else None
+    if thresholdout is None:
+        return ""
+    state = attrs.get(ATTR + "thresholdout") or {"budget_left": thresholdout.budget, "queries": 0}
+    return f"budget left {state['budget_left']} of {thresholdout.budget} after {state['queries']} queries"
 
 
 def list_studies(storage_url: str | None = None) -> list[dict[str, Any]]:
