@@ -11,6 +11,7 @@ import warnings
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # saving / loading models draws bars on stderr
 
 warnings.filterwarnings("ignore", module=r"optuna(_integration)?\..*")
 warnings.filterwarnings("ignore", message=r".*(experimental|deprecated).*", category=Warning, module=r"tuner\..*")

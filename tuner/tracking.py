@@ -341,7 +341,7 @@ class Tracker:
         from mlflow.exceptions import MlflowException
 
         try:
-            return self.client.get_model_version_by_alias(name, CHAMPION).version
+            return str(self.client.get_model_version_by_alias(name, CHAMPION).version)
         except MlflowException:
             return None
 
