@@ -264,6 +264,7 @@ def test_tuner_predict_refuses_a_misspelled_column_in_one_line(tmp_path, trackin
         predict_file(tmp_path, tmp_path / "short.csv")
 
 
+@pytest.mark.slow
 def test_an_image_model_takes_flattened_pixel_columns_or_an_array(tmp_path, tracking_uri):
     ensemble, rest = tiny_ensemble("builtin:digits", "multiclass", "accuracy")
     make_build(tmp_path, "digits", ensemble)
