@@ -25,7 +25,7 @@ from tests.conftest import REPO, run_cli
 from tests.ensemble_fixtures import tiny_ensemble
 from tuner import export as export_module
 from tuner.ensemble.store import write_build
-from tuner.errors import DataError, TunerError
+from tuner.errors import DataError, StorageError, TunerError
 from tuner.export import MANIFEST, export_ensemble
 from tuner.predict import predict_file
 
@@ -108,6 +108,7 @@ def test_export_writes_model_manifest_and_a_champion_version(tmp_path, tracking_
     assert registry_versions(tracking_uri, "churn") == ["1"] and champion(tracking_uri, "churn") == "1"
     runs = export_runs(tracking_uri, "churn-study")
     assert [r.info.run_name for r in runs] == ["export/churn"] and runs[0].info.run_id == result.published.run_id
+    assert runs[0].data.metrics == {"oof_roc_auc": 0.91, "test_roc_auc": 0.89}
 
     again = export_ensemble("churn", root=tmp_path, tracking_uri=tracking_uri)
     assert again.published.version == "2" and champion(tracking_uri, "churn") == "2"
@@ -142,12 +143,14 @@ def test_the_registered_champion_loads_by_alias(tmp_path, tracking_uri, mixed, m
     np.testing.assert_array_equal(predicted["prediction"], ensemble.predict_frame(rows)["prediction"])
 
 
-@pytest.mark.parametrize("where,failure", [
-    ("manifest", RuntimeError("disk full")),
-    ("registry", KeyboardInterrupt()),
-    ("rename", KeyboardInterrupt()),
+@pytest.mark.parametrize("where,failure,raised", [
+    ("manifest", RuntimeError("disk full"), RuntimeError),
+    ("upload", OSError("artifact store is read-only"), StorageError),
+    ("registry", KeyboardInterrupt(), KeyboardInterrupt),
+    ("rename", KeyboardInterrupt(), KeyboardInterrupt),
 ])
-def test_a_failed_export_leaves_nothing_and_keeps_the_earlier_one(tmp_path, tracking_uri, mixed, monkeypatch, where, failure):
+def test_a_failed_export_leaves_nothing_and_keeps_the_earlier_one(tmp_path, tracking_uri, mixed, monkeypatch,
+                                                                  where, failure, raised):
     ensemble, _ = mixed
     name = f"churn-fails-at-{where}"
     make_build(tmp_path, name, ensemble)
@@ -155,11 +158,11 @@ def test_a_failed_export_leaves_nothing_and_keeps_the_earlier_one(tmp_path, trac
     def fail(*args, **kwargs):
         raise failure
 
-    targets = {"manifest": (export_module, "make_manifest"), "registry": (MlflowClient, "create_model_version"),
-               "rename": (export_module, "_swap")}
+    targets = {"manifest": (export_module, "make_manifest"), "upload": (MlflowClient, "log_model_artifacts"),
+               "registry": (MlflowClient, "create_model_version"), "rename": (export_module, "_swap")}
     with monkeypatch.context() as patch:
         patch.setattr(*targets[where], fail)
-        with pytest.raises(type(failure)):
+        with pytest.raises(raised):
             export_ensemble(name, root=tmp_path, tracking_uri=tracking_uri)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".built"]  # no folder, no staging left
     assert registry_versions(tracking_uri, name) == [] and export_runs(tracking_uri, f"{name}-study") == []
@@ -167,7 +170,7 @@ def test_a_failed_export_leaves_nothing_and_keeps_the_earlier_one(tmp_path, trac
     first = export_ensemble(name, root=tmp_path, tracking_uri=tracking_uri)
     with monkeypatch.context() as patch:
         patch.setattr(*targets[where], fail)
-        with pytest.raises(type(failure)):
+        with pytest.raises(raised):
             export_ensemble(name, root=tmp_path, tracking_uri=tracking_uri)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".built", name]
     assert json.loads((tmp_path / name / MANIFEST).read_text()) == first.manifest
@@ -262,6 +265,10 @@ def test_tuner_predict_refuses_a_misspelled_column_in_one_line(tmp_path, trackin
         predict_file(folder, tmp_path / "words.csv")
     with pytest.raises(TunerError, match="is not an exported model"):
         predict_file(tmp_path, tmp_path / "short.csv")
+    rows.to_parquet(tmp_path / "rows.parquet")
+    predicted = predict_file(folder, tmp_path / "rows.parquet", tmp_path / "predictions.parquet")
+    assert pd.read_parquet(tmp_path / "predictions.parquet").equals(predicted.frame) and predicted.notes == []
+    np.testing.assert_array_equal(predicted.frame["prediction"], ensemble.predict_frame(rows)["prediction"])
 
 
 @pytest.mark.slow
@@ -288,6 +295,21 @@ def test_an_image_model_takes_flattened_pixel_columns_or_an_array(tmp_path, trac
     pd.DataFrame(flat[:, :63]).to_csv(tmp_path / "short.csv", index=False)
     with pytest.raises(DataError, match="the model takes 64 value columns"):
         predict_file(folder, tmp_path / "short.csv")
+
+
+@pytest.mark.slow
+def test_a_regression_model_returns_values(tmp_path, tracking_uri):
+    ensemble, rest = tiny_ensemble("builtin:diabetes", "regression", "rmse")
+    make_build(tmp_path, "progression", ensemble)
+    folder = export_ensemble("progression", root=tmp_path, tracking_uri=tracking_uri).folder
+    signature = mlflow.models.Model.load(str(folder)).signature
+    assert [(c.name, c.type.name) for c in signature.outputs.inputs] == [("prediction", "double")]
+    assert json.loads((folder / MANIFEST).read_text())["scores"] == {"oof_rmse": 0.91, "test_rmse": 0.89}
+
+    predicted = mlflow.pyfunc.load_model(str(folder)).predict(rest.raw)
+
+    assert list(predicted.columns) == ["prediction"]
+    np.testing.assert_array_equal(predicted["prediction"], ensemble.predict_frame(rest.raw)["prediction"])
 
 
 def _free_port() -> int:

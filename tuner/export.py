@@ -67,7 +67,8 @@ def export_ensemble(name: str, blend: str | None = None, out: str | Path | None 
         _write_json(staging / MANIFEST, manifest)
         published = tracker.publish_model(
             staging, name, build.get("tracking_run_id"), build["studies"][0], f"export/{name}",
-            {"tuner.ensemble": name, "tuner.blend": blend, "fingerprint": str(build.get("fingerprint"))})
+            {"tuner.ensemble": name, "tuner.blend": blend, "fingerprint": str(build.get("fingerprint"))},
+            manifest["scores"])
         try:
             manifest["mlflow"] = {"tracking_uri": tracker.uri, "run_id": published.run_id,
                                   "model_id": published.model_id, "registered_model": published.name,

@@ -249,46 +249,58 @@ class Tracker:
             self.client.log_artifacts(run_id, folder)
 
     def publish_model(self, folder: Path, name: str, run_id: str | None, experiment_name: str,
-                      run_name: str, tags: dict[str, str]) -> PublishedModel:
+                      run_name: str, tags: dict[str, str], metrics: dict[str, float]) -> PublishedModel:
         """Log a saved MLflow model folder to a run and register it as a new version of `name`.
 
         The run is `run_id` when it still exists in this store, else a new run `run_name` in the
-        experiment `experiment_name`. The alias `champion` moves to the new version. All or nothing:
-        on any failure, Ctrl-C included, what this call created is removed again.
+        experiment `experiment_name`, with `metrics`. The alias `champion` moves to the new version.
+        All or nothing: on any failure, Ctrl-C included, what this call created is removed again.
         """
-        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
-
         record: dict[str, Any] = {}
         try:
-            run = self._existing_run(run_id)
-            if run is None:
-                experiment_id = self.experiment_id(experiment_name)
-                run = self._raising(lambda: self.client.create_run(
-                    experiment_id, run_name=run_name, tags={**tags, "tuner.role": "export"}))
-                record["created_run"] = run.info.run_id
-            run_id = run.info.run_id
-            model = self._raising(lambda: self.client.create_logged_model(
-                run.info.experiment_id, name=name, source_run_id=run_id, tags=tags))
-            record["model_id"] = model.model_id
-            self.client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
-            self.client.log_model_artifacts(model.model_id, str(folder))
-            self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
-            if self._registered_model(name) is None:
-                self.client.create_registered_model(name, tags={"tuner.role": "ensemble"})
-                record["created_registered_model"] = True
-            record["previous_champion"] = self._champion(name)
-            # the artifact location, not models:/ID: the registry store would resolve that through
-            # the global tracking URI instead of this client's
-            version = self.client.create_model_version(name, model.artifact_location, run_id=run_id,
-                                                       tags=tags, model_id=model.model_id).version
-            record["version"] = version
-            self.client.set_registered_model_alias(name, CHAMPION, version)
-            if "created_run" in record:
-                self.client.set_terminated(run_id, status="FINISHED")
-        except BaseException:
+            return self._publish(folder, name, run_id, experiment_name, run_name, tags, metrics, record)
+        except Exception as exc:
+            self._take_back(name, record)
+            if isinstance(exc, StorageError):
+                raise
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise StorageError(f"could not log or register the model in {self.uri} ({first}); "
+                               "nothing was exported") from exc
+        except BaseException:  # Ctrl-C: undo, then let it stop the command
             self._take_back(name, record)
             raise
-        return PublishedModel(name, str(version), run_id, model.model_id, "created_run" in record,
+
+    def _publish(self, folder, name, run_id, experiment_name, run_name, tags, metrics, record) -> PublishedModel:
+        """`record` collects what exists so far, for `_take_back`."""
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
+
+        run = self._existing_run(run_id)
+        if run is None:
+            experiment_id = self.experiment_id(experiment_name)
+            run = self._raising(lambda: self.client.create_run(
+                experiment_id, run_name=run_name, tags={**tags, "tuner.role": "export"}))
+            record["created_run"] = run.info.run_id
+            now = int(time.time() * 1000)
+            self.client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+        run_id = run.info.run_id
+        model = self.client.create_logged_model(run.info.experiment_id, name=name, source_run_id=run_id, tags=tags)
+        record["model_id"] = model.model_id
+        self.client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+        self.client.log_model_artifacts(model.model_id, str(folder))
+        self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+        if self._registered_model(name) is None:
+            self.client.create_registered_model(name, tags={"tuner.role": "ensemble"})
+            record["created_registered_model"] = True
+        record["previous_champion"] = self._champion(name)
+        # the artifact location, not models:/ID: the registry store would resolve that through
+        # the global tracking URI instead of this client's
+        version = str(self.client.create_model_version(name, model.artifact_location, run_id=run_id, tags=tags,
+                                                       model_id=model.model_id).version)
+        record["version"] = version
+        self.client.set_registered_model_alias(name, CHAMPION, version)
+        if "created_run" in record:
+            self.client.set_terminated(run_id, status="FINISHED")
+        return PublishedModel(name, version, run_id, model.model_id, "created_run" in record,
                               record.get("created_registered_model", False), record["previous_champion"])
 
     def retract_model(self, published: PublishedModel) -> None:
