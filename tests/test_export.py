@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import REPO, run_cli
 from tests.ensemble_fixtures import tiny_ensemble
 from tuner import export as export_module
-from tuner.ensemble.store import write_build
+from tuner.ensemble.store import built_dir, write_build
 from tuner.errors import DataError, StorageError, TunerError
 from tuner.export import MANIFEST, export_ensemble
 from tuner.predict import predict_file
@@ -194,7 +195,11 @@ def test_export_refuses_unknown_names_blends_and_foreign_folders(tmp_path, track
     with pytest.raises(TunerError, match="is not a tuner export"):
         export_ensemble("churn-refusals", out=foreign, root=tmp_path, tracking_uri=tracking_uri)
     assert (foreign / "notes.txt").read_text() == "keep me"
+    shutil.rmtree(built_dir("churn-refusals", tmp_path) / "weighted")
+    with pytest.raises(TunerError, match="blend 'weighted' of 'churn-refusals' is missing"):
+        export_ensemble("churn-refusals", root=tmp_path, tracking_uri=tracking_uri)
     assert registry_versions(tracking_uri, "churn-refusals") == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".built", "my-notes"]
 
 
 @pytest.mark.slow

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from tuner.ensemble import FittedEnsemble, WeightedAverage
+from tuner.ensemble.fitted import DESCRIPTION
 from tuner.ensemble.store import built_dir, ensembles_root, read_build
 from tuner.errors import TunerError
 from tuner.tracking import CHAMPION, PublishedModel, Tracker
@@ -53,6 +54,9 @@ def export_ensemble(name: str, blend: str | None = None, out: str | Path | None 
     blend = choose_blend(build, blend)
     record = build["blends"][blend]
     blend_folder = built_dir(name, root) / record.get("folder", blend)
+    if not (blend_folder / DESCRIPTION).is_file():
+        raise TunerError(f"blend {blend!r} of {name!r} is missing from {blend_folder}; "
+                         f"run `tuner ensemble build {name}` again")
     final = Path(out) if out else ensembles_root(root) / name
     _check_destination(final)
     tracker = Tracker(tracking_uri)
