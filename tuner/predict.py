@@ -29,6 +29,7 @@ class Predictions:
 def predict_file(model_dir: str | Path, data: str | Path, output: str | Path | None = None) -> Predictions:
     """Predictions for every row of `data`, written to `output` (.csv or .parquet) when given."""
     import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
 
     model_dir, data = Path(model_dir), Path(data)
     schema = input_schema(model_dir)
@@ -36,8 +37,6 @@ def predict_file(model_dir: str | Path, data: str | Path, output: str | Path | N
         raise TunerError(f"-o {output}: write predictions to a .csv or .parquet file")
     rows = read_rows(data)
     model_input, notes = conform(rows, schema, data.name)
-    from mlflow.exceptions import MlflowException
-
     try:
         frame = mlflow.pyfunc.load_model(str(model_dir)).predict(model_input)
     except MlflowException as exc:
