@@ -120,7 +120,7 @@ def test_export_writes_model_manifest_and_a_champion_version(tmp_path, tracking_
 def test_export_logs_to_the_builds_run_when_it_exists(tmp_path, tracking_uri, mixed):
     ensemble, _ = mixed
     client = MlflowClient(tracking_uri)
-    experiment_id = client.create_experiment("churn-built-study")
+    experiment_id = client.create_experiment("churn-built-study", artifact_location=(tmp_path / "artifacts").as_uri())
     build_run = client.create_run(experiment_id, run_name="ensemble build").info.run_id
     make_build(tmp_path, "churn-built", ensemble, tracking_run_id=build_run)
 
