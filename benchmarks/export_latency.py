@@ -7,20 +7,25 @@ then times:
   TensorFlow included), `mlflow.pyfunc.load_model` against `FittedEnsemble.load`;
 - load, warm: a second load in a process that has already imported everything;
 - predict: 1 row and 1,000 raw rows, `pyfunc.predict` (schema checks included) against
-  `FittedEnsemble.predict_frame` on the same rows.
+  `FittedEnsemble.predict_frame` on the same rows, and a POST /invocations round trip
+  (`dataframe_split` JSON) to `mlflow models serve --env-manager local` on 127.0.0.1.
 Every figure is the median over the repeats. Usage: python benchmarks/export_latency.py [--repeats 20]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +98,39 @@ def cold_load(kind: str, path: Path, repeats: int) -> float:
         for _ in range(repeats))
 
 
+def served(folder: Path, batches: list, repeats: int) -> tuple[float, list[float]]:
+    """Seconds until /ping answers, and the median POST /invocations round trip per batch."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    started = time.perf_counter()
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", str(folder), "--env-manager",
+                               "local", "-h", "127.0.0.1", "-p", str(port)], env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None:
+                    raise RuntimeError("mlflow models serve exited") from None
+                time.sleep(0.2)
+        ready = time.perf_counter() - started
+
+        def post(batch):
+            body = json.dumps({"dataframe_split": json.loads(batch.to_json(orient="split", index=False))}).encode()
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                             headers={"Content-Type": "application/json"})
+            urllib.request.urlopen(request, timeout=60).read()
+
+        return ready, [median_seconds(lambda: post(batch), repeats) for batch in batches]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20, help="predict repeats (cold loads: a fifth of it)")
@@ -119,14 +157,18 @@ def main() -> None:
             "pyfunc": [median_seconds(lambda: model.predict(x), args.repeats) for x in (one, batch)],
             "in-process": [median_seconds(lambda: loaded.predict_frame(x), args.repeats) for x in (one, batch)],
         }
+        ready, predicts["HTTP"] = served(folder, [one, batch], args.repeats)
+        loads["HTTP"] = (ready, None)
     print(f"deep + tree blend (dense {MEMBERS['dense']['layers']}x{MEMBERS['dense']['units']}, "
           f"XGBoost {args.rounds} rounds depth {MEMBERS['xgboost']['max_depth']}) on generated_mixed; "
           f"{os.cpu_count()} CPUs, Python {platform.python_version()}; medians")
     print(f"{'path':<11} {'load cold s':>11} {'load warm s':>11} {'1 row ms':>9} {'1,000 rows ms':>14} {'rows/s':>8}")
-    for path in ("pyfunc", "in-process"):
+    for path in ("pyfunc", "in-process", "HTTP"):
         (cold, warm), (single, thousand) = loads[path], predicts[path]
-        print(f"{path:<11} {cold:>11.2f} {warm:>11.2f} {single * 1e3:>9.1f} {thousand * 1e3:>14.1f} "
+        warm_text = "-" if warm is None else f"{warm:.2f}"
+        print(f"{path:<11} {cold:>11.2f} {warm_text:>11} {single * 1e3:>9.1f} {thousand * 1e3:>14.1f} "
               f"{1000 / thousand:>8.0f}")
+    print("HTTP: load cold = start of `mlflow models serve` until /ping answers; predict = POST round trip")
 
 
 if __name__ == "__main__":
