@@ -20,6 +20,8 @@ from tuner._quiet import import_tensorflow
 from tuner.metrics import METRICS
 from tuner.models.base import Member, ProblemSpec
 
+PREDICT_BATCH = 1024
+
 
 def keras():
     import_tensorflow()
@@ -187,7 +189,11 @@ class KerasMember(Member):
         return ((y - self.y_mean_) / self.y_std_).astype(np.float32)
 
     def predict_scores(self, X) -> np.ndarray:
-        out = self.model.predict(model_input(self.model, X), batch_size=1024, verbose=0)
+        inputs = model_input(self.model, X)
+        rows = len(next(iter(X.values())) if isinstance(X, dict) else X)
+        # `predict` builds a dataset per call (~100 ms on CPU): one batch goes straight through instead
+        out = (self.model.predict_on_batch(inputs) if rows <= PREDICT_BATCH
+               else self.model.predict(inputs, batch_size=PREDICT_BATCH, verbose=0))
         out = np.asarray(out[0] if isinstance(out, (list, tuple)) else out, dtype=np.float64)  # first head predicts
         if self.spec.task == "binary":
             p = out[:, 0]
