@@ -13,7 +13,6 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # MLflow's usage telemetry wraps every client call and tries the network; tuner runs offline
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # saving / loading models draws bars on stderr
 
 warnings.filterwarnings("ignore", module=r"optuna(_integration)?\..*")
