@@ -280,7 +280,7 @@ def _has_optuna_dashboard() -> bool:
 def main() -> None:
     """Console entry point: user errors become one line and exit status 2."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns typer.Exit's code here instead of raising it
     except TunerError as exc:
         errors.print(f"[red]error:[/] {exc}", soft_wrap=True)
         sys.exit(2)
@@ -298,6 +298,7 @@ def main() -> None:
         if isinstance(exc, click.exceptions.Abort):
             sys.exit(1)
         raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from tuner.errors import StorageError
 
@@ -58,7 +59,8 @@ class Tracker:
                 os.environ.setdefault(key, value)
         from mlflow.tracking import MlflowClient
 
-        self.client = MlflowClient(tracking_uri=self.uri)
+        with _schema_lock(self.uri):  # the client creates the schema; local workers start together
+            self.client = self._raising(lambda: MlflowClient(tracking_uri=self.uri))
         self.degraded = False
 
     def check(self) -> None:
@@ -299,6 +301,19 @@ class Tracker:
                             str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
             self.degraded = True
             return None
+
+
+@contextmanager
+def _schema_lock(uri: str) -> Iterator[None]:
+    """An exclusive file lock beside a local SQLite store while MLflow creates or migrates its schema."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    with open(f"{uri.removeprefix('sqlite:///')}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _as_text(value: Any) -> str:
