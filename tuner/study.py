@@ -258,6 +258,8 @@ def open_study(config: StudyConfig, base_dir: Path, storage_url: str | None = No
             return _seal(config, base_dir, dataset, task, created, storage_url)
     if existing is None:
         raise StudyFileError(f"no study named {config.name!r} in {_redact(storage_url)}; run `tuner study run` first")
+    if ATTR + "split" not in existing.user_attrs and not existing.trials:
+        existing = _wait_for_seal(storage, config.name)  # created a moment ago by another worker
     attrs = existing.user_attrs
     if ATTR + "split" not in attrs:
         if existing.trials:
