@@ -289,13 +289,17 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
+    except Exception as exc:  # usage errors arrive here with standalone_mode=False
         import click
+        from typer._click import exceptions as vendored  # typer >= 0.2x raises its own copy of click's classes
 
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, (click.UsageError, vendored.UsageError)):  # one line, like every other refusal
+            errors.print(f"[red]error:[/] {exc.format_message()} (see --help)", soft_wrap=True)
+            sys.exit(exc.exit_code)
+        if isinstance(exc, (click.ClickException, vendored.ClickException)):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, (click.exceptions.Abort, typer.Abort)):
             sys.exit(1)
         raise
     sys.exit(code if isinstance(code, int) else 0)

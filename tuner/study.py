@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import random
+import re
 import signal
 import socket
 import time
@@ -91,7 +92,8 @@ def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
             if _is_creation_race(exc) and attempt < 7:
                 time.sleep(0.1 * 2 ** attempt + random.random() * 0.2)
                 continue
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = re.sub(r"^\([\w.]+\) ", "", first)[:240]  # SQLAlchemy's "(psycopg.OperationalError) " prefix
             raise StorageError(f"storage {_redact(url)} cannot be opened ({first}); check --storage") from None
     raise AssertionError("unreachable")
 
@@ -184,7 +186,8 @@ def _redact(url: str) -> str:
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
         credentials, host = rest.rsplit("@", 1)
-        return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+        if ":" in credentials:
+            return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
     return url
 
 
