@@ -52,9 +52,9 @@ def study_run(
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     if heartbeat is not None:
         os.environ["TUNER_HEARTBEAT_S"] = str(heartbeat)
-    from tuner.study import interrupt_on_sigterm, run_study
+    from tuner.study import interrupt_on_signals, run_study
 
-    interrupt_on_sigterm()
+    interrupt_on_signals()
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[best]}"), TimeElapsedColumn(), console=console,

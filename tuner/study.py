@@ -551,7 +551,7 @@ def _best_of(study: optuna.Study) -> tuple[float | None, str | None]:
 def _worker_main(study_file: str, storage_url: str, tracking_uri: str, budget: int, timeout: float | None,
                  worker: int) -> None:
     """Entry point of a `--jobs` worker process: reopen the same sealed study and search."""
-    interrupt_on_sigterm()
+    interrupt_on_signals()
     config, base_dir = load_study_file(study_file)
     tracker = Tracker(tracking_uri)
     sealed = open_study(config, base_dir, storage_url, create=False)
@@ -563,16 +563,19 @@ def _worker_main(study_file: str, storage_url: str, tracking_uri: str, budget: i
         raise SystemExit(130) from None
 
 
-def interrupt_on_sigterm() -> None:
+def interrupt_on_signals() -> None:
     """SIGTERM (a scheduler, `kill`) stops like Ctrl-C: the current trial is marked, its run closed.
 
-    Only the first signal interrupts, so the clean-up it starts is not itself cut short.
+    Only the first signal interrupts, so the clean-up it starts (MLflow calls, the `--jobs`
+    parent's SIGTERM to workers already stopping on the terminal's Ctrl-C) is not itself cut short.
     """
     def interrupt(signum: int, _frame: Any) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
 
 
 def _run_workers(sealed: SealedStudy, study_file: Path, tracking_uri: str, budget: int, timeout: float | None,
