@@ -104,3 +104,36 @@ def test_finalize_through_the_cli_names_every_split(small_study, storage_url, tr
     assert "val_roc_auc" in run.stdout and "test_roc_auc" in run.stdout and "validation flattered it by" in run.stdout
     again = run_cli("study", "finalize", small_study, "--storage", storage_url, "--tracking-uri", tracking_uri)
     assert again.returncode == 2 and "--force" in again.stderr
+
+
+def test_report_has_a_finalize_section_once_finalized(small_study, storage_url, tracking_uri, tmp_path):
+    import html
+
+    from tuner.dashboard import write_report
+
+    before, _ = write_report(small_study, tmp_path / "before.html", storage_url, tracking_uri)
+    assert "Finalize:" not in before.read_text()
+    report = finalize_study(small_study, storage_url, tracking_uri, top=2)
+    after, _ = write_report(small_study, tmp_path / "after.html", storage_url, tracking_uri)
+    page = after.read_text()
+    section = page[page.index("<h2>Finalize: val_roc_auc against the sealed test split (test_roc_auc)</h2>"):]
+    assert "<th>test_roc_auc 95% interval</th>" in section and "<th>optimism (val_roc_auc - test_roc_auc)</th>" in section
+    for row in report.rows:
+        assert f"<td>{row.test:.4f}</td>" in section and f"<td>{row.optimism:+.4f}</td>" in section
+    assert "Spearman rank correlation of val_roc_auc and test_roc_auc" in section
+    assert all(html.escape(w) in section for w in report.warnings)
+    assert section.count('<img src="data:image/png;base64,') == 1  # the val-vs-test scatter
+
+
+def test_finalize_section_renders_an_old_record_without_a_score_name():
+    from tuner.report import finalize_section
+
+    record = {"metric": "rmse", "rows_train": 80, "rows_val": 20, "rows_test": 25, "test_looks": 2,
+              "trials_complete": 9, "spearman": None, "val_standard_error": 0.1, "expected_selection_optimism": 0.2,
+              "warnings": ["this is test look number 2: <not untouched>"],
+              "rows": [{"val_rank": 1, "family": "linear", "trial": 4, "val": 1.5, "test": 1.7, "test_low": 1.4,
+                        "test_high": 2.0, "optimism": 0.2, "test_rank": 1}]}
+    section = finalize_section(record)
+    assert section.title == "Finalize: val_rmse against the sealed test split (test_rmse)"
+    assert "<td>1.7000</td>" in section.body and "n/a (fewer than 3 finalists)" in section.body
+    assert "&lt;not untouched&gt;" in section.body

@@ -114,3 +114,13 @@ def test_later_stage_plots_skip_without_data():
         plots.member_weights({})
     with pytest.raises(plots.PlotSkipped, match="at least 2 members"):
         plots.prediction_correlation(["a"], np.zeros((10, 1)))
+
+
+def test_constant_scores_skip_importances_and_keep_the_other_plots():
+    """A study whose trials all score the same (a constant model) still gets its history and slices."""
+    flat = optuna.create_study(direction="maximize")
+    add(flat, "xgboost", 0.5, max_depth=3, eta=0.01)
+    add(flat, "xgboost", 0.5, max_depth=6, eta=0.1)
+    result = plots.study_plots(flat, "roc_auc", curves={})
+    assert {"plots/history.png", "plots/slice_xgboost.png"} <= set(result.images)
+    assert any("varying parameters and scores" in note for note in result.notes)

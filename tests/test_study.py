@@ -19,9 +19,9 @@ def seen_rows(monkeypatch):
     seen = []
 
     class Recording(Objective):
-        def __init__(self, config, spec, train, val, *args, **kwargs):
-            seen.append({"train": train.rows.copy(), "val": val.rows.copy()})
-            super().__init__(config, spec, train, val, *args, **kwargs)
+        def __init__(self, config, folds, *args, **kwargs):
+            seen.append([{"train": f.train.rows.copy(), "val": f.val.rows.copy()} for f in folds])
+            super().__init__(config, folds, *args, **kwargs)
 
     monkeypatch.setattr(study_module, "Objective", Recording)
     return seen
@@ -42,7 +42,7 @@ def test_objective_never_receives_a_test_row_and_resume_keeps_the_split(
     assert result.counts == {"COMPLETE": 4} and result.trials_before == 2
     assert len(seen_rows) == 2
     test_rows = set(split.rows(TEST))
-    for rows in seen_rows:
+    for [rows] in seen_rows:
         assert not test_rows & set(rows["train"]) and not test_rows & set(rows["val"])
         np.testing.assert_array_equal(rows["train"], split.rows(TRAIN))
         np.testing.assert_array_equal(rows["val"], split.rows(VALID))

@@ -1,4 +1,4 @@
-"""Silence start-up noise (TensorFlow, absl, Optuna's experimental warnings) unless the user set it.
+"""Silence start-up noise (TensorFlow, absl, Optuna's experimental warnings, MLflow telemetry) unless the user set it.
 
 Imported before anything that may import TensorFlow. Newer TensorFlow prints absl lines straight
 to file descriptor 2 while importing, so the import itself runs with that descriptor muted.
@@ -11,6 +11,8 @@ import warnings
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# MLflow's usage telemetry wraps every client call and tries the network; tuner runs offline
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 warnings.filterwarnings("ignore", module=r"optuna(_integration)?\..*")
 warnings.filterwarnings("ignore", message=r".*(experimental|deprecated).*", category=Warning, module=r"tuner\..*")

@@ -64,7 +64,8 @@ def study_run(
         last_line = [""]
 
         def show(progress) -> None:
-            best = f"best val {progress.best:.4f} ({progress.best_family})" if progress.best is not None else ""
+            best = (f"best {progress.score_name} {progress.best:.4f} ({progress.best_family})"
+                    if progress.best is not None else "")
             bar.update(task, completed=progress.done, total=progress.total, best=best)
             line = f"trial {progress.done}/{progress.total} {best}"
             if not console.is_terminal and line != last_line[0]:
@@ -82,7 +83,7 @@ def study_run(
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.counts.items()))
     console.print(f"[bold]{result.study_name}[/]: {states} ({ran} this run, {result.elapsed_s:.0f}s)")
     if result.best_value is not None:
-        console.print(f"best val_{result.metric} = {result.best_value:.4f}: trial {result.best_trial} ({result.best_family})")
+        console.print(f"best {result.score_name} = {result.best_value:.4f}: trial {result.best_trial} ({result.best_family})")
     if result.tracking_degraded:
         errors.print("warning: MLflow tracking was degraded during this run; Optuna kept every trial")
     if result.best_value is None:
@@ -92,17 +93,18 @@ def study_run(
 
 @study_app.command("list")
 def study_list(storage: Optional[str] = StorageOption) -> None:
-    """Studies in the storage, with their best validation score."""
+    """Studies in the storage, with their best search score (val_ or cv_; never a test score)."""
     from tuner.study import list_studies
 
     rows = list_studies(storage)
     if not rows:
         console.print("no studies yet: tuner study run studies/breast-cancer.yaml")
         return
-    table = Table("study", "data", "trials", "metric", "best (val)", "started")
+    table = Table("study", "data", "trials", "metric", "best search score (val_ / cv_)", "started")
     for row in rows:
+        best = "-" if row["best"] is None else f"{row['score_name']} {row['best']:.4f}"
         table.add_row(row["name"], row["data"], str(row["trials"]), f"{row['metric']} ({row['direction'][:3]})",
-                      _fmt(row["best"]), f"{row['started']:%Y-%m-%d %H:%M}" if row["started"] else "-")
+                      best, f"{row['started']:%Y-%m-%d %H:%M}" if row["started"] else "-")
     console.print(table)
 
 
@@ -112,11 +114,14 @@ def study_show(name: str = typer.Argument(..., help="study name"), storage: Opti
     from tuner.study import describe_study
 
     report = describe_study(name, storage)
-    split = ", ".join(f"{k} {v}" for k, v in report.split_counts.items())
+    split = ", ".join(f"{k} {v}" for k, v in report.split_counts.items() if v or k != "val")
+    sealed = "test and holdout sealed" if "holdout" in report.split_counts else "test sealed"
     console.print(f"[bold]{report.name}[/]  {report.data}  {report.task}  metric {report.metric} ({report.direction})  "
-                  f"rows: {split} (test sealed)")
-    table = Table("family", "trials", "complete", "pruned", "failed", f"best val_{report.metric}", "trial", "mean s",
-                  title="leaderboard by family (validation scores; the test split is not looked at)")
+                  f"rows: {split} ({sealed})")
+    if report.folds:
+        console.print(f"search score {report.score_name}: the mean over {report.folds}")
+    table = Table("family", "trials", "complete", "pruned", "failed", f"best {report.score_name}", "trial", "mean s",
+                  title=f"leaderboard by family ({report.score_name}; the test split is not looked at)")
     for row in report.families:
         table.add_row(row.family, str(row.trials), str(row.complete), str(row.pruned), str(row.failed),
                       _fmt(row.best_value), "-" if row.best_trial is None else str(row.best_trial),
@@ -125,8 +130,13 @@ def study_show(name: str = typer.Argument(..., help="study name"), storage: Opti
     console.print("trials by state: " + ", ".join(f"{s.lower()} {n}" for s, n in sorted(report.states.items())))
     if report.best_trial is not None:
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.best_params.items())
-        console.print(f"best: trial {report.best_trial} ({report.best_family}) val_{report.metric} "
+        console.print(f"best trial: {report.best_trial} ({report.best_family}) {report.score_name} "
                       f"{report.best_value:.4f}\n  {params}")
+    if report.finalize:
+        final = report.finalize
+        winner = final["rows"][0]
+        console.print(f"finalized ({final['test_looks']} test look(s)): trial {winner['trial']} test_{report.metric} "
+                      f"{winner['test']:.4f}")
 
 
 @study_app.command("finalize")
@@ -139,26 +149,60 @@ def study_finalize(
     tracking_uri: Optional[str] = TrackingOption,
 ) -> None:
     """Refit the top configurations on train + val and score them once on the sealed test split."""
-    from tuner.finalize import finalize_study
+    from tuner.finalize import finalize_study, search_score_name
 
-    with console.status("refitting the finalists on train + val and scoring the sealed test split"):
+    with console.status("refitting the finalists on every search row and scoring the sealed test split"):
         report = finalize_study(name, storage, tracking_uri, top, force, str(study_file) if study_file else None)
-    m = report.metric
-    table = Table("val rank", "family", "trial", f"val_{m}", f"test_{m}", "test 95% interval", "optimism", "test rank",
-                  title=f"{report.study}: test look {report.test_looks} ({report.rows_test} sealed test rows)")
+    m, s = report.metric, search_score_name(report)
+    table = Table(f"{s} rank", "family", "trial", s, f"test_{m}", f"test_{m} 95% interval", f"optimism ({s} - test)",
+                  f"test_{m} rank", title=f"{report.study}: test look {report.test_looks} ({report.rows_test} sealed test rows)")
     for r in report.rows:
         table.add_row(str(r.val_rank), r.family, str(r.trial), f"{r.val:.4f}", f"{r.test:.4f}",
                       f"[{r.test_low:.4f}, {r.test_high:.4f}]", f"{r.optimism:+.4f}", str(r.test_rank))
     console.print(table)
     winner = report.winner
-    console.print(f"winner: trial {winner.trial} ({winner.family}) val_{m} {winner.val:.4f} -> test_{m} "
+    console.print(f"winner: trial {winner.trial} ({winner.family}) {s} {winner.val:.4f} -> test_{m} "
                   f"{winner.test:.4f}: validation flattered it by {winner.optimism:+.4f}")
     rho = "n/a" if report.spearman is None else f"{report.spearman:.2f}"
-    console.print(f"val/test rank correlation (Spearman) over {len(report.rows)} finalists: {rho}; "
-                  f"expected val optimism of the best of {report.trials_complete} trials: "
+    console.print(f"{s} / test_{m} rank correlation (Spearman) over {len(report.rows)} finalists: {rho}; "
+                  f"expected {s} optimism of the best of {report.trials_complete} trials: "
                   f"~{report.expected_selection_optimism:.4f}")
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
+
+
+@study_app.command("holdout")
+def study_holdout(
+    name: str = typer.Argument(..., help="study name"),
+    top: Optional[int] = typer.Option(None, "--top", min=1, help="ask about the best K trials by search score [default: 3]"),
+    trials: Optional[str] = typer.Option(None, "--trials", help="ask about these trial numbers, e.g. 3,7"),
+    study_file: Optional[Path] = typer.Option(None, "--study-file", help="the study's file, if its data moved"),
+    storage: Optional[str] = StorageOption,
+) -> None:
+    """Score finalists on the reusable holdout through Thresholdout (noised, budgeted; the test split stays sealed)."""
+    from tuner.holdout import HoldoutBudgetSpent, query_holdout
+
+    if top is not None and trials:
+        raise TunerError("give --top or --trials, not both")
+    numbers = None
+    if trials:
+        try:
+            numbers = [int(n) for n in trials.split(",") if n.strip()]
+        except ValueError:
+            raise TunerError(f"--trials {trials!r} is not a comma-separated list of trial numbers, e.g. 3,7") from None
+    with console.status("refitting the chosen configurations and asking the reusable holdout"):
+        report = query_holdout(name, storage, top, numbers, str(study_file) if study_file else None)
+    m, s = report.metric, report.score_name
+    table = Table("trial", "family", s, f"holdout_{m} (thresholdout)", "answered from",
+                  title=f"{report.study}: reusable holdout ({report.rows_holdout} sealed holdout rows)")
+    for row in report.rows:
+        source = "-" if row.answer is None else ("holdout (noised, 1 budget)" if row.from_holdout else f"{s} (agreed)")
+        table.add_row(str(row.trial), row.family, f"{row.search_score:.4f}", _fmt(row.answer), source)
+    console.print(table)
+    console.print(f"holdout budget left: {report.budget_left} of {report.budget} ({report.queries} queries so far)")
+    if report.exhausted:
+        raise HoldoutBudgetSpent(f"the reusable holdout's budget ran out: {sum(r.answer is None for r in report.rows)} "
+                                 "trial(s) above were not answered; use `tuner study finalize` for the one test look")
 
 
 @study_app.command("delete")

@@ -40,18 +40,68 @@ class DataConfig(_Strict):
         return value
 
 
+DEFAULT_VALIDATION_FRACTION = 0.2
+
+
+class ThresholdoutConfig(_Strict):
+    """Reusable holdout (Dwork et al., Science 2015): how answers are noised and how many may differ."""
+
+    threshold: float = Field(0.04, gt=0.0, description="a holdout score further than this from val/cv is news")
+    sigma: float = Field(0.01, gt=0.0, description="Laplace noise scale on the threshold and on answers")
+    budget: int = Field(30, gt=0, description="answers that may reveal the holdout score before it is spent")
+
+
 class SplitConfig(_Strict):
-    """How the rows are sealed: a test part the search never sees, and validation or K folds."""
+    """How the rows are sealed: a test part the search never sees, and validation or K folds.
+
+    With `folds` the non-test rows are rotated through K (stratified) folds, `repeats` times, and
+    `validation_fraction` has no meaning, so setting both is refused. `holdout_fraction` carves a
+    second sealed part that only `tuner study holdout` reads, through Thresholdout.
+    """
 
     test_fraction: float = Field(0.2, gt=0.0, lt=0.6)
-    validation_fraction: float = Field(0.2, gt=0.0, lt=0.6)
+    validation_fraction: float | None = Field(None, gt=0.0, lt=0.6, description="default 0.2; not with folds")
     seed: int = 0
+    folds: int | None = Field(None, ge=2, le=50, description="K-fold objective: the score is the mean over folds")
+    repeats: int = Field(1, ge=1, le=20, description="repeated K-fold: the folds are redrawn this many times")
+    holdout_fraction: float | None = Field(None, gt=0.0, lt=0.5, description="sealed reusable-holdout part")
+    thresholdout: ThresholdoutConfig | None = None
 
     @model_validator(mode="after")
     def _leaves_training_rows(self) -> SplitConfig:
-        if self.test_fraction + self.validation_fraction > 0.7:
-            raise ValueError("test_fraction + validation_fraction must leave at least 30% for training")
+        if self.folds is not None and self.validation_fraction is not None:
+            raise ValueError("validation_fraction is unused with folds (every non-test row validates once per "
+                             "repeat); drop one of them")
+        if self.folds is None and self.repeats != 1:
+            raise ValueError("repeats needs folds (e.g. folds: 5, repeats: 2)")
+        if self.thresholdout is not None and self.holdout_fraction is None:
+            raise ValueError("thresholdout needs holdout_fraction (e.g. holdout_fraction: 0.15)")
+        held = self.test_fraction + (self.holdout_fraction or 0.0) + (self.validation_share or 0.0)
+        if held > 0.7:
+            raise ValueError("test_fraction + validation_fraction + holdout_fraction must leave at least 30% for training")
         return self
+
+    @property
+    def validation_share(self) -> float | None:
+        """The validation part's fraction of all rows; None with folds (there is no single one)."""
+        if self.folds is not None:
+            return None
+        return DEFAULT_VALIDATION_FRACTION if self.validation_fraction is None else self.validation_fraction
+
+    @property
+    def cross_validated(self) -> bool:
+        return self.folds is not None
+
+    @property
+    def reusable_holdout(self) -> ThresholdoutConfig | None:
+        """Thresholdout settings when the study has a holdout part (defaults when only the fraction is set)."""
+        if self.holdout_fraction is None:
+            return None
+        return self.thresholdout or ThresholdoutConfig()
+
+    def score_prefix(self) -> str:
+        """How a search score is named: `cv_` (mean over folds) or `val_` (one validation part)."""
+        return "cv_" if self.cross_validated else "val_"
 
 
 BUILDER_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
@@ -209,6 +259,14 @@ class StudyConfig(_Strict):
         # keys added after studies were first stored are left out at their defaults, so old hashes hold
         if identity["data"].get("kind") == "auto":
             del identity["data"]["kind"]
+        split = identity["split"]
+        for key, default in (("folds", None), ("repeats", 1), ("holdout_fraction", None), ("thresholdout", None)):
+            if split.get(key) == default:
+                split.pop(key, None)
+        if split.get("validation_fraction") is None:
+            split.pop("validation_fraction", None)
+            if "folds" not in split:
+                split["validation_fraction"] = DEFAULT_VALIDATION_FRACTION
         for family in identity["families"].values():
             for key in ("builder", "monitor"):
                 if family.get(key) is None:

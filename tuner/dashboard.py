@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from tuner.errors import StudyFileError
 from tuner.models import FAMILIES
-from tuner.plots import PlotSet, study_plots
+from tuner.plots import PlotSet, score_label, study_plots
 from tuner.tracking import Tracker
 
 N_CURVES = 3  # learning curves of this many best Keras trials
@@ -28,7 +28,7 @@ def draw(tracker: Tracker, study: optuna.Study, metric: str, experiment_id: str,
                            if t.user_attrs.get("family") in FAMILIES and FAMILIES[t.user_attrs["family"]].uses_keras),
                           key=lambda t: -sign * t.value)[:N_CURVES]
     found = tracker.trial_curves(experiment_id, parent_run_id, [t.number for t in keras_trials], prefix="epoch/")
-    curves = {f"trial {t.number} {t.user_attrs['family']} val_{metric} {t.value:.4f}": found[t.number]
+    curves = {f"trial {t.number} {t.user_attrs['family']} {score_label(metric)} {t.value:.4f}": found[t.number]
               for t in keras_trials if t.number in found}
     return study_plots(study, metric, curves)
 
@@ -58,14 +58,14 @@ def refresh_after_run(tracker: Tracker, study: optuna.Study, metric: str, experi
 
 
 def _open(name: str, storage_url: str | None, tracking_uri: str | None):
-    from tuner.study import ATTR, load_existing
+    from tuner.study import ATTR, load_existing, stored_score_name
 
     study = load_existing(name, storage_url)
     if ATTR + "uid" not in study.user_attrs:
         raise StudyFileError(f"study {name!r} was not made by tuner; it has no plots or report")
     tracker = Tracker(tracking_uri)
     experiment_id, run_id = tracker.existing_study_run(name, study.user_attrs[ATTR + "uid"])
-    return study, study.user_attrs[ATTR + "metric"], tracker, experiment_id, run_id
+    return study, stored_score_name(study.user_attrs), tracker, experiment_id, run_id
 
 
 def refresh_plots(name: str, storage_url: str | None = None,
@@ -78,11 +78,13 @@ def refresh_plots(name: str, storage_url: str | None = None,
 def write_report(name: str, output: Path | None = None, storage_url: str | None = None,
                  tracking_uri: str | None = None) -> tuple[Path, str]:
     """`tuner report NAME`: the HTML page written to `output` and logged as `report.html` on the parent run."""
-    from tuner.report import study_page
+    from tuner.report import finalize_section, study_page
     from tuner.study import describe_study
 
     study, metric, tracker, experiment_id, run_id = _open(name, storage_url, tracking_uri)
-    page = study_page(describe_study(name, storage_url), draw(tracker, study, metric, experiment_id, run_id))
+    described = describe_study(name, storage_url)
+    extra = [finalize_section(described.finalize)] if described.finalize else []
+    page = study_page(described, draw(tracker, study, metric, experiment_id, run_id), extra)
     output = Path(output or f"{name}-report.html")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(page, encoding="utf-8")

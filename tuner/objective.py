@@ -1,6 +1,9 @@
 """The Optuna objective: choose a family, suggest its params, fit on train, score on validation.
 
-It is handed the training and validation parts only; the sealed test rows never reach it.
+It is handed folds of (training part, validation part) only; the sealed test (and holdout) rows
+never reach it. A holdout study has one fold and its score is `val_<metric>`; a K-fold study has
+one per fold and repeat, its score is `cv_<metric>`, the mean over folds, and the running mean is
+reported to the pruner after each fold so a poor configuration stops after a fold or two.
 A failing fit is recorded (FAILED run, `error` attribute) and the search goes on; a pruned one is
 recorded as PRUNED with the curves it had so far.
 """
@@ -10,15 +13,33 @@ from __future__ import annotations
 import math
 import time
 import traceback
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.budget import TimeBudget
 from tuner.config import StudyConfig
 from tuner.data import Part
 from tuner.metrics import METRICS
-from tuner.models import FAMILIES, ProblemSpec, ScopedTrial
+from tuner.models import FAMILIES, Family, ProblemSpec, ScopedTrial
+
+
+@dataclass
+class Fold:
+    """One training part and the validation part that scores it; `spec` is sized by this fold's preprocessing."""
+
+    train: Part
+    val: Part
+    spec: ProblemSpec
+
+
+def score_name(config: StudyConfig, spec: ProblemSpec) -> str:
+    """`val_<metric>` for one validation part, `cv_<metric>` for the mean over folds."""
+    name = spec.custom_monitor.removeprefix("val_") if spec.custom_monitor else spec.metric
+    return config.split.score_prefix() + name
 
 
 class TrialFailed(Exception):
@@ -35,18 +56,20 @@ def counts_toward_budget(trial: FrozenTrial) -> bool:
 
 
 class Objective:
-    def __init__(self, config: StudyConfig, spec: ProblemSpec, train: Part, val: Part,
-                 tracker: Any, experiment_id: str, parent_run_id: str, run_tags: dict[str, str]) -> None:
+    def __init__(self, config: StudyConfig, folds: list[Fold], tracker: Any, experiment_id: str,
+                 parent_run_id: str, run_tags: dict[str, str], budget: TimeBudget | None = None) -> None:
         self.config = config
-        self.spec = spec
-        self.train = train
-        self.val = val
+        self.folds = folds
+        self.spec = folds[0].spec  # what the search space sees; each fold builds with its own spec
+        self.cross_validated = config.split.cross_validated
+        self.budget = budget or TimeBudget(None)
         self.tracker = tracker
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.run_tags = run_tags
-        self.metric = METRICS[spec.metric]
-        self.score_name = spec.custom_monitor or f"val_{spec.metric}"
+        self.metric = METRICS[self.spec.metric]
+        self.score_name = score_name(config, self.spec)
+        self.fold_score_name = self.spec.custom_monitor or f"val_{self.spec.metric}"
 
     def __call__(self, trial: optuna.Trial) -> float:
         family_name = self._choose_family(trial)
@@ -55,41 +78,73 @@ class Objective:
         trial.set_user_attr("params", params)
         run_id = self.tracker.start_trial(self.experiment_id, self.parent_run_id, trial.number,
                                           family_name, params, self.run_tags)
-        if family.uses_keras:
-            from tuner.models.keras_training import keras
-
-            keras().utils.set_random_seed(self.spec.seed + trial.number)
         started = time.perf_counter()
-        member = None
+        curves: dict[str, list[float]] = {}
+        fold_scores: list[float] = []
+        steps: list[int | None] = []
         try:
-            view = family.view_for(self.spec)
-            member = family.build(params, self.spec)
-            member.fit(self.train.X(view), self.train.y, self.val.X(view), self.val.y, trial=trial)
-            value = getattr(member, "validation_score_", None)  # a custom model scored by its monitor
-            if value is None:
-                value = self.metric.score(self.val.y, member.predict_scores(self.val.X(view)))
-            if not math.isfinite(value):
-                raise ValueError(f"validation {self.score_name} is {value}")
+            for index, fold in enumerate(self.folds):
+                # per-epoch pruning only without folds: with folds the pruner sees the running mean per fold
+                member = self._fit(family, params, fold, trial.number, None if self.cross_validated else trial,
+                                   curves if index == 0 else {})
+                value = getattr(member, "validation_score_", None)  # a custom model scored by its monitor
+                if value is None:
+                    value = self.metric.score(fold.val.y, member.predict_scores(fold.val.X(family.view_for(fold.spec))))
+                if not math.isfinite(value):
+                    raise ValueError(f"validation {self.fold_score_name} is {value}" + (
+                        f" on fold {index + 1}" if self.cross_validated else ""))
+                fold_scores.append(float(value))
+                steps.append(member.best_step_)
+                del member
+                if family.uses_keras and index < len(self.folds) - 1:
+                    from tuner.models.keras_training import release_memory
+
+                    release_memory()  # this fold's model, before the next one is built
+                if self.cross_validated:
+                    self._report_fold(trial, fold_scores)
+            value = float(np.mean(fold_scores))
         except optuna.TrialPruned:
-            self._finish(trial, run_id, "PRUNED", member, started)
+            self._finish(trial, run_id, "PRUNED", curves, fold_scores, started)
             raise
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}".strip()
             trial.set_user_attr("error", message[:2000])
-            self._finish(trial, run_id, "FAILED", member, started, error=traceback.format_exc())
+            self._finish(trial, run_id, "FAILED", curves, fold_scores, started, error=traceback.format_exc())
             raise TrialFailed(message) from exc
         except BaseException:  # Ctrl-C or a kill signal turned exception: close the run, then stop
-            self._finish(trial, run_id, "KILLED", member, started)
+            self._finish(trial, run_id, "KILLED", curves, fold_scores, started)
             raise
         finally:
             if family.uses_keras:
                 from tuner.models.keras_training import release_memory
 
                 release_memory()
-        if member.best_step_ is not None:
-            trial.set_user_attr("best_step", member.best_step_)
-        self._finish(trial, run_id, "COMPLETE", member, started, value=value)
+        if all(step is not None for step in steps):
+            trial.set_user_attr("best_step", int(round(float(np.median(steps)))))  # finalize refits with it
+        self._finish(trial, run_id, "COMPLETE", curves, fold_scores, started, value=value)
         return value
+
+    def _fit(self, family: Family, params: dict[str, Any], fold: Fold, number: int, trial: optuna.Trial | None,
+             curves: dict[str, list[float]]) -> Any:
+        """One member fitted on the fold's training rows; the fold's validation rows stop it early."""
+        if family.uses_keras:
+            from tuner.models.keras_training import keras
+
+            keras().utils.set_random_seed(fold.spec.seed + number)
+        view = family.view_for(fold.spec)
+        member = family.build(params, fold.spec)
+        try:
+            member.fit(fold.train.X(view), fold.train.y, fold.val.X(view), fold.val.y, trial=trial)
+        finally:
+            curves.update(member.curves_)  # the first fold's curves, kept even when it is pruned
+        return member
+
+    def _report_fold(self, trial: optuna.Trial, fold_scores: list[float]) -> None:
+        """The running mean over the folds so far is the pruner's intermediate value at step = fold index."""
+        mean = float(np.mean(fold_scores))
+        trial.report(mean, len(fold_scores) - 1)
+        if len(fold_scores) < len(self.folds) and trial.should_prune():
+            raise optuna.TrialPruned(f"{self.score_name} {mean:.4f} after {len(fold_scores)} fold(s)")
 
     def _choose_family(self, trial: optuna.Trial) -> str:
         names = sorted(self.config.families)
@@ -104,6 +159,13 @@ class Objective:
                 if all(self.config.families[n].max_trials is not None for n in names) and self._all_capped(trial):
                     trial.study.stop()
                 raise optuna.TrialPruned(f"{name} reached max_trials={cap}")
+        trials = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if not self.budget.fits(trials, name):
+            reason = f"{name} would not finish in the {self.budget.remaining():.0f} s left of the timeout"
+            trial.set_user_attr("skipped", reason)
+            if not self.budget.any_fits(trials, names):
+                trial.study.stop()
+            raise optuna.TrialPruned(reason)
         return name
 
     def _all_capped(self, trial: optuna.Trial) -> bool:
@@ -113,12 +175,14 @@ class Objective:
             for n, cfg in self.config.families.items()
         )
 
-    def _finish(self, trial: optuna.Trial, run_id: str | None, state: str, member: Any, started: float,
-                value: float | None = None, error: str | None = None) -> None:
+    def _finish(self, trial: optuna.Trial, run_id: str | None, state: str, curves: dict[str, list[float]],
+                fold_scores: list[float], started: float, value: float | None = None, error: str | None = None) -> None:
         duration = time.perf_counter() - started
         trial.set_user_attr("duration_s", round(duration, 3))
-        curves = getattr(member, "curves_", {}) if member is not None else {}
         scores = {self.score_name: value} if value is not None else {}
         prefix = "epoch" if FAMILIES[trial.user_attrs["family"]].uses_keras else "round"
-        self.tracker.finish_trial(run_id, state, scores, {f"{prefix}/{k}": v for k, v in curves.items()},
-                                  duration, error=error)
+        logged = {f"{prefix}/{k}": v for k, v in curves.items()}
+        if self.cross_validated:
+            trial.set_user_attr("fold_scores", fold_scores)
+            logged[f"fold/{self.fold_score_name}"] = fold_scores  # step = fold number (repeats continue the count)
+        self.tracker.finish_trial(run_id, state, scores, logged, duration, error=error)

@@ -44,8 +44,14 @@ def png_bytes(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
+def score_label(metric: str) -> str:
+    """The search score with its split: a bare metric name is a validation score (`val_`)."""
+    return metric if metric.startswith(("val_", "cv_")) else f"val_{metric}"
+
+
 def _axis_label(metric: str) -> str:
-    return f"val_{metric} (validation split)"
+    score = score_label(metric)
+    return f"{score} ({'mean over folds' if score.startswith('cv_') else 'validation split'})"
 
 
 def _complete(study: optuna.Study, family: str | None = None) -> list[FrozenTrial]:
@@ -63,8 +69,8 @@ def _family_params(trials: list[FrozenTrial], family: str) -> list[str]:
 def optimization_history(study: optuna.Study, metric: str) -> Figure:
     if not _complete(study):
         raise PlotSkipped("optimisation history needs at least 1 complete trial")
-    ax = optuna_plots.plot_optimization_history(study, target_name=f"val_{metric}")
-    ax.set_title(f"Optimisation history: val_{metric} by trial ({study.direction.name.lower()})")
+    ax = optuna_plots.plot_optimization_history(study, target_name=score_label(metric))
+    ax.set_title(f"Optimisation history: {score_label(metric)} by trial ({study.direction.name.lower()})")
     ax.set_xlabel("trial number")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel(_axis_label(metric))
@@ -75,30 +81,30 @@ def param_importances(study: optuna.Study, metric: str, family: str) -> Figure:
     """fANOVA importances of one family's parameters, over that family's complete trials."""
     trials = _complete(study, family)
     varying = [p for p in _family_params(trials, family) if len({repr(t.params[p]) for t in trials}) > 1]
-    if len(trials) < 2 or not varying:
+    if len(trials) < 2 or not varying or len({t.value for t in trials}) < 2:
         raise PlotSkipped(f"parameter importances for {family} need at least 2 complete {family} trials with "
-                          f"varying parameters (it has {len(trials)} complete)")
+                          f"varying parameters and scores (it has {len(trials)} complete)")
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
     ax = optuna_plots.plot_param_importances(study, evaluator=evaluator, params=varying,
-                                             target_name=f"val_{metric}")
-    ax.set_title(f"Parameter importances for val_{metric}: {family} ({len(trials)} complete trials)")
-    ax.set_xlabel(f"importance for val_{metric} (fANOVA, validation split)")
+                                             target_name=score_label(metric))
+    ax.set_title(f"Parameter importances for {score_label(metric)}: {family} ({len(trials)} complete trials)")
+    ax.set_xlabel(f"importance for {_axis_label(metric)} (fANOVA)")
     return ax.figure
 
 
 def slice_plot(study: optuna.Study, metric: str, family: str) -> Figure:
-    """val_<metric> against each of one family's parameters, one panel per parameter."""
+    """The search score against each of one family's parameters, one panel per parameter."""
     trials = _complete(study, family)
     params = _family_params(trials, family)
     if not trials or not params:
         raise PlotSkipped(f"slice plot for {family} needs a complete {family} trial with parameters")
-    axes = np.atleast_1d(optuna_plots.plot_slice(study, params=params, target_name=f"val_{metric}"))
+    axes = np.atleast_1d(optuna_plots.plot_slice(study, params=params, target_name=score_label(metric)))
     for ax in axes:
         ax.set_title("")
         ax.set_xlabel(ax.get_xlabel().removeprefix(f"{family}."))
     axes[0].set_ylabel(_axis_label(metric))
     figure = axes[0].figure
-    figure.suptitle(f"{family}: val_{metric} against each parameter ({len(trials)} complete trials)")
+    figure.suptitle(f"{family}: {score_label(metric)} against each parameter ({len(trials)} complete trials)")
     return figure
 
 
@@ -116,7 +122,7 @@ def scores_by_family(scores: dict[str, list[float]], metric: str, direction: str
     for position, family in enumerate(families, start=1):
         values = scores[family]
         ax.scatter(position + jitter.uniform(-0.12, 0.12, len(values)), values, s=18, alpha=0.7, zorder=3)
-    ax.set_title(f"val_{metric} by family ({'higher' if sign > 0 else 'lower'} is better; complete trials)")
+    ax.set_title(f"{score_label(metric)} by family ({'higher' if sign > 0 else 'lower'} is better; complete trials)")
     ax.set_xlabel("model family")
     ax.set_ylabel(_axis_label(metric))
     ax.grid(axis="y", alpha=0.3)
@@ -151,8 +157,11 @@ def learning_curves(curves: dict[str, dict[str, list[float]]]) -> Figure:
     return figure
 
 
-def validation_vs_test(scores: dict[str, tuple[float, float]], metric: str) -> Figure:
-    """For finalize: each model's (validation, test) score; distance from the diagonal is search optimism."""
+def validation_vs_test(scores: dict[str, tuple[float, float]], metric: str, search_score: str | None = None) -> Figure:
+    """For finalize: each model's (validation, test) score; distance from the diagonal is search optimism.
+
+    `search_score` names the x axis (`cv_<metric>` for a K-fold study); default `val_<metric>`.
+    """
     if not scores:
         raise PlotSkipped("validation-vs-test scatter needs at least 1 finalized model")
     figure = Figure(figsize=(5.2, 5.0), layout="constrained")
@@ -164,9 +173,9 @@ def validation_vs_test(scores: dict[str, tuple[float, float]], metric: str) -> F
     ax.scatter(values[:, 0], values[:, 1], zorder=3)
     for label, (val, test) in scores.items():
         ax.annotate(label, (val, test), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel(f"val_{metric} (validation split)")
+    ax.set_xlabel(_axis_label(search_score or metric))
     ax.set_ylabel(f"test_{metric} (sealed test split)")
-    ax.set_title(f"{metric}: validation against test")
+    ax.set_title(f"{metric}: {score_label(search_score or metric)} against test_{metric}")
     ax.legend(fontsize=8)
     return figure
 
@@ -218,4 +227,6 @@ def study_plots(study: optuna.Study, metric: str, curves: dict[str, dict[str, li
             plots.images[path] = png_bytes(draw())
         except PlotSkipped as note:
             plots.notes.append(str(note))
+        except Exception as exc:  # one plot Optuna or matplotlib cannot draw must not cost the others
+            plots.notes.append(f"{path} was not drawn: {(str(exc).splitlines() or [type(exc).__name__])[0][:200]}")
     return plots

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from tuner.plots import PlotSet
+from tuner.plots import PlotSet, PlotSkipped, png_bytes, validation_vs_test
 from tuner.study import StudyReport
 
 _CSS = """
@@ -62,18 +62,20 @@ def image(png: bytes, caption: str) -> str:
 def study_sections(report: StudyReport, plots: PlotSet) -> list[Section]:
     """What the search stage knows: split, trials, leaderboard by family, best params, plots."""
     sealed = Markup('<span class="sealed">sealed: the search never sees these rows</span>')
-    split = table(("part", "rows", ""), [(part, n, sealed if part == "test" else "")
-                                         for part, n in report.split_counts.items()])
+    split = table(("part", "rows", ""), [(part, n, sealed if part in ("test", "holdout") else "")
+                                         for part, n in report.split_counts.items() if n or part != "val"])
+    if report.folds:
+        split += f'<p class="note">{_e(report.score_name)}: the mean over {_e(report.folds)} of the search rows</p>'
     states = table(("state", "trials"), [(s.lower(), n) for s, n in sorted(report.states.items())])
     leaderboard = table(
-        ("family", "trials", "complete", "pruned", "failed", f"best val_{report.metric}", "best trial", "mean seconds"),
+        ("family", "trials", "complete", "pruned", "failed", f"best {report.score_name}", "best trial", "mean seconds"),
         [(r.family, r.trials, r.complete, r.pruned, r.failed, _fmt(r.best_value),
           "-" if r.best_trial is None else r.best_trial, "-" if r.mean_seconds is None else f"{r.mean_seconds:.1f}")
          for r in report.families])
     if report.best_trial is None:
         best = '<p class="note">no trial has completed yet</p>'
     else:
-        best = (f"<p>trial {report.best_trial} ({_e(report.best_family)}), val_{_e(report.metric)} "
+        best = (f"<p>trial {report.best_trial} ({_e(report.best_family)}), {_e(report.score_name)} "
                 f"{_fmt(report.best_value)}</p>"
                 + table(("parameter", "value"), [(k, f"{v:.4g}" if isinstance(v, float) else v)
                                                  for k, v in report.best_params.items()]))
@@ -83,10 +85,36 @@ def study_sections(report: StudyReport, plots: PlotSet) -> list[Section]:
     return [
         Section("Split", split),
         Section("Trials by state", states),
-        Section(f"Leaderboard by family (validation {report.metric}; the test split is not looked at)", leaderboard),
+        Section(f"Leaderboard by family ({report.score_name}; the test split is not looked at)", leaderboard),
         Section("Best trial", best),
         Section("Plots", figures + notes),
     ]
+
+
+def finalize_section(record: dict[str, Any]) -> Section:
+    """`study finalize`'s record (the study's `tuner.finalize` attribute): search score against test, once."""
+    m = record["metric"]
+    s = record.get("score_name") or f"val_{m}"
+    rows = record["rows"]
+    intro = (f"<p>Refitted on every search row ({record['rows_train'] + record['rows_val']} rows) and scored on the "
+             f"sealed test split ({record['rows_test']} rows); test look {record['test_looks']}, "
+             f"{record['trials_complete']} complete trials, finalized {_e(record.get('finished_at', ''))}.</p>")
+    scores = table(
+        (f"{s} rank", "family", "trial", s, f"test_{m}", f"test_{m} 95% interval", f"optimism ({s} - test_{m})",
+         f"test_{m} rank"),
+        [(r["val_rank"], r["family"], r["trial"], _fmt(r["val"]), _fmt(r["test"]),
+          f"[{r['test_low']:.4f}, {r['test_high']:.4f}]", f"{r['optimism']:+.4f}", r["test_rank"]) for r in rows])
+    rho = "n/a (fewer than 3 finalists)" if record.get("spearman") is None else f"{record['spearman']:.2f}"
+    facts = (f"<ul><li>Spearman rank correlation of {_e(s)} and test_{_e(m)} over the finalists: {rho}</li>"
+             f"<li>standard error of one {_e(s)}: about {record['val_standard_error']:.4f}; picking the best of "
+             f"{record['trials_complete']} inflates it by about {record['expected_selection_optimism']:.4f}</li></ul>")
+    warnings = "".join(f'<p class="sealed">warning: {_e(w)}</p>' for w in record.get("warnings", []))
+    points = {f"#{r['trial']} {r['family']}": (r["val"], r["test"]) for r in rows}
+    try:
+        scatter = image(png_bytes(validation_vs_test(points, m, s)), f"{s} against test_{m} of the finalists")
+    except PlotSkipped as note:
+        scatter = f'<p class="note">skipped: {_e(note)}</p>'
+    return Section(f"Finalize: {s} against the sealed test split (test_{m})", intro + scores + facts + warnings + scatter)
 
 
 def render_page(title: str, subtitle: str, sections: Iterable[Section]) -> str:
@@ -101,5 +129,5 @@ def render_page(title: str, subtitle: str, sections: Iterable[Section]) -> str:
 def study_page(report: StudyReport, plots: PlotSet, extra: Iterable[Section] = ()) -> str:
     """The report of a study; `extra` is where later stages append their sections."""
     subtitle = (f"{report.data} · {report.task} · metric {report.metric} ({report.direction}) · "
-                f"best val_{report.metric} {_fmt(report.best_value)}")
+                f"best {report.score_name} {_fmt(report.best_value)}")
     return render_page(f"Study {report.name}", subtitle, [*study_sections(report, plots), *extra])

@@ -26,16 +26,17 @@ def make_sampler(config: SamplerConfig, seed: int) -> optuna.samplers.BaseSample
                                       warn_independent_sampling=False)
 
 
-def make_pruner(config: PrunerConfig) -> BasePruner:
+def make_pruner(config: PrunerConfig, folds: int | None = None) -> BasePruner:
+    """With `folds` the pruner's steps are folds, not epochs: it may stop a trial from its second fold on."""
     if config.name == "none":
         return optuna.pruners.NopPruner()
+    warmup = 1 if folds else config.warmup_steps
     if config.name == "hyperband":
-        inner: BasePruner = optuna.pruners.HyperbandPruner(min_resource=max(1, config.warmup_steps))
+        inner: BasePruner = optuna.pruners.HyperbandPruner(min_resource=max(1, warmup), max_resource=folds or "auto")
     elif config.name == "successive_halving":
-        inner = optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, config.warmup_steps))
+        inner = optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, warmup))
     else:
-        inner = optuna.pruners.MedianPruner(n_startup_trials=config.startup_trials,
-                                            n_warmup_steps=config.warmup_steps)
+        inner = optuna.pruners.MedianPruner(n_startup_trials=config.startup_trials, n_warmup_steps=warmup)
     return FamilyScopedPruner(inner)
 
 

@@ -22,13 +22,14 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.budget import TimeBudget, enqueue_each_family_once
 from tuner.config import StudyConfig, load_study_file
 from tuner.data import TRAIN, VALID, Dataset, SealedSplit, check_task, infer_task, load_dataset, make_split, prepare_parts
 from tuner.data.preprocess import probe_shapes
 from tuner.errors import SplitMismatchError, StorageError, StudyFileError, TunerError
 from tuner.metrics import METRICS
 from tuner.models import FAMILIES, ProblemSpec
-from tuner.objective import Objective, TrialFailed, counts_toward_budget
+from tuner.objective import Fold, Objective, TrialFailed, counts_toward_budget, score_name
 from tuner.search import make_pruner, make_sampler
 from tuner.tracking import Tracker
 
@@ -207,6 +208,11 @@ class SealedStudy:
         """What the study optimises: a metric name, or a custom model's monitored key."""
         return self.config.objective_name(self.task)
 
+    @property
+    def score_name(self) -> str:
+        """The search score with its split: `val_<metric>` or `cv_<metric>` (mean over folds)."""
+        return self.config.split.score_prefix() + self.metric
+
     def problem_spec(self, n_classes: int, n_features: int, image_shape: tuple | None, **inputs: Any) -> ProblemSpec:
         """`inputs` are the preprocessor's input shapes (FeaturePreprocessor.input_shapes)."""
         return problem_spec(self.config, self.task, n_classes, n_features, image_shape=image_shape, **inputs)
@@ -281,12 +287,13 @@ def open_study(config: StudyConfig, base_dir: Path, storage_url: str | None = No
 def _seal(config: StudyConfig, base_dir: Path, dataset: Dataset, task: str, study: optuna.Study,
           storage_url: str) -> SealedStudy:
     """Write the study's definition and split record; the split goes last, as the 'sealed' mark."""
-    split = make_split(dataset.y, task, config.split.test_fraction, config.split.validation_fraction,
-                       config.split.seed, dataset.fingerprint)
+    split = make_split(dataset.y, task, config.split.test_fraction, config.split.validation_share,
+                       config.split.seed, dataset.fingerprint, folds=config.split.folds,
+                       repeats=config.split.repeats, holdout_fraction=config.split.holdout_fraction)
     for key, value in {
         "identity": config.identity_hash(), "config": config.model_dump(mode="json"), "task": task,
-        "metric": config.objective_name(task), "uid": uuid.uuid4().hex, "base_dir": str(base_dir),
-        "split": split.to_record(),
+        "metric": config.objective_name(task), "score_name": config.split.score_prefix() + config.objective_name(task),
+        "uid": uuid.uuid4().hex, "base_dir": str(base_dir), "split": split.to_record(),
     }.items():
         study.set_user_attr(ATTR + key, value)
     return SealedStudy(config, dataset, task, split, study, storage_url)
@@ -318,6 +325,7 @@ class Progress:
     best: float | None
     best_family: str | None
     running: int = 0
+    score_name: str = ""  # what `best` is, with its split: val_<metric> or cv_<metric>
 
 
 @dataclass
@@ -333,13 +341,14 @@ class RunResult:
     elapsed_s: float = 0.0
     tracking_degraded: bool = False
     first_error: str | None = None
+    score_name: str = ""  # val_<metric> or cv_<metric>
 
 
 def progress_of(study: optuna.Study, total: int) -> Progress:
     counted = [t for t in study.get_trials(deepcopy=False) if counts_toward_budget(t)]
     done = sum(1 for t in counted if t.state != TrialState.RUNNING)
     best, family = _best_of(study)
-    return Progress(done, total, best, family, len(counted) - done)
+    return Progress(done, total, best, family, len(counted) - done, stored_score_name(study.user_attrs))
 
 
 def run_study(study_file: str | Path, storage_url: str | None = None, tracking_uri: str | None = None,
@@ -370,7 +379,7 @@ def run_study(study_file: str | Path, storage_url: str | None = None, tracking_u
         if status == "FINISHED":
             from tuner.dashboard import refresh_after_run
 
-            refresh_after_run(tracker, sealed.study, sealed.metric, experiment_id, parent_run_id)
+            refresh_after_run(tracker, sealed.study, sealed.score_name, experiment_id, parent_run_id)
         result.tracking_degraded = tracker.degraded
         tracker.finish_study(parent_run_id, _study_metrics(result), _study_tags(sealed, result), status=status)
     return result
@@ -388,6 +397,8 @@ def _open_parent_run(tracker: Tracker, sealed: SealedStudy, experiment_id: str, 
         "fingerprint": sealed.split.fingerprint, "split_digest": sealed.split.digest,
         **{f"rows_{k}": v for k, v in sealed.split.counts().items()},
     }
+    if config.split.cross_validated:
+        params.update(cv_folds=config.split.folds, cv_repeats=config.split.repeats)
     tags = {"mlflow.note.content": config.description or f"tuner study {config.name}",
             **device_tags(uses_keras)}
     return tracker.open_study_run(experiment_id, sealed.study.user_attrs[ATTR + "uid"], config.name, tags, params,
@@ -403,23 +414,21 @@ def _optimize(sealed: SealedStudy, tracker: Tracker, experiment_id: str, parent_
     close_lost_runs(study, tracker, experiment_id, parent_run_id)
     if progress_of(study, budget).done >= budget:
         return
-    train, parts, _, encoder = prepare_parts(sealed.dataset, sealed.task, sealed.split.rows(TRAIN),
-                                             {"val": sealed.split.rows(VALID)})
-    shapes = train.preprocessor.input_shapes()
-    spec = sealed.problem_spec(len(encoder.classes_) if encoder is not None else 0,
-                               train.X("tabular").shape[1], **shapes)
+    folds = search_folds(sealed)
     uses_keras = any(FAMILIES[n].uses_keras for n in config.families)
     if uses_keras:
         from tuner.devices import configure_mixed_precision
 
         configure_mixed_precision(config.budget.mixed_precision)
-    objective = Objective(config, spec, train, parts["val"], tracker, experiment_id, parent_run_id,
+    objective = Objective(config, folds, tracker, experiment_id, parent_run_id,
                           {**{k: v for k, v in device_tags(uses_keras).items() if not k.startswith("version.")},
-                           **worker_tags(worker)})
+                           **worker_tags(worker)},
+                          budget=TimeBudget.from_timeout(timeout))
+    enqueue_each_family_once(study, list(config.families), budget)
     seed = (config.sampler.seed if config.sampler.seed is not None else config.split.seed) + len(study.trials) \
         + 7919 * (worker or os.getpid())  # workers started together must not propose the same sequence
     study.sampler = make_sampler(config.sampler, seed)
-    study.pruner = make_pruner(config.pruner)
+    study.pruner = make_pruner(config.pruner, folds=len(folds) if config.split.cross_validated else None)
     _search(study, objective, budget, timeout, on_progress)
 
 
@@ -540,6 +549,27 @@ def _run_status(trial: FrozenTrial) -> str:
     return "FINISHED"
 
 
+def search_folds(sealed: SealedStudy) -> list[Fold]:
+    """The (train, validation) parts the objective scores: one pair, or one per fold and repeat.
+
+    Preprocessing and the target encoder are fitted on each fold's training rows only.
+    """
+    split = sealed.split
+    pairs = split.fold_rows() or [(split.rows(TRAIN), split.rows(VALID))]
+    folds = []
+    for train_rows, val_rows in pairs:
+        train, parts, preprocessor, encoder = prepare_parts(sealed.dataset, sealed.task, train_rows, {"val": val_rows})
+        spec = sealed.problem_spec(len(encoder.classes_) if encoder is not None else 0,
+                                   train.X("tabular").shape[1], **preprocessor.input_shapes())
+        folds.append(Fold(train, parts["val"], spec))
+    return folds
+
+
+def stored_score_name(attrs: dict[str, Any]) -> str:
+    """A stored study's score with its split; studies made before K-fold existed score on `val_`."""
+    return attrs.get(ATTR + "score_name") or f"val_{attrs.get(ATTR + 'metric', '?')}"
+
+
 def _best_of(study: optuna.Study) -> tuple[float | None, str | None]:
     try:
         best = study.best_trial
@@ -605,7 +635,8 @@ def _run_workers(sealed: SealedStudy, study_file: Path, tracking_uri: str, budge
 def summarize_run(sealed: SealedStudy, budget: int, before: int, elapsed: float) -> RunResult:
     study = sealed.study
     trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("skipped")]
-    result = RunResult(sealed.config.name, sealed.metric, study.direction.name.lower(), before, elapsed_s=elapsed)
+    result = RunResult(sealed.config.name, sealed.metric, study.direction.name.lower(), before, elapsed_s=elapsed,
+                       score_name=sealed.score_name)
     for t in trials:
         result.counts[t.state.name] = result.counts.get(t.state.name, 0) + 1
         if t.state == TrialState.FAIL and result.first_error is None:
@@ -619,7 +650,7 @@ def summarize_run(sealed: SealedStudy, budget: int, before: int, elapsed: float)
 def _study_metrics(result: RunResult) -> dict[str, float]:
     metrics = {f"trials_{state.lower()}": n for state, n in result.counts.items()}
     if result.best_value is not None:
-        metrics[f"best_val_{result.metric}"] = result.best_value
+        metrics[f"best_{result.score_name}"] = result.best_value
     return metrics
 
 
@@ -649,13 +680,16 @@ class StudyReport:
     direction: str
     task: str
     data: str
-    split_counts: dict[str, int]
+    split_counts: dict[str, int]  # train, val, test (and holdout when the study has one)
     states: dict[str, int]
     families: list[FamilyRow]
     best_trial: int | None
     best_value: float | None
     best_family: str | None
     best_params: dict[str, Any]
+    score_name: str = ""  # val_<metric> or cv_<metric>
+    folds: str = ""  # "5 folds x 2 repeats" for a K-fold study
+    finalize: dict[str, Any] | None = None  # finalize's record once the test split was scored
 
 
 def load_existing(name: str, storage_url: str | None = None) -> optuna.Study:
@@ -693,9 +727,12 @@ def describe_study(name: str, storage_url: str | None = None) -> StudyReport:
     return StudyReport(
         name=name, metric=attrs.get(ATTR + "metric", "?"), direction=study.direction.name.lower(),
         task=attrs.get(ATTR + "task", "?"), data=attrs.get(ATTR + "config", {}).get("data", {}).get("source", "?"),
-        split_counts={k: split.get(f"n_{k}", 0) for k in ("train", "val", "test")}, states=states,
+        split_counts={k: split.get(f"n_{k}", 0) for k in ("train", "val", "test", "holdout") if k != "holdout" or
+                      split.get("n_holdout")}, states=states,
         families=rows, best_trial=best.number if best else None, best_value=best_value, best_family=best_family,
-        best_params=best.user_attrs.get("params", {}) if best else {},
+        best_params=best.user_attrs.get("params", {}) if best else {}, score_name=stored_score_name(attrs),
+        folds=f"{split['n_folds']} folds x {split['n_repeats']} repeat(s)" if "n_folds" in split else "",
+        finalize=attrs.get(ATTR + "finalize"),
     )
 
 
@@ -706,6 +743,7 @@ def list_studies(storage_url: str | None = None) -> list[dict[str, Any]]:
         rows.append({
             "name": summary.study_name, "trials": summary.n_trials,
             "metric": summary.user_attrs.get(ATTR + "metric", "?"),
+            "score_name": stored_score_name(summary.user_attrs),
             "direction": summary.direction.name.lower(),
             "best": summary.best_trial.value if summary.best_trial else None,
             "data": summary.user_attrs.get(ATTR + "config", {}).get("data", {}).get("source", "?"),

@@ -161,6 +161,7 @@ class Tracker:
         from mlflow.entities import Metric
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+        from tuner.finalize import search_score_name
         from tuner.plots import validation_vs_test
 
         experiment_id = self.experiment_id(study_name)
@@ -170,16 +171,17 @@ class Tracker:
             tags[MLFLOW_PARENT_RUN_ID] = parent
         run_id = self.client.create_run(experiment_id, run_name=f"finalize (test look {report.test_looks})", tags=tags).info.run_id
         winner, m, now = report.winner, report.metric, int(time.time() * 1000)
-        metrics = {f"winner_val_{m}": winner.val, f"winner_test_{m}": winner.test,
+        score = search_score_name(report)
+        metrics = {f"winner_{score}": winner.val, f"winner_test_{m}": winner.test,
                    "winner_optimism": winner.optimism, "test_looks": report.test_looks,
                    "expected_selection_optimism": report.expected_selection_optimism}
         if report.spearman is not None:
-            metrics["spearman_val_test"] = report.spearman
+            metrics[f"spearman_{score.split('_')[0]}_test"] = report.spearman  # spearman_val_test or spearman_cv_test
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
         self.client.log_text(run_id, markdown, "finalize.md")
         self.client.log_text(run_id, json.dumps(asdict(report), indent=2, default=str), "finalize.json")
         scores = {f"#{r.trial} {r.family}": (r.val, r.test) for r in report.rows}
-        self.client.log_figure(run_id, validation_vs_test(scores, report.metric), "plots/validation_vs_test.png")
+        self.client.log_figure(run_id, validation_vs_test(scores, report.metric, score), "plots/validation_vs_test.png")
         self.client.set_terminated(run_id, status="FINISHED")
         return run_id
 
@@ -206,20 +208,20 @@ class Tracker:
             return
 
         def finish() -> None:
-            from mlflow.entities import Metric
+            from mlflow.entities import Metric, RunTag
 
             now = int(time.time() * 1000)
             metrics = [Metric(k, float(v), now, 0) for k, v in scores.items()]
             metrics.append(Metric("duration_s", duration, now, 0))
             metrics += [Metric(key, float(v), now, step) for key, values in curves.items()
                         for step, v in enumerate(values, start=1) if v == v]
-            for start in range(0, len(metrics), _BATCH):
-                self.client.log_batch(run_id, metrics=metrics[start:start + _BATCH])
-            self.client.set_tag(run_id, "state", state)
-            for value in scores.values():  # the trial's validation score, also as a tag the UI sorts by
-                self.client.set_tag(run_id, "score", f"{value:.6f}")
+            tags = [RunTag("state", state)]
+            for name, value in scores.items():  # the trial's search score, also as a tag the UI sorts by
+                tags += [RunTag("score", f"{value:.6f}"), RunTag("score_name", name)]  # val_<metric> or cv_<metric>
             if error:
-                self.client.set_tag(run_id, "error", error[:5000])
+                tags.append(RunTag("error", error[:5000]))
+            for start in range(0, max(len(metrics), 1), _BATCH):  # one round trip for a short trial
+                self.client.log_batch(run_id, metrics=metrics[start:start + _BATCH], tags=tags if start == 0 else [])
             self.client.set_terminated(run_id, status=state if state in ("FAILED", "KILLED") else "FINISHED")
 
         self._safely(finish)

@@ -1,0 +1,58 @@
+"""Spending a time budget well: every family tried early, cheapest first, and no trial started
+that its family's own record says cannot finish before the deadline.
+
+Optuna's `timeout` only stops *starting* trials; a 40-second network begun at second 55 of a
+60-second budget still runs to second 95. `TimeBudget` refuses such a start (the trial is recorded
+as skipped and does not count toward `trials`) and stops the study once no family fits.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.models import FAMILIES
+
+MIN_RECORD = 1  # finished trials of a family before its duration is trusted
+
+
+def enqueue_each_family_once(study: optuna.Study, families: list[str], trials: int) -> None:
+    """On a new study, one trial per family (at most `trials`): linear and trees first, then networks.
+
+    A cheap baseline lands in seconds, and every family has a duration on record early, which is
+    what `TimeBudget` needs to judge the rest.
+    """
+    if len(families) < 2 or study.trials:
+        return
+    for name in sorted(families, key=lambda n: (FAMILIES[n].uses_keras, n))[:trials]:
+        study.enqueue_trial({"family": name}, skip_if_exists=True)
+
+
+@dataclass
+class TimeBudget:
+    deadline: float | None  # time.monotonic() value; None: no time limit
+
+    @classmethod
+    def from_timeout(cls, timeout: float | None) -> TimeBudget:
+        return cls(time.monotonic() + timeout if timeout else None)
+
+    def remaining(self) -> float:
+        return float("inf") if self.deadline is None else self.deadline - time.monotonic()
+
+    def expected_seconds(self, trials: list[FrozenTrial], family: str) -> float | None:
+        """Median duration of this family's finished trials (pruned ones included: they cost time too)."""
+        durations = [t.user_attrs["duration_s"] for t in trials
+                     if t.user_attrs.get("family") == family and "duration_s" in t.user_attrs
+                     and t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        return statistics.median(durations) if len(durations) >= MIN_RECORD else None
+
+    def fits(self, trials: list[FrozenTrial], family: str) -> bool:
+        expected = self.expected_seconds(trials, family)
+        return expected is None or expected <= self.remaining()
+
+    def any_fits(self, trials: list[FrozenTrial], families: list[str]) -> bool:
+        return any(self.fits(trials, name) for name in families)
