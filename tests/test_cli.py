@@ -139,8 +139,8 @@ def test_jobs_run_worker_processes_on_one_study(tmp_path, write_study, tracking_
     assert run.returncode == 0, run.stderr
     trials = optuna.load_study(study_name="jobs", storage=storage).trials
     assert sorted(t.number for t in trials) == list(range(len(trials)))
-    assert 6 <= len(trials) <= 7  # workers may each start one last trial at the same moment
-    assert {t.state.name for t in trials} == {"COMPLETE"}
+    counted = [t for t in trials if not t.user_attrs.get("skipped")]  # a race's extra trial is refused, not run
+    assert len(counted) == 6 and {t.state.name for t in counted} == {"COMPLETE"}
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name("jobs")
     runs = client.search_runs([experiment.experiment_id])

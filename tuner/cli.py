@@ -38,9 +38,23 @@ def study_run(
     jobs: int = typer.Option(1, "--jobs", min=1, help="worker processes sharing the study"),
     storage: Optional[str] = StorageOption,
     tracking_uri: Optional[str] = TrackingOption,
+    gpu: Optional[str] = typer.Option(None, "--gpu", help="GPU index(es) this worker may use, e.g. 0 or 0,1 "
+                                      "(sets CUDA_VISIBLE_DEVICES; run one worker per GPU)"),
+    heartbeat: Optional[int] = typer.Option(None, "--heartbeat", min=1, help="seconds between a running trial's "
+                                            "heartbeats; a worker silent for 4 beats is presumed dead and its trial "
+                                            "re-run [default: $TUNER_HEARTBEAT_S or 30]"),
 ) -> None:
-    """Launch a study, or resume it with the same command; the test split stays sealed."""
-    from tuner.study import run_study
+    """Launch a study, or resume it with the same command; the test split stays sealed.
+
+    Several processes (or machines) given the same study file and storage join one study.
+    """
+    if gpu is not None:  # before TensorFlow is imported by anything
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    if heartbeat is not None:
+        os.environ["TUNER_HEARTBEAT_S"] = str(heartbeat)
+    from tuner.study import interrupt_on_signals, run_study
+
+    interrupt_on_signals()
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[best]}"), TimeElapsedColumn(), console=console,
@@ -58,7 +72,13 @@ def study_run(
                 console.print(line)
                 last_line[0] = line
 
-        result = run_study(study_file, storage, tracking_uri, trials, timeout, jobs, on_progress=show)
+        try:
+            result = run_study(study_file, storage, tracking_uri, trials, timeout, jobs, on_progress=show)
+        except KeyboardInterrupt:
+            resume = " ".join(sys.argv[1:]) if Path(sys.argv[0]).name in ("tuner", "__main__.py") else f"study run {study_file}"
+            errors.print(f"interrupted: finished trials are kept, the running one is marked and queued again; "
+                         f"resume with: tuner {resume}", soft_wrap=True)
+            raise typer.Exit(130) from None
     ran = sum(result.counts.values()) - result.trials_before
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.counts.items()))
     console.print(f"[bold]{result.study_name}[/]: {states} ({ran} this run, {result.elapsed_s:.0f}s)")
@@ -305,6 +325,43 @@ def ui(tracking_uri: Optional[str] = TrackingOption, storage: Optional[str] = St
     raise typer.Exit(subprocess.call(command, env=env))
 
 
+@app.command("server")
+def server(
+    backend_store_uri: str = typer.Option("sqlite:///mlruns/mlflow.db", "--backend-store-uri",
+                                          help="where runs are kept: postgresql+psycopg://USER@HOST/DB for several "
+                                               "machines, or a local sqlite:///PATH"),
+    artifacts_destination: Path = typer.Option(Path("mlruns/artifacts"), "--artifacts-destination",
+                                               help="folder (or shared mount) for artifacts; workers upload "
+                                                    "through the server, so they need no access to it"),
+    host: str = typer.Option("127.0.0.1", help="bind address; 0.0.0.0 lets other machines in (use a trusted network)"),
+    port: int = typer.Option(5000, help="port"),
+    workers: int = typer.Option(2, "--workers", min=1, help="server worker processes"),
+    allowed_hosts: Optional[str] = typer.Option(None, "--allowed-hosts", help="Host headers the server accepts "
+                                                "[default: localhost and private IPs; plus this machine's name "
+                                                "when --host is not 127.0.0.1]"),
+) -> None:
+    """Start an MLflow tracking server for workers on several machines and print the URI they use."""
+    import socket
+
+    from tuner.tracking import server_command
+
+    if backend_store_uri.startswith("sqlite:///"):
+        Path(backend_store_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    artifacts_destination.mkdir(parents=True, exist_ok=True)
+    command = server_command(backend_store_uri, artifacts_destination, host, port, workers)
+    if allowed_hosts:
+        command += ["--allowed-hosts", allowed_hosts]
+    reachable = socket.gethostname() if host in ("0.0.0.0", "::") else host
+    if allowed_hosts is None and host not in ("127.0.0.1", "localhost", "::1"):
+        names = {socket.gethostname(), socket.getfqdn(), host}
+        allowed_hosts = ",".join(sorted(f"{n}{p}" for n in names for p in ("", f":{port}"))
+                                 + ["localhost:*", "127.0.0.1:*", "10.*", "192.168.*", "172.*"])
+    console.print(f"MLflow tracking server: store {backend_store_uri}, artifacts {artifacts_destination.resolve()}")
+    console.print(f"workers use: --tracking-uri http://{reachable}:{port}   (Ctrl-C stops the server)")
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    raise typer.Exit(subprocess.call(command, env=env))
+
+
 def _has_optuna_dashboard() -> bool:
     import importlib.util
 
@@ -314,7 +371,7 @@ def _has_optuna_dashboard() -> bool:
 def main() -> None:
     """Console entry point: user errors become one line and exit status 2."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns typer.Exit's code here instead of raising it
     except TunerError as exc:
         errors.print(f"[red]error:[/] {exc}", soft_wrap=True)
         sys.exit(2)
@@ -323,15 +380,20 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
+    except Exception as exc:  # usage errors arrive here with standalone_mode=False
         import click
+        from typer._click import exceptions as vendored  # typer >= 0.2x raises its own copy of click's classes
 
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, (click.UsageError, vendored.UsageError)):  # one line, like every other refusal
+            errors.print(f"[red]error:[/] {exc.format_message()} (see --help)", soft_wrap=True)
+            sys.exit(exc.exit_code)
+        if isinstance(exc, (click.ClickException, vendored.ClickException)):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, (click.exceptions.Abort, typer.Abort)):
             sys.exit(1)
         raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import random
+import re
+import signal
+import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -31,6 +35,7 @@ from tuner.tracking import Tracker
 
 DEFAULT_STORAGE = "sqlite:///studies/optuna.db"
 HEARTBEAT_S = 30
+HEARTBEAT_ENV = "TUNER_HEARTBEAT_S"
 ATTR = "tuner."  # prefix of the study attributes tuner owns
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -40,10 +45,32 @@ def resolve_storage_url(url: str | None = None) -> str:
     return url or os.environ.get("TUNER_STORAGE") or DEFAULT_STORAGE
 
 
+def heartbeat_interval() -> int:
+    """Seconds between a running trial's heartbeats ($TUNER_HEARTBEAT_S, tests use 1-2 s)."""
+    raw = os.environ.get(HEARTBEAT_ENV)
+    if raw is None:
+        return HEARTBEAT_S
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise StorageError(f"{HEARTBEAT_ENV}={raw!r} must be a whole number of seconds, at least 1")
+    return value
+
+
 def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
-    """Optuna storage with heartbeats (RDB) or a journal file; a bad URL is one clear line."""
-    url = resolve_storage_url(url)
+    """Optuna storage with heartbeats (RDB) or a journal file; a bad or unsafe URL is one clear line.
+
+    Several processes may open a fresh storage at the same moment: the schema is created by the
+    first and the others retry, so no worker dies of a creation race.
+    """
+    url = _normalize_url(resolve_storage_url(url))
     if url.startswith("journal:///"):
+        if HEARTBEAT_ENV in os.environ:
+            raise StorageError(
+                f"{HEARTBEAT_ENV} asks for heartbeats, which the journal storage cannot keep (a killed worker's trial "
+                "would stay RUNNING); use sqlite:///PATH on one machine or postgresql+psycopg://USER@HOST/DB")
         from optuna.storages.journal import JournalFileBackend
 
         path = Path(url.removeprefix("journal:///"))
@@ -51,18 +78,108 @@ def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 60}}
-    elif "://" not in url:
-        raise StorageError(f"storage {url!r} is not a URL; use sqlite:///PATH, postgresql+psycopg://USER@HOST/DB or journal:///PATH")
+        _prepare_sqlite(Path(url.removeprefix("sqlite:///")))
+    elif url.startswith("postgresql"):
+        engine_kwargs["connect_args"] = {"connect_timeout": 10}
+    interval = heartbeat_interval()
+    for attempt in range(8):
+        try:
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=interval, grace_period=interval * 4,
+                heartbeat_stale_trial_callback=StaleTrials(),
+            )
+        except Exception as exc:  # SQLAlchemy raises ArgumentError, OperationalError, NoSuchModuleError...
+            if _is_creation_race(exc) and attempt < 7:
+                time.sleep(0.1 * 2 ** attempt + random.random() * 0.2)
+                continue
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = re.sub(r"^\([\w.]+\) ", "", first)[:240]  # SQLAlchemy's "(psycopg.OperationalError) " prefix
+            raise StorageError(f"storage {_redact(url)} cannot be opened ({first}); check --storage") from None
+    raise AssertionError("unreachable")
+
+
+STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql")
+NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "sshfs", "9p", "afs", "ceph",
+                       "glusterfs", "fuse.glusterfs", "lustre", "gpfs", "beegfs", "davfs", "fuse.s3fs"}
+
+
+def _normalize_url(url: str) -> str:
+    """Refuse what SQLAlchemy would reject obscurely; `postgresql://` means the installed psycopg 3 driver."""
+    if url.startswith("journal:///"):
+        return url
+    if "://" not in url:
+        raise StorageError(f"storage {url!r} is not a URL; use sqlite:///PATH, postgresql+psycopg://USER@HOST/DB "
+                           "or journal:///PATH")
+    scheme, rest = url.split("://", 1)
+    if scheme in ("postgresql", "postgres"):
+        return f"postgresql+psycopg://{rest}"
+    if scheme.split("+", 1)[0] not in STORAGE_SCHEMES:
+        raise StorageError(f"storage URL scheme {scheme!r} is not supported; use sqlite:///PATH (one machine), "
+                           "postgresql+psycopg://USER:PASSWORD@HOST/DB (several machines) or journal:///PATH")
+    return url
+
+
+def _prepare_sqlite(path: Path) -> None:
+    """WAL and a busy timeout let local workers read while one writes; a network disk cannot lock SQLite safely."""
+    if str(path) == ":memory:":
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    filesystem = filesystem_type(path.parent)
+    if filesystem in NETWORK_FILESYSTEMS:
+        raise StorageError(
+            f"SQLite storage {path} is on a network filesystem ({filesystem}), where its locks are unsafe for "
+            "several workers; use postgresql+psycopg://USER@HOST/DB or journal:///PATH")
+    import sqlite3
+
+    connection = sqlite3.connect(path, timeout=60)
     try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=HEARTBEAT_S * 4,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
-        )
-    except Exception as exc:  # SQLAlchemy raises ArgumentError, OperationalError, NoSuchModuleError...
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise StorageError(f"storage {_redact(url)} cannot be opened ({first}); check --storage") from None
+        connection.execute("PRAGMA journal_mode=WAL")
+    finally:
+        connection.close()
+
+
+def filesystem_type(path: Path, mounts: str | None = None) -> str:
+    """The filesystem type holding `path`, from /proc/mounts (longest mount point that contains it)."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return "unknown"
+    resolved = str(path.resolve())
+    best, kind = "", "unknown"
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = resolved == point or resolved.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def _is_creation_race(exc: Exception) -> bool:
+    """Errors of two processes creating the same schema at once (PostgreSQL catalog, SQLite lock)."""
+    text = str(exc).lower()
+    return any(s in text for s in ("already exists", "duplicate key", "database is locked", "deadlock detected",
+                                   "unique constraint failed"))
+
+
+class StaleTrials:
+    """Heartbeat-stale trial handler: re-queue it with the same params, then tell the hooks (MLflow).
+
+    Optuna calls it in the worker that notices the stale trial, once per trial.
+    """
+
+    def __init__(self, max_retry: int = 2) -> None:
+        self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        self.hooks: list[Callable[[FrozenTrial], None]] = []
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.retry(study, trial)
+        for hook in self.hooks:
+            hook(trial)
 
 
 def _redact(url: str) -> str:
@@ -70,7 +187,8 @@ def _redact(url: str) -> str:
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
         credentials, host = rest.rsplit("@", 1)
-        return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+        if ":" in credentials:
+            return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
     return url
 
 
@@ -130,41 +248,65 @@ def load_inputs(config: StudyConfig, base_dir: Path) -> tuple[Dataset, str]:
 
 def open_study(config: StudyConfig, base_dir: Path, storage_url: str | None = None,
                create: bool = True) -> SealedStudy:
-    """Load the study of this name, or create it and seal its split; refuse any mismatch."""
+    """Load the study of this name, or create it and seal its split; refuse any mismatch.
+
+    When several workers start at once, the one whose `create_study` succeeds seals the split;
+    the others wait for its record, so all of them search the same split.
+    """
     dataset, task = load_inputs(config, base_dir)
-    storage_url = resolve_storage_url(storage_url)
+    storage_url = _normalize_url(resolve_storage_url(storage_url))
     storage = open_storage(storage_url)
     direction = config.objective_direction(task)
     existing = _find_study(storage, config.name)
-    if existing is not None:
-        study = existing
-        attrs = study.user_attrs
-        if ATTR + "split" in attrs:
-            if attrs.get(ATTR + "identity") != config.identity_hash():
-                raise StudyFileError(
-                    f"study {config.name!r} already exists with a different definition (data, split, families or "
-                    f"search settings changed); give the study a new name or `tuner study delete {config.name}`"
-                )
-            split = SealedSplit.from_record(attrs[ATTR + "split"])
-            split.verify(dataset.fingerprint)
-            return SealedStudy(config, dataset, task, split, study, storage_url)
-        if study.trials:
-            raise StudyFileError(f"study {config.name!r} exists but was not made by tuner; use another name")
-    elif not create:
+    if existing is None and create:
+        try:
+            created = optuna.create_study(storage=storage, study_name=config.name, direction=direction)
+        except optuna.exceptions.DuplicatedStudyError:
+            existing = _wait_for_seal(storage, config.name)
+        else:
+            return _seal(config, base_dir, dataset, task, created, storage_url)
+    if existing is None:
         raise StudyFileError(f"no study named {config.name!r} in {_redact(storage_url)}; run `tuner study run` first")
+    if ATTR + "split" not in existing.user_attrs and not existing.trials:
+        existing = _wait_for_seal(storage, config.name)  # created a moment ago by another worker
+    attrs = existing.user_attrs
+    if ATTR + "split" not in attrs:
+        if existing.trials:
+            raise StudyFileError(f"study {config.name!r} exists but was not made by tuner; use another name")
+        return _seal(config, base_dir, dataset, task, existing, storage_url)  # its creator died before sealing
+    if attrs.get(ATTR + "identity") != config.identity_hash():
+        raise StudyFileError(
+            f"study {config.name!r} already exists with a different definition (data, split, families or "
+            f"search settings changed); give the study a new name or `tuner study delete {config.name}`"
+        )
+    split = SealedSplit.from_record(attrs[ATTR + "split"])
+    split.verify(dataset.fingerprint)
+    return SealedStudy(config, dataset, task, split, existing, storage_url)
+
+
+def _seal(config: StudyConfig, base_dir: Path, dataset: Dataset, task: str, study: optuna.Study,
+          storage_url: str) -> SealedStudy:
+    """Write the study's definition and split record; the split goes last, as the 'sealed' mark."""
     split = make_split(dataset.y, task, config.split.test_fraction, config.split.validation_share,
                        config.split.seed, dataset.fingerprint, folds=config.split.folds,
                        repeats=config.split.repeats, holdout_fraction=config.split.holdout_fraction)
-    study = existing or optuna.create_study(storage=storage, study_name=config.name, direction=direction,
-                                            load_if_exists=True)
     for key, value in {
         "identity": config.identity_hash(), "config": config.model_dump(mode="json"), "task": task,
         "metric": config.objective_name(task), "score_name": config.split.score_prefix() + config.objective_name(task),
-        "uid": uuid.uuid4().hex, "split": split.to_record(),
-        "base_dir": str(base_dir),
+        "uid": uuid.uuid4().hex, "base_dir": str(base_dir), "split": split.to_record(),
     }.items():
         study.set_user_attr(ATTR + key, value)
     return SealedStudy(config, dataset, task, split, study, storage_url)
+
+
+def _wait_for_seal(storage: optuna.storages.BaseStorage, name: str, patience_s: float = 60.0) -> optuna.Study:
+    """Another worker created the study a moment ago: wait until its split record is written."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        study = optuna.load_study(study_name=name, storage=storage)
+        if ATTR + "split" in study.user_attrs or time.monotonic() > deadline:
+            return study
+        time.sleep(0.2)
 
 
 def _find_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:
@@ -269,6 +411,7 @@ def _optimize(sealed: SealedStudy, tracker: Tracker, experiment_id: str, parent_
 
     config = sealed.config
     study = sealed.study
+    close_lost_runs(study, tracker, experiment_id, parent_run_id)
     if progress_of(study, budget).done >= budget:
         return
     folds = search_folds(sealed)
@@ -278,22 +421,138 @@ def _optimize(sealed: SealedStudy, tracker: Tracker, experiment_id: str, parent_
 
         configure_mixed_precision(config.budget.mixed_precision)
     objective = Objective(config, folds, tracker, experiment_id, parent_run_id,
-                          {k: v for k, v in device_tags(uses_keras).items() if not k.startswith("version.")},
+                          {**{k: v for k, v in device_tags(uses_keras).items() if not k.startswith("version.")},
+                           **worker_tags(worker)},
                           budget=TimeBudget.from_timeout(timeout))
     enqueue_each_family_once(study, list(config.families), budget)
-    seed = (config.sampler.seed if config.sampler.seed is not None else config.split.seed) + len(study.trials) + 7919 * worker
-    study.sampler = make_sampler(config.sampler, seed)
+    study.sampler = make_sampler(config.sampler, sampler_seed(config, len(study.trials), worker))
     study.pruner = make_pruner(config.pruner, folds=len(folds) if config.split.cross_validated else None)
+    _search(study, objective, budget, timeout, on_progress)
 
-    def stop_at_budget(study: optuna.Study, _trial: FrozenTrial) -> None:
+
+def sampler_seed(config: StudyConfig, trials_so_far: int, worker: int) -> int:
+    """An explicit `sampler.seed` replays the same search in one process; otherwise each process
+    differs, because separately started workers must not propose the same sequence."""
+    if config.sampler.seed is not None:
+        return config.sampler.seed + trials_so_far + 7919 * worker
+    return config.split.seed + trials_so_far + 7919 * (worker or os.getpid())
+
+
+def worker_tags(worker: int) -> dict[str, str]:
+    """Who ran a trial: the worker (host:pid), its `--jobs` slot and the GPUs it was given."""
+    return {"worker": worker_label(), "worker.slot": str(worker),
+            "gpu": os.environ.get("CUDA_VISIBLE_DEVICES", "all visible")}
+
+
+def worker_label() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class BudgetGuard:
+    """Refuses, at its start, a trial beyond the study's budget, whichever worker or machine runs it.
+
+    The storage hands out trial numbers atomically, so counting the trials numbered before this
+    one that spend the budget (finished, running, or queued for a re-run) gives every worker the
+    same answer. A refused trial is marked `skipped` and does not count. An interrupted trial
+    (Ctrl-C, SIGTERM) is marked and queued again with the same params, so a resume re-runs it.
+    """
+
+    def __init__(self, objective: Callable[[optuna.Trial], float], budget: int) -> None:
+        self.objective = objective
+        self.budget = budget
+        self.refused = False
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", worker_label())
+        earlier = sum(1 for t in trial.study.get_trials(deepcopy=False)
+                      if t.number < trial.number and (counts_toward_budget(t) or _queued(t)))
+        if earlier >= self.budget:
+            trial.set_user_attr("skipped", f"the budget of {self.budget} trials is spent")
+            self.refused = True
+            trial.study.stop()
+            raise optuna.TrialPruned(f"the budget of {self.budget} trials is spent")
+        try:
+            return self.objective(trial)
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", f"stopped by a signal in {worker_label()}; queued again")
+            trial.study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
+            raise
+
+
+def _queued(trial: FrozenTrial) -> bool:
+    return trial.state == TrialState.WAITING and not trial.user_attrs.get("skipped")
+
+
+def _search(study: optuna.Study, objective: Callable[[optuna.Trial], float], budget: int, timeout: float | None,
+            on_progress: Callable[[Progress], None] | None) -> None:
+    """Run trials until the study holds exactly `budget` counted trials, or the timeout.
+
+    A worker that finds the rest of the budget running elsewhere waits for it: if that worker dies,
+    the heartbeat fails its trial and this worker runs the re-queued copy (same params).
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    guard = BudgetGuard(objective, budget)
+    interval = _heartbeat_of(study)
+
+    def report(study: optuna.Study, _trial: FrozenTrial) -> None:
         progress = progress_of(study, budget)
         if on_progress is not None:
             on_progress(progress)
-        if progress.done + progress.running >= budget:
+        if progress.done + progress.running >= budget and not any(map(_queued, study.get_trials(deepcopy=False))):
+            guard.refused = True
             study.stop()
 
-    study.optimize(objective, n_trials=None, timeout=timeout, callbacks=[stop_at_budget],
-                   catch=(TrialFailed,), gc_after_trial=False)
+    while deadline is None or time.monotonic() < deadline:
+        progress = progress_of(study, budget)
+        queued = any(map(_queued, study.get_trials(deepcopy=False)))
+        if progress.done >= budget:
+            return
+        if progress.done + progress.running < budget or queued:
+            guard.refused = False
+            study.optimize(guard, timeout=None if deadline is None else max(deadline - time.monotonic(), 0.01),
+                           callbacks=[report], catch=(TrialFailed,), gc_after_trial=False)
+            if not guard.refused:  # stopped for another reason: timeout, or every family reached its cap
+                return
+            continue
+        if interval is None:  # no heartbeats (journal): a lost worker's trial cannot be detected
+            return
+        if on_progress is not None:
+            on_progress(progress)
+        time.sleep(min(interval, max(deadline - time.monotonic(), 0)) if deadline else interval)
+        _fail_stale(study)
+
+
+def _heartbeat_of(study: optuna.Study) -> int | None:
+    getter = getattr(study._storage, "get_heartbeat_interval", None)
+    return getter() if getter else None
+
+
+def _fail_stale(study: optuna.Study) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def close_lost_runs(study: optuna.Study, tracker: Tracker, experiment_id: str, parent_run_id: str) -> None:
+    """Fail the trials of dead workers now and from now on close their MLflow runs, not leave them RUNNING.
+
+    Called when a worker starts: it also closes runs a crashed worker left open on finished trials.
+    """
+    handler = getattr(study._storage, "get_heartbeat_stale_trial_callback", lambda: None)()
+    if isinstance(handler, StaleTrials):
+        handler.hooks = [lambda trial: tracker.close_lost_trial_runs(experiment_id, parent_run_id,
+                                                                     {trial.number: "KILLED"})]
+    _fail_stale(study)
+    finished = {t.number: _run_status(t) for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+    tracker.close_lost_trial_runs(experiment_id, parent_run_id, finished)
+
+
+def _run_status(trial: FrozenTrial) -> str:
+    if trial.state == TrialState.FAIL:
+        return "FAILED" if "error" in trial.user_attrs else "KILLED"
+    return "FINISHED"
 
 
 def search_folds(sealed: SealedStudy) -> list[Fold]:
@@ -328,12 +587,31 @@ def _best_of(study: optuna.Study) -> tuple[float | None, str | None]:
 def _worker_main(study_file: str, storage_url: str, tracking_uri: str, budget: int, timeout: float | None,
                  worker: int) -> None:
     """Entry point of a `--jobs` worker process: reopen the same sealed study and search."""
+    interrupt_on_signals()
     config, base_dir = load_study_file(study_file)
     tracker = Tracker(tracking_uri)
     sealed = open_study(config, base_dir, storage_url, create=False)
     experiment_id = tracker.experiment_id(config.name)
     parent = tracker.open_study_run(experiment_id, sealed.study.user_attrs[ATTR + "uid"], config.name, {}, {}, {})
-    _optimize(sealed, tracker, experiment_id, parent, budget, timeout, worker, on_progress=None)
+    try:
+        _optimize(sealed, tracker, experiment_id, parent, budget, timeout, worker, on_progress=None)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+def interrupt_on_signals() -> None:
+    """SIGTERM (a scheduler, `kill`) stops like Ctrl-C: the current trial is marked, its run closed.
+
+    Only the first signal interrupts, so the clean-up it starts (MLflow calls, the `--jobs`
+    parent's SIGTERM to workers already stopping on the terminal's Ctrl-C) is not itself cut short.
+    """
+    def interrupt(signum: int, _frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
 
 
 def _run_workers(sealed: SealedStudy, study_file: Path, tracking_uri: str, budget: int, timeout: float | None,

@@ -10,14 +10,19 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from tuner.errors import StorageError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 _BATCH = 1000
+HEALTH_TIMEOUT_S = 5
+# MLflow's HTTP client retries a dead server for minutes per call; a study should notice in seconds
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 log = logging.getLogger("tuner")
 
 
@@ -52,6 +57,16 @@ class PublishedModel:
         return f"models:/{self.name}/{self.version}"
 
 
+def server_command(backend_store_uri: str, artifacts_destination: Path, host: str, port: int,
+                   workers: int) -> list[str]:
+    """`mlflow server` proxying artifacts, so workers on other machines need only the HTTP address."""
+    import sys
+
+    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri,
+            "--artifacts-destination", str(Path(artifacts_destination).resolve()), "--serve-artifacts",
+            "--host", host, "--port", str(port), "--workers", str(workers)]
+
+
 class Tracker:
     def __init__(self, uri: str | None = None) -> None:
         self.uri = resolve_tracking_uri(uri)
@@ -60,22 +75,41 @@ class Tracker:
         for noisy in ("alembic", "mlflow"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        if self.uri.startswith(("http://", "https://")):
+            for key, value in HTTP_DEFAULTS.items():
+                os.environ.setdefault(key, value)
         from mlflow.tracking import MlflowClient
 
-        self.client = MlflowClient(tracking_uri=self.uri)
+        with _schema_lock(self.uri):  # the client creates the schema; local workers start together
+            self.client = self._raising(lambda: MlflowClient(tracking_uri=self.uri))
         self.degraded = False
 
     def check(self) -> None:
-        """Fail early, writing nothing, when the store cannot be reached."""
+        """Fail early, writing nothing, when the store cannot be reached (in seconds, not MLflow's minutes of retries)."""
+        if self.uri.startswith(("http://", "https://")):
+            import requests
+
+            try:
+                requests.get(f"{self.uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S).raise_for_status()
+            except requests.RequestException as exc:
+                reason = type(exc).__name__ if not isinstance(exc, requests.HTTPError) else str(exc)[:120]
+                raise StorageError(f"MLflow tracking server {self.uri} does not answer ({reason}); start it with "
+                                   "`tuner server` or check --tracking-uri") from None
         self._raising(lambda: self.client.search_experiments(max_results=1))
 
     def experiment_id(self, name: str) -> str:
-        """Get or create the study's experiment."""
+        """Get or create the study's experiment (workers starting together may race to create it)."""
         def get_or_create() -> str:
             found = self.client.get_experiment_by_name(name)
             if found is not None:
                 return found.experiment_id
-            return self.client.create_experiment(name, artifact_location=artifact_root_for(self.uri))
+            try:
+                return self.client.create_experiment(name, artifact_location=artifact_root_for(self.uri))
+            except Exception:
+                found = self.client.get_experiment_by_name(name)
+                if found is None:
+                    raise
+                return found.experiment_id
 
         return self._raising(get_or_create)
 
@@ -88,7 +122,11 @@ class Tracker:
 
     def open_study_run(self, experiment_id: str, study_uid: str, name: str, tags: dict[str, str],
                        params: dict[str, Any], files: dict[str, str]) -> str:
-        """The study's parent run: found again by its uid on resume, created on first use."""
+        """The study's parent run: found again by its uid on resume, created on first use.
+
+        Workers on several machines may create it at the same moment; all of them then keep the
+        oldest and delete their own, so the study has one parent run.
+        """
         run_id = self.find_study_run(experiment_id, study_uid)
         if run_id is not None:
             self.client.update_run(run_id, status="RUNNING")
@@ -100,14 +138,41 @@ class Tracker:
         self.client.log_batch(run.info.run_id, params=[Param(k, _as_text(v)) for k, v in params.items()])
         for filename, text in files.items():
             self.client.log_text(run.info.run_id, text, filename)
-        return run.info.run_id
+        keeper = self.find_study_run(experiment_id, study_uid)
+        if keeper != run.info.run_id:
+            self.client.delete_run(run.info.run_id)
+        return keeper
 
     def find_study_run(self, experiment_id: str, study_uid: str) -> str | None:
+        """The oldest parent run of the study (ties broken by run id, the same answer in every worker)."""
         found = self.client.search_runs(
             [experiment_id], filter_string=f"tags.`tuner.study_uid` = '{study_uid}' and tags.`tuner.role` = 'study'",
-            max_results=1,
         )
-        return found[0].info.run_id if found else None
+        return min(found, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id if found else None
+
+    def close_lost_trial_runs(self, experiment_id: str, parent_run_id: str, statuses: dict[int, str]) -> None:
+        """End trial runs still RUNNING whose trial is over (`statuses`: trial number -> MLflow status).
+
+        A worker killed with SIGKILL cannot close its run; the worker that finds its trial stale does.
+        """
+        if not statuses:
+            return
+
+        def close() -> None:
+            running = self.client.search_runs(
+                [experiment_id], max_results=1000,
+                filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'")
+            for run in running:
+                number = run.data.tags.get("trial")
+                if number is None or not number.isdigit() or int(number) not in statuses:
+                    continue
+                status = statuses[int(number)]
+                if status == "KILLED":
+                    self.client.set_tag(run.info.run_id, "state", "FAIL")
+                    self.client.set_tag(run.info.run_id, "error", "worker lost (no heartbeat); trial queued again")
+                self.client.set_terminated(run.info.run_id, status=status)
+
+        self._safely(close)
 
     def log_finalize(self, study_name: str, study_uid: str, report: Any, markdown: str) -> str:
         """A `finalize` run under the study's parent run: scores, the report, the val-vs-test plot."""
@@ -368,6 +433,19 @@ class Tracker:
                             str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
             self.degraded = True
             return None
+
+
+@contextmanager
+def _schema_lock(uri: str) -> Iterator[None]:
+    """An exclusive file lock beside a local SQLite store while MLflow creates or migrates its schema."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    with open(f"{uri.removeprefix('sqlite:///')}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _as_text(value: Any) -> str:

@@ -1,0 +1,209 @@
+"""Every bad input to `tuner study run`, as a real process: one line on stderr naming the problem,
+exit status 2, and the Optuna storage and MLflow store exactly as they were (no new study, no run).
+
+A study `base` already exists in the stores (sealed on rows.csv), so refusals of a changed data
+file or a different definition are checked against a real sealed study."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from mlflow.entities import ViewType
+from mlflow.tracking import MlflowClient
+
+from conftest import REPO, run_cli, tiny_study
+
+PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
+
+
+def rows(n: int = 120, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n), "c": rng.choice(["u", "v"], n)})
+    return frame.assign(y=(frame.a + rng.normal(scale=0.5, size=n) > 0).astype(int))
+
+
+def base_spec(**overrides) -> dict:
+    spec = tiny_study("base", data={"source": "rows.csv", "target": "y"}, families=["linear"], budget={"trials": 1})
+    return {**spec, **overrides}
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    """A folder with the `base` study already run once: its storage, its MLflow store, its data."""
+    from tuner.study import run_study
+
+    folder = tmp_path_factory.mktemp("stores")
+    rows().to_csv(folder / "rows.csv", index=False)
+    (folder / "base.yaml").write_text(yaml.safe_dump(base_spec()))
+    storage, tracking = f"sqlite:///{folder / 'optuna.db'}", f"sqlite:///{folder / 'mlflow.db'}"
+    run_study(folder / "base.yaml", storage, tracking)
+    return folder, storage, tracking
+
+
+def snapshot(storage: str, tracking: str) -> tuple:
+    """Studies with their trials and attributes; experiments with every run (deleted ones too)."""
+    studies = {s.study_name: (s.n_trials, sorted(s.user_attrs))
+               for s in optuna.get_all_study_summaries(storage)}
+    client = MlflowClient(tracking)
+    experiments = client.search_experiments(view_type=ViewType.ALL)
+    runs = {e.name: sorted((r.info.run_id, r.info.status) for r in
+                           client.search_runs([e.experiment_id], run_view_type=ViewType.ALL))
+            for e in experiments}
+    return studies, runs
+
+
+def write_bad(folder: Path, make_data, spec: dict | None) -> Path:
+    """A case folder: the data file the case needs and a study file (the stores stay in the module folder)."""
+    if make_data is not None:
+        make_data(folder)
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump(spec if spec is not None else base_spec(name="fresh")))
+    return path
+
+
+def csv(frame_maker):
+    return lambda folder: frame_maker().to_csv(folder / "rows.csv", index=False)
+
+
+def npz(**arrays):
+    return lambda folder: np.savez(folder / "arrays.npz", **arrays)
+
+
+def changed_rows(folder: Path) -> None:
+    frame = rows()
+    frame.loc[0, "a"] += 1.0
+    frame.to_csv(folder / "rows.csv", index=False)
+
+
+NPZ_SPEC = tiny_study("fresh", data={"source": "arrays.npz"}, families=["linear"], budget={"trials": 1})
+CASES = {
+    # storage URLs
+    "unreachable storage host": (csv(rows), None, ["--storage", f"{PG.replace('5432', '1')}/x"],
+                                 "port 1 failed: Connection refused"),
+    "wrong storage scheme": (csv(rows), None, ["--storage", "mongodb://127.0.0.1/studies"],
+                             "storage URL scheme 'mongodb' is not supported"),
+    "storage role that does not exist": (csv(rows), None, ["--storage", "postgresql+psycopg://nobody_tuner:secret@127.0.0.1:5432/postgres"],
+                                         'role "nobody_tuner" does not exist'),
+    "storage database that does not exist": (csv(rows), None, ["--storage", f"{PG}/no_such_tuner_db"],
+                                             'database "no_such_tuner_db" does not exist'),
+    "journal storage with heartbeats": (csv(rows), None, ["--storage", "journal:///{folder}/journal.log", "--heartbeat", "2"],
+                                        "the journal storage cannot keep"),
+    "unreachable MLflow server": (None, None, ["--tracking-uri", "http://127.0.0.1:1"],
+                                  "MLflow tracking server http://127.0.0.1:1 does not answer"),
+    # the study already in the storage
+    "same name, different study file": (csv(rows), base_spec(families=["random_forest"]), [],
+                                        "study 'base' already exists with a different definition"),
+    "data changed since sealing": (changed_rows, base_spec(), [], "the data changed since this study sealed its split"),
+    # data
+    "target column missing": (csv(rows), base_spec(name="fresh", data={"source": "rows.csv", "target": "label"}), [],
+                              "target column 'label' not found"),
+    "one-class target": (csv(lambda: rows().assign(y=1)), None, [], "the target has a single value"),
+    "all-NaN column": (csv(lambda: rows().assign(empty=np.nan)), None, [], "column 'empty' is empty"),
+    "infinities": (csv(lambda: rows().assign(a=[np.inf] + [0.5] * 119)), None, [], "column 'a' holds infinite values"),
+    "mixed types": (csv(lambda: rows().assign(b=["x"] + ["1.5"] * 119)), None, [], "column 'b' mixes numbers and text"),
+    "empty file": (lambda folder: (folder / "rows.csv").write_text(""), None, [], "is empty: it has no header and no rows"),
+    "not a CSV file": (lambda folder: (folder / "rows.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00"),
+                       None, [], "rows.csv is not a readable CSV file"),
+    "NPZ without y": (npz(X=np.zeros((20, 3))), NPZ_SPEC, [], "NPZ needs arrays 'X' and 'y'; missing y"),
+    "NPZ lengths differ": (npz(X=np.zeros((20, 3)), y=np.zeros(7)), NPZ_SPEC, [], "X has 20 rows but y has 7"),
+    # study file and options
+    "unknown study-file key": (csv(rows), {**base_spec(name="fresh"), "famlies": ["linear"]}, [], "famlies: unknown key"),
+    "negative budget in the file": (csv(rows), base_spec(name="fresh", budget={"trials": -2}), [],
+                                    "budget.trials: Input should be greater than 0"),
+    "negative budget on the command line": (csv(rows), None, ["--trials", "-2"], "Invalid value for '--trials'"),
+    "unknown family": (csv(rows), base_spec(name="fresh", families=["linear", "svm"]), [], "unknown family 'svm'"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_line_exit_2_and_leaves_the_stores_unchanged(case, stores, tmp_path):
+    folder, storage, tracking = stores
+    make_data, spec, options, expected = CASES[case]
+    path = write_bad(tmp_path, make_data, spec)
+    options = [o.format(folder=tmp_path) for o in options]
+    args = ["study", "run", str(path), "--storage", storage, "--tracking-uri", tracking]
+    for flag in ("--storage", "--tracking-uri"):
+        if flag in options:
+            index = args.index(flag)
+            del args[index:index + 2]
+    before = snapshot(storage, tracking)
+    run = run_cli(*args, *options, cwd=tmp_path)
+    assert run.returncode == 2, run.stdout + run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), run.stderr
+    assert expected in lines[0]
+    assert "secret" not in run.stderr
+    assert snapshot(storage, tracking) == before
+    assert not (tmp_path / "journal.log").exists() or (tmp_path / "journal.log").stat().st_size == 0
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_mlflow_server_going_away_mid_study_degrades_tracking_and_loses_no_trial(tmp_path, write_study):
+    """The server is killed while trials run: the study finishes, says tracking is degraded, keeps all trials."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tuner", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)},
+        start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while not _answers(uri):
+            assert time.time() < deadline and server.poll() is None, "tuner server did not come up"
+            time.sleep(1)
+        storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+        path = write_study(tiny_study("outage", families=["random_forest"], budget={"trials": 6},
+                                      sampler={"name": "random", "seed": 1}))
+        study_run = subprocess.Popen([sys.executable, "-m", "tuner", "study", "run", str(path), "--storage", storage,
+                                      "--tracking-uri", uri], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        while not _trials_done(storage, "outage", 2):
+            assert study_run.poll() is None, study_run.communicate()
+            time.sleep(0.2)
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
+        out, err = study_run.communicate(timeout=600)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+    assert study_run.returncode == 0, err
+    assert "MLflow tracking is degraded" in err and "Optuna kept every trial" in err
+    trials = optuna.load_study(study_name="outage", storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 6
+
+
+def _answers(uri: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri}/health", timeout=3) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _trials_done(storage: str, name: str, n: int) -> bool:
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return False
+    return sum(t.state.is_finished() for t in study.trials) >= n

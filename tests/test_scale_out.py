@@ -1,0 +1,238 @@
+"""Several `tuner study run` processes on one study: PostgreSQL or SQLite storage, a real MLflow server,
+a worker killed with SIGKILL mid-trial, a worker stopped with SIGTERM. Each test uses its own
+PostgreSQL database, dropped afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from conftest import REPO, tiny_study
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+HEARTBEAT = "2"  # seconds; a silent worker is presumed dead after 4 beats (8 s)
+
+
+@pytest.fixture
+def pg_url():
+    import psycopg
+
+    name = f"tuner_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def slow_study(folder: Path, name: str, trials: int) -> dict:
+    """Random forests on 8,000 rows: each trial fits for a second or more, long enough to be killed in."""
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=8000, n_features=20, n_informative=8, random_state=0)
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(20)]).assign(y=y)
+    frame.to_csv(folder / "rows.csv", index=False)
+    return tiny_study(name, data={"source": "rows.csv", "target": "y"}, families=["random_forest"],
+                      sampler={"name": "random", "seed": 3}, budget={"trials": trials})
+
+
+def start_worker(study_file: Path, storage: str, tracking: str, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TUNER_HEARTBEAT_S": HEARTBEAT}
+    return subprocess.Popen([sys.executable, "-m", "tuner", "study", "run", str(study_file), "--storage", storage,
+                             "--tracking-uri", tracking, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=study_file.parent, env=env)
+
+
+def finish(workers: list[subprocess.Popen], timeout: float = 300) -> list[tuple[int, str, str]]:
+    results = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=timeout)
+        results.append((worker.returncode, out, err))
+    return results
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """`tuner server` as a real process on a free port; stopped by its PID (process group) at the end."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tuner", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--port", str(port), "--workers", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+        start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=5) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            assert time.time() < deadline and process.poll() is None, "tuner server did not come up"
+            time.sleep(1)
+    yield uri, process
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def counted(trials) -> list:
+    return [t for t in trials if not t.user_attrs.get("skipped") and t.state != TrialState.FAIL]
+
+
+def trial_runs(tracking: str, name: str) -> tuple[list, list]:
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("tuner.role") == "study"]
+    children = [r for r in runs if r.data.tags.get("tuner.role") == "trial"]
+    return parents, children
+
+
+@pytest.mark.slow
+def test_three_workers_on_postgres_share_one_study_and_an_exact_budget(tmp_path, write_study, pg_url, mlflow_server):
+    uri, server = mlflow_server
+    path = write_study(tiny_study("shared", families=["linear", "random_forest"], budget={"trials": 7}))
+    workers = [start_worker(path, pg_url, uri) for _ in range(3)]  # at once: schema and study creation race
+    for rc, out, err in finish(workers):
+        assert rc == 0, err
+    study = optuna.load_study(study_name="shared", storage=pg_url)
+    trials = study.get_trials()
+    assert len(counted(trials)) == 7 and {t.state for t in counted(trials)} == {TrialState.COMPLETE}
+    assert len({t.number for t in trials}) == len(trials)
+    assert study.user_attrs["tuner.split"]  # one split record, which every worker verified
+    parents, children = trial_runs(uri, "shared")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 7 and all(r.info.status == "FINISHED" for r in children)
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    for run in children:
+        trial = next(t for t in trials if t.number == int(run.data.tags["trial"]))
+        assert run.data.tags["worker"] == trial.user_attrs["worker"]
+        assert run.data.tags["worker"] == f"{run.data.tags['host']}:{run.data.tags['pid']}"
+        assert run.data.tags["device"] == "cpu" and "gpu" in run.data.tags
+    assert server.poll() is None
+
+
+def wait_for_running_trial(storage: str, name: str, tracking: str, timeout: float = 180) -> optuna.trial.FrozenTrial:
+    """A trial in its fit: RUNNING in Optuna, its MLflow run already holding its params."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            running = optuna.load_study(study_name=name, storage=storage).get_trials(states=(TrialState.RUNNING,))
+        except KeyError:
+            running = []
+        for trial in running:
+            if "worker" not in trial.user_attrs or "params" not in trial.user_attrs:
+                continue
+            _, children = trial_runs(tracking, name)
+            if any(r.data.tags["trial"] == str(trial.number) and r.data.params for r in children):
+                return trial
+        time.sleep(0.1)
+    raise AssertionError("no trial started")
+
+
+def kill_one_worker_mid_trial(tmp_path, write_study, storage: str, tracking: str, n_workers: int, trials: int):
+    name = f"kill{n_workers}"
+    path = write_study(slow_study(tmp_path, name, trials))
+    workers = [start_worker(path, storage, tracking) for _ in range(n_workers)]
+    victim_trial = wait_for_running_trial(storage, name, tracking)
+    victim_pid = int(victim_trial.user_attrs["worker"].rsplit(":", 1)[1])
+    victim = next(w for w in workers if w.pid == victim_pid)
+    os.kill(victim_pid, signal.SIGKILL)
+    survivors = [w for w in workers if w is not victim]
+    for rc, out, err in finish(survivors):
+        assert rc == 0, err
+    victim.wait(timeout=10)
+    assert victim.returncode == -signal.SIGKILL
+
+    trials_after = optuna.load_study(study_name=name, storage=storage).get_trials()
+    assert len({t.number for t in trials_after}) == len(trials_after)
+    killed = next(t for t in trials_after if t.number == victim_trial.number)
+    assert killed.state == TrialState.FAIL and "error" not in killed.user_attrs
+    [rerun] = [t for t in trials_after if t.system_attrs.get("failed_trial") == killed.number]
+    assert rerun.state == TrialState.COMPLETE and rerun.params == killed.params
+    complete = [t for t in trials_after if t.state == TrialState.COMPLETE]
+    assert len(counted(trials_after)) == trials and len(complete) == trials
+
+    parents, children = trial_runs(tracking, name)
+    assert len(parents) == 1 and all(r.info.status != "RUNNING" for r in parents + children)
+    by_trial = {int(r.data.tags["trial"]): r for r in children}
+    assert len(children) == trials + 1 and set(by_trial) == {t.number for t in complete} | {killed.number}
+    assert by_trial[killed.number].info.status == "KILLED"
+    assert by_trial[rerun.number].info.status == "FINISHED"
+    assert by_trial[rerun.number].data.params == by_trial[killed.number].data.params
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_trial_on_postgres_is_rerun_with_same_params(tmp_path, write_study, pg_url, tracking_uri):
+    kill_one_worker_mid_trial(tmp_path, write_study, pg_url, tracking_uri, n_workers=3, trials=5)
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_trial_on_sqlite_is_rerun_with_same_params(tmp_path, write_study, tracking_uri):
+    kill_one_worker_mid_trial(tmp_path, write_study, f"sqlite:///{tmp_path / 'optuna.db'}", tracking_uri,
+                              n_workers=2, trials=4)
+
+
+@pytest.mark.slow
+def test_sigterm_marks_the_trial_closes_its_run_and_says_how_to_resume(tmp_path, write_study, tracking_uri):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    path = write_study(slow_study(tmp_path, "stopped", 3))
+    worker = start_worker(path, storage, tracking_uri)
+    running = wait_for_running_trial(storage, "stopped", tracking_uri)
+    worker.send_signal(signal.SIGTERM)
+    rc, out, err = finish([worker])[0]
+    assert rc == 130
+    assert "interrupted:" in err and f"resume with: tuner study run {path}" in err
+    trials = optuna.load_study(study_name="stopped", storage=storage).get_trials()
+    stopped = next(t for t in trials if t.number == running.number)
+    assert stopped.state == TrialState.FAIL and "interrupted" in stopped.user_attrs
+    [queued] = [t for t in trials if t.state == TrialState.WAITING]
+    assert queued.system_attrs["fixed_params"] == stopped.params
+    parents, children = trial_runs(tracking_uri, "stopped")
+    assert parents[0].info.status == "KILLED" and all(r.info.status != "RUNNING" for r in children)
+
+    resumed = start_worker(path, storage, tracking_uri)
+    rc, out, err = finish([resumed])[0]
+    assert rc == 0, err
+    trials = optuna.load_study(study_name="stopped", storage=storage).get_trials()
+    assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 3
+    assert any(t.params == stopped.params and t.state == TrialState.COMPLETE for t in trials)
+
+
+def test_sqlite_on_a_network_disk_is_refused(tmp_path):
+    from tuner.study import NETWORK_FILESYSTEMS, filesystem_type
+
+    mounts = f"/dev/sda1 / ext4 rw 0 0\nserver:/export {tmp_path} nfs4 rw 0 0\n"
+    assert filesystem_type(tmp_path / "studies", mounts) in NETWORK_FILESYSTEMS
+    assert filesystem_type(Path("/usr"), mounts) == "ext4"
+
+
+def test_journal_storage_with_heartbeats_is_refused(monkeypatch, tmp_path):
+    from tuner.errors import StorageError
+    from tuner.study import open_storage
+
+    monkeypatch.setenv("TUNER_HEARTBEAT_S", "2")
+    with pytest.raises(StorageError, match="journal storage cannot keep"):
+        open_storage(f"journal:///{tmp_path / 'journal.log'}")
