@@ -151,10 +151,16 @@ def study_finalize(
     tracking_uri: Optional[str] = TrackingOption,
 ) -> None:
     """Refit the top configurations on train + val and score them once on the sealed test split."""
-    from tuner.finalize import finalize_study, search_score_name
+    from tuner.finalize import finalize_study
 
     with console.status("refitting the finalists on every search row and scoring the sealed test split"):
         report = finalize_study(name, storage, tracking_uri, top, force, str(study_file) if study_file else None)
+    _print_finalize(report)
+
+
+def _print_finalize(report) -> None:
+    from tuner.finalize import search_score_name
+
     m, s = report.metric, search_score_name(report)
     table = Table(f"{s} rank", "family", "trial", s, f"test_{m}", f"test_{m} 95% interval", f"optimism ({s} - test)",
                   f"test_{m} rank", title=f"{report.study}: test look {report.test_looks} ({report.rows_test} sealed test rows)")
