@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 
 import tuner.study as study_module
 from tuner.config import PrunerConfig, StudyConfig, load_study_file
-from tuner.data import HOLDOUT, TEST, TRAIN, VALID, SealedSplit, load_dataset, make_split
+from tuner.data import HOLDOUT, TEST, VALID, SealedSplit, load_dataset, make_split
 from tuner.errors import DataError, SplitMismatchError, StudyFileError
 from tuner.finalize import finalize_study
 from tuner.metrics import Metric

@@ -132,7 +132,7 @@ def study_show(name: str = typer.Argument(..., help="study name"), storage: Opti
     console.print("trials by state: " + ", ".join(f"{s.lower()} {n}" for s, n in sorted(report.states.items())))
     if report.best_trial is not None:
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.best_params.items())
-        console.print(f"best trial: {report.best_trial} ({report.best_family}) {report.score_name} "
+        console.print(f"best: trial {report.best_trial} ({report.best_family}) {report.score_name} "
                       f"{report.best_value:.4f}\n  {params}")
     if report.finalize:
         final = report.finalize
