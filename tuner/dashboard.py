@@ -77,12 +77,16 @@ def refresh_plots(name: str, storage_url: str | None = None,
 
 def write_report(name: str, output: Path | None = None, storage_url: str | None = None,
                  tracking_uri: str | None = None) -> tuple[Path, str]:
-    """`tuner report NAME`: the HTML page written to `output` and logged as `report.html` on the parent run."""
+    """`tuner report NAME`: the HTML page written to `output` and logged as `report.html` on the parent run.
+
+    Ensembles built from the study (under $TUNER_ENSEMBLES or ./ensembles) get a section each."""
+    from tuner.ensemble.report import ensemble_sections
     from tuner.report import study_page
     from tuner.study import describe_study
 
     study, metric, tracker, experiment_id, run_id = _open(name, storage_url, tracking_uri)
-    page = study_page(describe_study(name, storage_url), draw(tracker, study, metric, experiment_id, run_id))
+    page = study_page(describe_study(name, storage_url), draw(tracker, study, metric, experiment_id, run_id),
+                      extra=ensemble_sections(name))
     output = Path(output or f"{name}-report.html")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(page, encoding="utf-8")

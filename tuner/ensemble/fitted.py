@@ -145,6 +145,7 @@ class FittedEnsemble:
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=False)
+        (folder / "members").mkdir()  # Keras and XGBoost write a file there, not a folder of their own
         members = []
         for index, fitted in enumerate(self.members):
             path = fitted.member.save(folder / "members" / f"{index:02d}-{fitted.family}")
