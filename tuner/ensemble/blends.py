@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -237,7 +238,9 @@ def fit_wide_deep(tree: Candidate | None, plan: DeepPlan, part: Part, encoder: L
     deep_logits = layers.Dense(output_units(spec), name="deep")(deep_model.layers[-1].input)
     inputs = ({**deep_model.input} if deep_keys else {"deep": deep_model.input})
     inputs["wide_features"] = wide_input
-    model = k.Model(inputs, output_activation(spec)(layers.Add()([wide_logits, deep_logits])), name="wide_and_deep")
+    with warnings.catch_warnings():  # Keras asks dict keys to equal tensor names; ours are stable keys instead
+        warnings.filterwarnings("ignore", message="When providing `inputs` as a dict")
+        model = k.Model(inputs, output_activation(spec)(layers.Add()([wide_logits, deep_logits])), name="wide_and_deep")
     compile_model(model, spec, plan.params["optimizer"], plan.params["learning_rate"])
     deep_X = part.X(deep_view)
     for layer, name in deep_member.adapt:  # TextVectorization vocabularies, from these rows only

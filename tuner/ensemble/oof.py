@@ -98,6 +98,8 @@ def out_of_fold(dataset: Dataset, task: str, rows: np.ndarray, ids: np.ndarray,
         for name, fitter in fitters.items():
             fitted = fitter(fit, encoder)
             scores = np.asarray(fitted.predict(parts["oof"]), dtype=np.float64)
+            if scores.ndim == 2:  # float32 probabilities (XGBoost) miss one by more than scikit-learn allows
+                scores = scores / scores.sum(axis=1, keepdims=True)
             if fitted.uses_keras:
                 from tuner.models.keras_training import release_memory
 
