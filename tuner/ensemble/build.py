@@ -8,6 +8,7 @@ source study, as `study finalize` counts its own.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from pathlib import Path
@@ -161,8 +162,7 @@ def build_ensemble(name: str, studies: list[str], storage_url: str | None = None
     run_id = tracker.log_ensemble(name, record, markdown, files)
     record["tracking_run_id"] = run_id
     try:
-        path = write_build(name, record, lambda folder: [ens.save(folder / blend) for blend, ens in ensembles.items()],
-                           root)
+        path = write_build(name, record, lambda folder: _save_blends(ensembles, folder), root)
     except BaseException:
         tracker.delete_run(run_id)
         raise
@@ -183,6 +183,18 @@ def _weighted(predictions: list[np.ndarray], y: np.ndarray, ids: np.ndarray, met
         if best is None or metric.better(metric.score(y, blended), metric.score(y, scored[best])):
             best = name
     return best, rules[best](predictions, y), {"weighted": scored[best]}
+
+
+def _save_blends(ensembles: dict[str, FittedEnsemble], folder: Path) -> None:
+    """Each blend in its own folder; MLflow's warning per scikit-learn member about pickles is said once in docs."""
+    sklearn_log = logging.getLogger("mlflow.sklearn")
+    level = sklearn_log.level
+    sklearn_log.setLevel(logging.ERROR)
+    try:
+        for blend, ensemble in ensembles.items():
+            ensemble.save(folder / blend)
+    finally:
+        sklearn_log.setLevel(level)
 
 
 def _scored(metric: Metric, y: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
