@@ -128,7 +128,7 @@ def test_convnet_and_xgboost_blend_on_digits_through_the_cli(write_study, storag
                              "test_accuracy": pytest.approx(record["blends"][record["chosen"]]["test"])}
 
     client = MlflowClient(tracking_uri)
-    [run] = client.search_runs([client.get_experiment_by_name("ensembles").experiment_id])
+    [run] = client.search_runs([client.get_experiment_by_name("ensembles").experiment_id], "tags.ensemble = 'digits'")
     assert run.info.run_name == "ensemble/digits" and run.info.run_id == record["tracking_run_id"]
     assert f"{record['chosen']}/test_accuracy" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {
@@ -140,3 +140,37 @@ def test_convnet_and_xgboost_blend_on_digits_through_the_cli(write_study, storag
     result = run_cli("report", "digits-blend", "-o", str(page), "--storage", storage_url, "--tracking-uri", tracking_uri)
     assert result.returncode == 0, result.stderr
     assert "Ensemble digits" in page.read_text() and "oof_accuracy" in page.read_text()
+
+
+@pytest.mark.slow
+def test_build_without_keras_members_and_a_failed_save_leaves_the_last_build(write_study, storage_url, tracking_uri,
+                                                                             tmp_path, monkeypatch):
+    """No deep member: the wide-and-deep blend says it used a dense deep part. A save that fails after the
+    test look keeps that look counted, deletes its MLflow run and leaves the previous build in place."""
+    from tuner.ensemble.build import build_ensemble
+    from tuner.study import run_study
+
+    spec = tiny_study("trees", families=["linear", "xgboost"], budget={"trials": 4, "epochs": 2, "rounds": 20},
+                      sampler={"name": "random", "seed": 4})
+    run_study(write_study(spec), storage_url, tracking_uri)
+    root = tmp_path / "ensembles"
+    record = build_ensemble("trees", ["trees"], storage_url, tracking_uri, per_family=2, folds=2, root=root)
+    assert record["wide_deep"]["deep_part"]["family"] == "dense"
+    assert "no reusable Keras member" in record["wide_deep"]["deep_part"]["origin"]
+    assert record["blends"][record["chosen"]]["oof"] == pytest.approx(
+        max(r["oof"] for r in record["blends"].values()))
+    stored = (root / ".built" / "trees" / "build.json").read_text()
+
+    def broken(self, folder):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(FittedEnsemble, "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        build_ensemble("trees", ["trees"], storage_url, tracking_uri, per_family=2, folds=2, root=root)
+    assert (root / ".built" / "trees" / "build.json").read_text() == stored
+    assert [p.name for p in (root / ".built").iterdir()] == ["trees"]
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("ensembles").experiment_id],
+                              "tags.ensemble = 'trees'")
+    assert [r.info.run_id for r in runs] == [record["tracking_run_id"]]
+    assert optuna.load_study(study_name="trees", storage=storage_url).user_attrs["tuner.test_looks"] == 2
