@@ -199,5 +199,7 @@ def _save_blends(ensembles: dict[str, FittedEnsemble], folder: Path) -> None:
 
 def _scored(metric: Metric, y: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
     """Test score and its bootstrap standard error."""
+    if scores.ndim == 2:  # float32 probabilities (XGBoost) miss one by more than scikit-learn allows
+        scores = scores / scores.sum(axis=1, keepdims=True)
     _, _, se = bootstrap_interval(metric, y, scores)
     return metric.score(y, scores), se
