@@ -1,7 +1,6 @@
 """Stacked and wide-and-deep combiners round-trip; `tuner ensemble build` end to end and its refusals."""
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np

@@ -13,9 +13,9 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import joblib
 import numpy as np
@@ -24,11 +24,13 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import LabelEncoder, OneHotEncoder, StandardScaler
 
 from tuner.data import Part
-from tuner.ensemble.candidates import Candidate
 from tuner.ensemble.fitted import Combiner, FittedMember, register_combiner
 from tuner.ensemble.oof import FoldFit, fit_candidate
 from tuner.models import FAMILIES
-from tuner.study import SealedStudy
+
+if TYPE_CHECKING:  # studies and candidates are only passed through; loading a blend needs neither
+    from tuner.ensemble.candidates import Candidate
+    from tuner.study import SealedStudy
 
 TREE_FAMILIES = ("xgboost", "random_forest")
 MAX_LEAF_TREES = 64  # leaf indices of the first trees only, so the wide part stays small
@@ -204,8 +206,6 @@ class WideAndDeep(Combiner):
 
 def fit_wide_deep(tree: Candidate | None, plan: DeepPlan, part: Part, encoder: LabelEncoder | None) -> FoldFit:
     """Fit the tree member, then the joint Keras model, on `part` for the deep part's step count."""
-    from dataclasses import replace
-
     from tuner.models.keras_training import compile_model, keras, output_activation, output_units
 
     k = keras()

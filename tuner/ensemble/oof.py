@@ -9,17 +9,19 @@ meta-models learn from these predictions, never from in-sample ones and never fr
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.preprocessing import LabelEncoder
 
 from tuner.data import Dataset, Part, prepare_parts
-from tuner.ensemble.candidates import Candidate
 from tuner.ensemble.fitted import Combiner, FittedMember
 from tuner.errors import DataError
 from tuner.models import FAMILIES, ProblemSpec
+
+if TYPE_CHECKING:
+    from tuner.ensemble.candidates import Candidate
 
 
 @dataclass
