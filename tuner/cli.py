@@ -214,11 +214,14 @@ def ensemble_show(name: str = typer.Argument(..., help="the ensemble's name"), r
 
 def _print_build(record: dict) -> None:
     m = record["metric"]
-    blends = Table("blend", f"oof_{m}", f"test_{m}", "test SE", "gap (oof - test)", "members",
-                   title=f"ensemble {record['name']}: blends (chosen by oof_{m}, never by test)")
+    blends = Table("blend", f"oof_{m}", f"test_{m}", "test SE", "test vs best single (paired SE)", "gap (oof - test)",
+                   "members", title=f"ensemble {record['name']}: blends (chosen by oof_{m}, never by test)")
+    single = record["blends"]["best_single"]["test"]
     for blend, row in record["blends"].items():
         blends.add_row(f"[bold]{blend} (chosen)[/]" if blend == record["chosen"] else blend, _fmt(row["oof"]),
-                       _fmt(row["test"]), _fmt(row["test_se"]), f"{row['oof'] - row['test']:+.4f}", str(len(row["members"])))
+                       _fmt(row["test"]), _fmt(row["test_se"]),
+                       f"{row['test'] - single:+.4f} ({row['test_difference_se']:.4f})",
+                       f"{row['oof'] - row['test']:+.4f}", str(len(row["members"])))
     members = Table("member", "steps", f"val_{m}", f"oof_{m}", f"test_{m}", "test SE", "weight",
                     title=f"members ({record['folds']}-fold out of fold on {record['rows']['oof']} rows; "
                           f"test on {record['rows']['test']} sealed rows)")

@@ -29,7 +29,7 @@ from tuner.ensemble.selection import (
 )
 from tuner.ensemble.store import write_build
 from tuner.errors import TunerError
-from tuner.finalize import bootstrap_interval
+from tuner.finalize import BOOTSTRAP_SAMPLES, bootstrap_interval
 from tuner.metrics import METRICS, Metric
 from tuner.study import ATTR
 
@@ -115,7 +115,10 @@ def build_ensemble(name: str, studies: list[str], storage_url: str | None = None
     test = Part("test", test_rows, take_rows(dataset, test_rows), encode_target(encoder, dataset.y[test_rows]),
                 preprocessor)
     member_test = [_scored(metric, test.y, f.member.predict_scores(test.X(f.view))) for f in fitted]
-    blend_test = {blend: _scored(metric, test.y, ens.predict_scores(test.raw)) for blend, ens in ensembles.items()}
+    test_scores = {blend: _probabilities(ens.predict_scores(test.raw)) for blend, ens in ensembles.items()}
+    blend_test = {blend: _scored(metric, test.y, scores) for blend, scores in test_scores.items()}
+    difference_se = {blend: _paired_difference_se(metric, test.y, scores, test_scores["best_single"])
+                     for blend, scores in test_scores.items()}
     for blend, ens in ensembles.items():
         ens.scores = {f"oof_{metric.name}": blend_scores[blend], f"test_{metric.name}": blend_test[blend][0]}
 
@@ -128,6 +131,7 @@ def build_ensemble(name: str, studies: list[str], storage_url: str | None = None
         "weighting": weighting,
         "blends": {
             blend: {"oof": blend_scores[blend], "test": blend_test[blend][0], "test_se": blend_test[blend][1],
+                    "test_difference_se": difference_se[blend],
                     "folder": blend, "members": [m.label for m in ensembles[blend].members],
                     "weights": (ensembles[blend].combiner.weights.tolist()
                                 if isinstance(ensembles[blend].combiner, WeightedAverage) else None)}
@@ -197,9 +201,27 @@ def _save_blends(ensembles: dict[str, FittedEnsemble], folder: Path) -> None:
         sklearn_log.setLevel(level)
 
 
+def _probabilities(scores: np.ndarray) -> np.ndarray:
+    """float32 probabilities (XGBoost) miss one by more than scikit-learn allows: renormalise."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return scores / scores.sum(axis=1, keepdims=True) if scores.ndim == 2 else scores
+
+
 def _scored(metric: Metric, y: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
     """Test score and its bootstrap standard error."""
-    if scores.ndim == 2:  # float32 probabilities (XGBoost) miss one by more than scikit-learn allows
-        scores = scores / scores.sum(axis=1, keepdims=True)
+    scores = _probabilities(scores)
     _, _, se = bootstrap_interval(metric, y, scores)
     return metric.score(y, scores), se
+
+
+def _paired_difference_se(metric: Metric, y: np.ndarray, blend: np.ndarray, single: np.ndarray) -> float:
+    """Bootstrap standard error of (blend - best single) on the same resampled test rows: much smaller
+    than either score's own SE when the two predict alike, so it says whether a difference is noise."""
+    rng = np.random.default_rng(0)
+    differences = []
+    for _ in range(BOOTSTRAP_SAMPLES):
+        rows = rng.integers(0, len(y), len(y))
+        if metric.name == "roc_auc" and len(np.unique(y[rows])) < 2:
+            continue
+        differences.append(metric.score(y[rows], blend[rows]) - metric.score(y[rows], single[rows]))
+    return float(np.std(differences, ddof=1))

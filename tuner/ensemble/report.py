@@ -51,9 +51,11 @@ def verdict(record: dict[str, Any]) -> list[str]:
     gain, se = _gain(record, chosen["test"], single["test"]), max(chosen["test_se"], single["test_se"])
     if record["chosen"] != "best_single":
         judged = ("better than" if gain > se else "worse than" if gain < -se else "within one standard error of")
+        paired = chosen.get("test_difference_se")
         lines.append(f"On the sealed test split ({record['rows']['test']} rows) it scores test_{m} {chosen['test']:.4f} "
-                     f"vs {single['test']:.4f} (difference {gain:+.4f}, standard error ~{se:.4f}): {judged} the best "
-                     "single member.")
+                     f"vs {single['test']:.4f} (difference {gain:+.4f}, standard error of a test score ~{se:.4f}"
+                     + (f", of the paired difference ~{paired:.4f}" if paired is not None else "")
+                     + f"): {judged} the best single member.")
     looks = ", ".join(f"{s} {n}" for s, n in record["test_looks"].items())
     lines.append(f"Test looks counted on the source studies: {looks}." + (
         " A study looked at more than once no longer has an untouched test estimate."
@@ -74,12 +76,14 @@ def render_markdown(record: dict[str, Any]) -> str:
         "",
         "## Blends",
         "",
-        f"| blend | oof_{m} | test_{m} | test SE | gap (oof - test) | members | what |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        f"| blend | oof_{m} | test_{m} | test SE | test vs best single (paired SE) | gap (oof - test) | members | what |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
+    single = record["blends"]["best_single"]
     for blend, row in record["blends"].items():
         mark = " **(chosen)**" if blend == record["chosen"] else ""
         lines.append(f"| {blend}{mark} | {row['oof']:.4f} | {row['test']:.4f} | {row['test_se']:.4f} | "
+                     f"{row['test'] - single['test']:+.4f} ({row['test_difference_se']:.4f}) | "
                      f"{row['oof'] - row['test']:+.4f} | {len(row['members'])} | {BLEND_NOTES[blend]} |")
     lines += ["", "## Members", "",
               f"| member | steps | val_{m} | oof_{m} | test_{m} | test SE | weight |", "|---|---:|---:|---:|---:|---:|---:|"]
