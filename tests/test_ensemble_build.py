@@ -42,7 +42,7 @@ def test_stacked_and_wide_deep_blends_round_trip_exactly(tmp_path, source, task,
     scores = [m.member.predict_scores(fit.X(m.view)) for m in members]
     classes = None if encoder is None else list(encoder.classes_)
     stacked = FittedEnsemble("stacked", task, metric, classes, preprocessor, members,
-                             fit_stacked(scores, fit.X("tabular"), fit.y, task), dataset.fingerprint, "digest",
+                             fit_stacked(scores, fit.y, task), dataset.fingerprint, "digest",
                              example=rest.raw[:3])
     trial = optuna.trial.create_trial(value=0.9, params={}, distributions={},
                                       user_attrs={"family": "xgboost", "params": XGB, "best_step": 5})

@@ -77,7 +77,7 @@ def build_ensemble(name: str, studies: list[str], storage_url: str | None = None
     blend_oof.update({
         "best_single": predictions[0],
         "average": np.mean(predictions, axis=0),
-        "stacked": stacked_out_of_fold(predictions, full.X("tabular"), y, task, ids),
+        "stacked": stacked_out_of_fold(predictions, y, task, ids),
         "wide_deep": wide_deep_oof,
     })
     blend_scores = {blend: metric.score(y, blend_oof[blend]) for blend in BLENDS}
@@ -102,7 +102,7 @@ def build_ensemble(name: str, studies: list[str], storage_url: str | None = None
         "average": ensemble("average", fitted, WeightedAverage(np.full(len(fitted), 1.0 / len(fitted)))),
         "weighted": ensemble("weighted", [m for m, u in zip(fitted, used) if u],
                              WeightedAverage(weights[used] / weights[used].sum())),
-        "stacked": ensemble("stacked", fitted, fit_stacked(predictions, full.X("tabular"), y, task)),
+        "stacked": ensemble("stacked", fitted, fit_stacked(predictions, y, task)),
         "wide_deep": ensemble("wide_deep", wide_deep.members, wide_deep.combiner),
     }
 

@@ -16,7 +16,7 @@ BLEND_NOTES = {
     "best_single": "the best member by out-of-fold score",
     "average": "plain average of the kept members",
     "weighted": "non-negative weights summing to one",
-    "stacked": "regularised linear meta-model on member scores + raw features",
+    "stacked": "regularised linear meta-model on the members' scores",
     "wide_deep": "jointly trained Keras wide (raw features + tree leaves) and deep part",
 }
 
