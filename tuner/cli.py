@@ -19,6 +19,8 @@ app = typer.Typer(help="Honest hyperparameter search and ensembling for the mode
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 study_app = typer.Typer(help="Run, inspect and delete studies.", no_args_is_help=True)
 app.add_typer(study_app, name="study")
+ensemble_app = typer.Typer(help="Blend the members of one or more studies.", no_args_is_help=True)
+app.add_typer(ensemble_app, name="ensemble")
 console = Console(width=None if sys.stdout.isatty() else 140)
 errors = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
 
@@ -292,6 +294,64 @@ def predict(model: Path = typer.Argument(..., help="an exported model folder, e.
     console.print(table)
     if len(result.frame) > show:
         console.print(f"{show} of {len(result.frame)} rows shown; -o predictions.csv writes them all")
+
+
+RootOption = typer.Option(None, "--root", help="where built ensembles live [default: $TUNER_ENSEMBLES or ./ensembles]")
+
+
+@ensemble_app.command("build")
+def ensemble_build(
+    name: str = typer.Argument(..., help="the ensemble's name (a folder under ROOT/.built/)"),
+    studies: list[str] = typer.Option(..., "--from", help="a study to take members from (repeat for several)"),
+    per_family: int = typer.Option(2, "--per-family", min=1, help="best complete trials taken from each family"),
+    folds: int = typer.Option(5, "--folds", min=2, help="folds of the out-of-fold predictions"),
+    correlation: float = typer.Option(0.98, "--correlation", help="drop a member correlating above this with a better one"),
+    root: Optional[Path] = RootOption,
+    storage: Optional[str] = StorageOption,
+    tracking_uri: Optional[str] = TrackingOption,
+) -> None:
+    """Blend the studies' best members out of fold, refit them on train + val, score the sealed test split once."""
+    from tuner.ensemble.build import build_ensemble
+
+    with console.status("gathering candidates") as status:
+        record = build_ensemble(name, studies, storage, tracking_uri, per_family, folds, correlation, root,
+                                on_step=lambda message: (status.update(message),
+                                                         None if console.is_terminal else console.print(message)))
+    _print_build(record)
+    console.print(f"stored in {record['path']}; MLflow run ensemble/{name} ({record['tracking_run_id']})")
+
+
+@ensemble_app.command("show")
+def ensemble_show(name: str = typer.Argument(..., help="the ensemble's name"), root: Optional[Path] = RootOption) -> None:
+    """The blends, members and verdict of a built ensemble."""
+    from tuner.ensemble.store import read_build
+
+    _print_build(read_build(name, root))
+
+
+def _print_build(record: dict) -> None:
+    m = record["metric"]
+    blends = Table("blend", f"oof_{m}", f"test_{m}", "test SE", "test vs best single (paired SE)", "gap (oof - test)",
+                   "members", title=f"ensemble {record['name']}: blends (chosen by oof_{m}, never by test)")
+    single = record["blends"]["best_single"]["test"]
+    for blend, row in record["blends"].items():
+        blends.add_row(f"[bold]{blend} (chosen)[/]" if blend == record["chosen"] else blend, _fmt(row["oof"]),
+                       _fmt(row["test"]), _fmt(row["test_se"]),
+                       f"{row['test'] - single:+.4f} ({row['test_difference_se']:.4f})",
+                       f"{row['oof'] - row['test']:+.4f}", str(len(row["members"])))
+    members = Table("member", "steps", f"val_{m}", f"oof_{m}", f"test_{m}", "test SE", "weight",
+                    title=f"members ({record['folds']}-fold out of fold on {record['rows']['oof']} rows; "
+                          f"test on {record['rows']['test']} sealed rows)")
+    for row in record["members"]:
+        members.add_row(row["label"], "-" if row["steps"] is None else str(row["steps"]), _fmt(row["val"]),
+                        _fmt(row["oof"]), _fmt(row["test"]), _fmt(row["test_se"]), f"{row['weight']:.3f}")
+    console.print(members)
+    console.print(blends)
+    for dropped in record["dropped"]:
+        console.print(f"dropped {dropped['dropped']}: oof correlation {dropped['correlation']:.3f} with "
+                      f"{dropped['kept']} (kept, better oof_{m})")
+    for line in record.get("verdict", []):
+        console.print(line)
 
 
 @app.command("datasets")

@@ -77,13 +77,17 @@ def refresh_plots(name: str, storage_url: str | None = None,
 
 def write_report(name: str, output: Path | None = None, storage_url: str | None = None,
                  tracking_uri: str | None = None) -> tuple[Path, str]:
-    """`tuner report NAME`: the HTML page written to `output` and logged as `report.html` on the parent run."""
+    """`tuner report NAME`: the HTML page written to `output` and logged as `report.html` on the parent run.
+
+    A finalized study gets its finalize section; ensembles built from the study (under
+    $TUNER_ENSEMBLES or ./ensembles) get a section each."""
+    from tuner.ensemble.report import ensemble_sections
     from tuner.report import finalize_section, study_page
     from tuner.study import describe_study
 
     study, metric, tracker, experiment_id, run_id = _open(name, storage_url, tracking_uri)
     described = describe_study(name, storage_url)
-    extra = [finalize_section(described.finalize)] if described.finalize else []
+    extra = ([finalize_section(described.finalize)] if described.finalize else []) + ensemble_sections(name)
     page = study_page(described, draw(tracker, study, metric, experiment_id, run_id), extra)
     output = Path(output or f"{name}-report.html")
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -206,6 +206,43 @@ class Tracker:
         self.client.set_terminated(run_id, status="FINISHED")
         return run_id
 
+    def log_ensemble(self, name: str, record: dict[str, Any], markdown: str, files: dict[str, bytes | str]) -> str:
+        """The run `ensemble/NAME` in the `ensembles` experiment: params, each blend's oof_/test_ scores,
+        the Markdown report, the build record and the plots."""
+        import json
+
+        from mlflow.entities import Metric, Param
+
+        experiment_id = self.experiment_id("ensembles")
+        run_id = self.client.create_run(experiment_id, run_name=f"ensemble/{name}", tags={
+            "tuner.role": "ensemble", "ensemble": name, "studies": ",".join(record["studies"]),
+            "chosen": record["chosen"], "mlflow.note.content": " ".join(record.get("verdict", []))[:5000],
+        }).info.run_id
+        try:
+            m, now = record["metric"], int(time.time() * 1000)
+            params = {"studies": ",".join(record["studies"]), "task": record["task"], "metric": m,
+                      "folds": record["folds"], "per_family": record["per_family"],
+                      "correlation_threshold": record["correlation_threshold"], "chosen": record["chosen"],
+                      "weighting": record["weighting"], "members": len(record["members"]),
+                      "dropped": len(record["dropped"]), "fingerprint": record["fingerprint"],
+                      "split_digest": record["split_digest"]}
+            metrics = {f"{blend}/{split}_{m}": row[split] for blend, row in record["blends"].items()
+                       for split in ("oof", "test")}
+            metrics.update({f"{blend}/test_{m}_se": row["test_se"] for blend, row in record["blends"].items()})
+            self.client.log_batch(run_id, params=[Param(k, _as_text(v)) for k, v in params.items()],
+                                  metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+            self.log_artifacts(run_id, {"ensemble.md": markdown, "build.json": json.dumps(record, indent=2, default=str),
+                                        **files})
+            self.client.set_terminated(run_id, status="FINISHED")
+        except BaseException:
+            self.delete_run(run_id)
+            raise
+        return run_id
+
+    def delete_run(self, run_id: str) -> None:
+        """Remove a run whose work did not complete, so no orphan run is left behind."""
+        self.client.delete_run(run_id)
+
     def start_trial(self, experiment_id: str, parent_run_id: str, trial_number: int, family: str,
                     params: dict[str, Any], tags: dict[str, str]) -> str | None:
         def start() -> str:

@@ -1,0 +1,175 @@
+"""Stacked and wide-and-deep combiners round-trip; `tuner ensemble build` end to end and its refusals."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tuner.data import load_dataset, prepare_parts
+from tuner.ensemble import FittedEnsemble
+from tuner.ensemble.blends import DeepPlan, WideAndDeep, fit_stacked, fit_wide_deep
+from tuner.ensemble.candidates import Candidate
+from tuner.errors import SplitMismatchError
+from tuner.models import ProblemSpec
+
+from conftest import run_cli, tiny_study
+from ensemble_fixtures import fitted_members
+
+XGB = {"learning_rate": 0.3, "max_depth": 3, "min_child_weight": 1.0, "subsample": 1.0, "colsample_bytree": 1.0,
+       "reg_lambda": 1.0, "reg_alpha": 0.01}
+DENSE = {"layers": 1, "units": 8, "activation": "relu", "dropout": 0.0, "regularizer": "none", "batch_norm": False,
+         "optimizer": "adam", "learning_rate": 0.01, "batch_size": 32}
+
+
+def _source(task: str, metric: str):
+    """Just what blends ask of a sealed study: its name, budget and problem spec."""
+    def problem_spec(n_classes, n_features, image_shape=None, **inputs):
+        return ProblemSpec(task=task, metric=metric, n_classes=n_classes, n_features=n_features,
+                           image_shape=image_shape, max_epochs=2, max_rounds=5, **inputs)
+
+    return SimpleNamespace(config=SimpleNamespace(name="s", budget=SimpleNamespace(epochs=2)), problem_spec=problem_spec)
+
+
+@pytest.mark.parametrize("source,task,metric", [("builtin:breast_cancer", "binary", "roc_auc"),
+                                                ("builtin:diabetes", "regression", "rmse")])
+def test_stacked_and_wide_deep_blends_round_trip_exactly(tmp_path, source, task, metric):
+    dataset = load_dataset(source)
+    members, preprocessor, encoder, rest = fitted_members(task, metric, dataset)
+    fit, _, _, _ = prepare_parts(dataset, task, np.arange(0, len(dataset.y) - 40), {})
+    scores = [m.member.predict_scores(fit.X(m.view)) for m in members]
+    classes = None if encoder is None else list(encoder.classes_)
+    stacked = FittedEnsemble("stacked", task, metric, classes, preprocessor, members,
+                             fit_stacked(scores, fit.y, task), dataset.fingerprint, "digest",
+                             example=rest.raw[:3])
+    trial = optuna.trial.create_trial(value=0.9, params={}, distributions={},
+                                      user_attrs={"family": "xgboost", "params": XGB, "best_step": 5})
+    src = _source(task, metric)
+    wide = fit_wide_deep(Candidate(src, trial), DeepPlan(src, "dense", DENSE, 2, "test"), fit, encoder)
+    assert isinstance(wide.combiner, WideAndDeep) and wide.combiner.leaf_encoder is not None
+    wide_deep = FittedEnsemble("wide_deep", task, metric, classes, preprocessor, wide.members, wide.combiner,
+                               dataset.fingerprint, "digest", example=rest.raw[:3])
+    for ensemble in (stacked, wide_deep):
+        before = ensemble.predict_scores(rest.raw)
+        loaded = FittedEnsemble.load(ensemble.save(tmp_path / ensemble.name))
+        assert type(loaded.combiner) is type(ensemble.combiner)
+        np.testing.assert_allclose(loaded.predict_scores(rest.raw), before, rtol=1e-5, atol=1e-6)
+        if task == "binary":
+            np.testing.assert_allclose(before.sum(axis=1), 1.0, rtol=1e-6)
+        else:
+            assert before.shape == (40,) and np.isfinite(before).all()
+
+
+def _sealed_study(write_study, storage_url, name, seed):
+    from tuner.config import load_study_file
+    from tuner.study import open_study
+
+    path = write_study(tiny_study(name, split={"test_fraction": 0.2, "validation_fraction": 0.2, "seed": seed}),
+                       f"{name}.yaml")
+    config, base_dir = load_study_file(path)
+    open_study(config, base_dir, storage_url)
+
+
+def test_studies_with_different_splits_are_refused_with_one_line_and_nothing_written(
+        write_study, storage_url, tracking_uri, tmp_path):
+    _sealed_study(write_study, storage_url, "seed-one", 1)
+    _sealed_study(write_study, storage_url, "seed-two", 2)
+    from tuner.ensemble.build import build_ensemble
+
+    with pytest.raises(SplitMismatchError, match="studies 'seed-one' and 'seed-two' do not share data and split"):
+        build_ensemble("mixed", ["seed-one", "seed-two"], storage_url, tracking_uri, root=tmp_path / "ens")
+    result = run_cli("ensemble", "build", "mixed", "--from", "seed-one", "--from", "seed-two", "--root",
+                     str(tmp_path / "ens"), "--storage", storage_url, "--tracking-uri", tracking_uri)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "'seed-one' and 'seed-two'" in result.stderr
+    assert not (tmp_path / "ens").exists()
+    assert MlflowClient(tracking_uri).get_experiment_by_name("ensembles") is None
+    for name in ("seed-one", "seed-two"):
+        assert "tuner.test_looks" not in optuna.load_study(study_name=name, storage=storage_url).user_attrs
+
+
+@pytest.mark.slow
+def test_convnet_and_xgboost_blend_on_digits_through_the_cli(write_study, storage_url, tracking_uri, tmp_path,
+                                                             monkeypatch):
+    """A Keras member on images and an XGBoost member on the flattened pixels, blended end to end."""
+    from tuner.study import run_study
+
+    spec = tiny_study("digits-blend", data={"source": "builtin:digits"}, metric="accuracy",
+                      families=["convnet", "xgboost"], budget={"trials": 4, "epochs": 2, "rounds": 15, "patience": 2},
+                      sampler={"name": "random", "seed": 3})
+    run_study(write_study(spec), storage_url, tracking_uri)
+    root = tmp_path / "ensembles"
+    result = run_cli("ensemble", "build", "digits", "--from", "digits-blend", "--folds", "2", "--per-family", "1",
+                     "--root", str(root), "--storage", storage_url, "--tracking-uri", tracking_uri)
+    assert result.returncode == 0, result.stderr
+    for heading in ("oof_accuracy", "test_accuracy", "gap", "best_single", "weighted", "stacked", "wide_deep"):
+        assert heading in result.stdout
+    record = json.loads((root / ".built" / "digits" / "build.json").read_text())
+    assert {m["family"] for m in record["members"]} == {"convnet", "xgboost"}
+    assert {m["view"] for m in record["members"]} == {"image", "tabular"}
+    assert record["chosen"] == max(record["blends"], key=lambda b: record["blends"][b]["oof"]) or \
+        record["blends"][record["chosen"]]["oof"] == max(r["oof"] for r in record["blends"].values())
+    assert record["wide_deep"]["deep_part"]["family"] == "convnet" and record["wide_deep"]["tree"].endswith("xgboost")
+    assert record["test_looks"] == {"digits-blend": 1}
+    assert optuna.load_study(study_name="digits-blend", storage=storage_url).user_attrs["tuner.test_looks"] == 1
+    for blend, row in record["blends"].items():
+        assert 0.0 <= row["test"] <= 1.0 and row["test_se"] > 0
+    weighted = record["blends"]["weighted"]["weights"]
+    assert min(weighted) >= 0 and sum(weighted) == pytest.approx(1.0)
+
+    chosen = FittedEnsemble.load(root / ".built" / "digits" / record["chosen"])
+    digits = load_dataset("builtin:digits")
+    frame = chosen.predict_frame(digits.X[:7])
+    assert len(frame) == 7 and set(frame["prediction"]) <= set(range(10))
+    assert chosen.scores == {"oof_accuracy": pytest.approx(record["blends"][record["chosen"]]["oof"]),
+                             "test_accuracy": pytest.approx(record["blends"][record["chosen"]]["test"])}
+
+    client = MlflowClient(tracking_uri)
+    [run] = client.search_runs([client.get_experiment_by_name("ensembles").experiment_id], "tags.ensemble = 'digits'")
+    assert run.info.run_name == "ensemble/digits" and run.info.run_id == record["tracking_run_id"]
+    assert f"{record['chosen']}/test_accuracy" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {
+        a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert {"ensemble.md", "build.json", "plots/member_weights.png", "plots/prediction_correlation.png"} <= artifacts
+
+    monkeypatch.setenv("TUNER_ENSEMBLES", str(root))
+    page = tmp_path / "report.html"
+    result = run_cli("report", "digits-blend", "-o", str(page), "--storage", storage_url, "--tracking-uri", tracking_uri)
+    assert result.returncode == 0, result.stderr
+    assert "Ensemble digits" in page.read_text() and "oof_accuracy" in page.read_text()
+
+
+@pytest.mark.slow
+def test_build_without_keras_members_and_a_failed_save_leaves_the_last_build(write_study, storage_url, tracking_uri,
+                                                                             tmp_path, monkeypatch):
+    """No deep member: the wide-and-deep blend says it used a dense deep part. A save that fails after the
+    test look keeps that look counted, deletes its MLflow run and leaves the previous build in place."""
+    from tuner.ensemble.build import build_ensemble
+    from tuner.study import run_study
+
+    spec = tiny_study("trees", families=["linear", "xgboost"], budget={"trials": 4, "epochs": 2, "rounds": 20},
+                      sampler={"name": "random", "seed": 4})
+    run_study(write_study(spec), storage_url, tracking_uri)
+    root = tmp_path / "ensembles"
+    record = build_ensemble("trees", ["trees"], storage_url, tracking_uri, per_family=2, folds=2, root=root)
+    assert record["wide_deep"]["deep_part"]["family"] == "dense"
+    assert "no reusable Keras member" in record["wide_deep"]["deep_part"]["origin"]
+    assert record["blends"][record["chosen"]]["oof"] == pytest.approx(
+        max(r["oof"] for r in record["blends"].values()))
+    stored = (root / ".built" / "trees" / "build.json").read_text()
+
+    def broken(self, folder):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(FittedEnsemble, "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        build_ensemble("trees", ["trees"], storage_url, tracking_uri, per_family=2, folds=2, root=root)
+    assert (root / ".built" / "trees" / "build.json").read_text() == stored
+    assert [p.name for p in (root / ".built").iterdir()] == ["trees"]
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("ensembles").experiment_id],
+                              "tags.ensemble = 'trees'")
+    assert [r.info.run_id for r in runs] == [record["tracking_run_id"]]
+    assert optuna.load_study(study_name="trees", storage=storage_url).user_attrs["tuner.test_looks"] == 2
