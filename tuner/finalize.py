@@ -73,6 +73,11 @@ class FinalizeReport:
     def to_record(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> FinalizeReport:
+        """The report stored with the study (attr `tuner.finalize`), shown again without a new test look."""
+        return cls(**{**record, "rows": [FinalRow(**row) for row in record["rows"]]})
+
 
 def select_finalists(study: optuna.Study, top: int) -> list[FrozenTrial]:
     """The best `top` complete trials by validation, widened to hold the best of every family."""

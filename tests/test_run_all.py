@@ -1,0 +1,32 @@
+"""`tuner run-all`: search, one test look, ensemble and export in one command; a rerun adds no look."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+
+from tests.conftest import run_cli, tiny_study
+
+
+@pytest.mark.slow
+def test_run_all_searches_finalizes_blends_and_exports_then_reruns_without_a_new_look(
+        write_study, storage_url, tracking_uri, tmp_path):
+    path = write_study(tiny_study("everything", families=["linear", "random_forest", "xgboost"],
+                                  budget={"trials": 5, "rounds": 30, "patience": 2}))
+    common = ["--storage", storage_url, "--tracking-uri", tracking_uri, "--root", str(tmp_path / "ensembles")]
+    first = run_cli("run-all", str(path), "--budget", "120", *common)
+    assert first.returncode == 0, first.stderr
+    for printed in ("test_roc_auc", "oof_roc_auc", "exported blend", "alias @champion", "time: search"):
+        assert printed in first.stdout
+    manifest = json.loads((tmp_path / "ensembles" / "everything" / "manifest.json").read_text())
+    study = optuna.load_study(study_name="everything", storage=storage_url)
+    looks = study.user_attrs["tuner.test_looks"]
+    assert looks == 2  # finalize's and the ensemble's, each counted once
+
+    again = run_cli("run-all", str(path), *common)
+    assert again.returncode == 0, again.stderr
+    assert "shown from the earlier run (no new test look): finalize, ensemble, export" in again.stdout
+    assert optuna.load_study(study_name="everything", storage=storage_url).user_attrs["tuner.test_looks"] == looks
+    assert json.loads((tmp_path / "ensembles" / "everything" / "manifest.json").read_text()) == manifest
