@@ -84,8 +84,9 @@ def fit_stacked(scores: list[np.ndarray], y: np.ndarray, task: str, seed: int = 
     if task == "regression":
         model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 4, 15)))
     else:
-        model = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=np.logspace(-4, 2, 10), cv=5, max_iter=3000,
-                                                                     scoring="neg_log_loss", random_state=seed))
+        model = make_pipeline(StandardScaler(), LogisticRegressionCV(
+            Cs=np.logspace(-4, 2, 10), l1_ratios=(0.0,), cv=5, max_iter=3000, scoring="neg_log_loss",
+            random_state=seed, use_legacy_attributes=False))
     return StackedLinear(model.fit(meta_features(scores, task), y), task)
 
 
