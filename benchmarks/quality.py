@@ -91,6 +91,8 @@ def _tuner(name: str, budget: float, folder: Path) -> dict[str, tuple[float, flo
     result = run_all(path, budget, storage_url=f"sqlite:///{folder}/optuna.db",
                      tracking_uri=f"sqlite:///{folder}/mlflow.db", ensembles_root=folder / "ensembles")
     seconds = time.perf_counter() - started
+    print(f"{name:<16} tuner run-all stages: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.stage_seconds.items())
+          + f" (budget {budget:.0f} s)")
     single = result.finalize.winner
     blend = result.build["blends"][result.build["chosen"]]
     return {f"tuner best single ({single.family})": (single.test, (single.test_high - single.test_low) / 3.92, seconds),

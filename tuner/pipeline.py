@@ -23,9 +23,10 @@ from typing import Any, Callable
 from optuna.trial import TrialState
 
 from tuner.config import load_study_file
+from tuner.models import FAMILIES
 from tuner.study import ATTR, RunResult, load_existing, run_study
 
-SEARCH_SHARE = 0.55
+SEARCH_SHARE = 0.4
 FINALIZE_TOP = 3
 
 
@@ -114,17 +115,21 @@ def run_all(study_file: str | Path, budget: float | None = None, storage_url: st
 def ensemble_size(name: str, storage_url: str | None, seconds_left: float | None) -> tuple[int, int]:
     """Folds and members per family the ensemble stage can afford, from the trials' own durations.
 
-    A member costs about (folds + 1) fits of its median trial time, plus the wide-and-deep blend's
-    (folds + 1) fits; without a time budget the defaults (5 folds, 2 per family) are used.
+    Each member costs about (folds + 1) fits of its family's median trial time (K out-of-fold fits
+    and the final refit); the wide-and-deep blend costs as much as the slowest Keras family. Without
+    a time budget the defaults (5 folds, 2 per family) are used.
     """
     if seconds_left is None:
         return 5, 2
     study = load_existing(name, storage_url)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    families = {t.user_attrs.get("family") for t in complete}
-    fit_s = statistics.median([t.user_attrs.get("duration_s", 1.0) for t in complete]) if complete else 1.0
+    per_family_s: dict[str, list[float]] = {}
+    for t in complete:
+        per_family_s.setdefault(t.user_attrs.get("family", "?"), []).append(t.user_attrs.get("duration_s", 1.0))
+    medians = {family: statistics.median(durations) for family, durations in per_family_s.items()} or {"?": 1.0}
+    keras = [s for family, s in medians.items() if family in FAMILIES and FAMILIES[family].uses_keras]
     for folds, per_family in ((5, 2), (3, 2), (3, 1), (2, 1)):
-        members = per_family * max(len(families), 1) + 1  # + the wide-and-deep blend
-        if members * (folds + 1) * fit_s <= seconds_left * 0.8:
+        cost = (folds + 1) * (per_family * sum(medians.values()) + max(keras, default=0.0))
+        if cost <= seconds_left:
             return folds, per_family
     return 2, 1
