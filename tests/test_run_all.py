@@ -30,3 +30,20 @@ def test_run_all_searches_finalizes_blends_and_exports_then_reruns_without_a_new
     assert "shown from the earlier run (no new test look): finalize, ensemble, export" in again.stdout
     assert optuna.load_study(study_name="everything", storage=storage_url).user_attrs["tuner.test_looks"] == looks
     assert json.loads((tmp_path / "ensembles" / "everything" / "manifest.json").read_text()) == manifest
+
+
+def test_the_ensemble_is_sized_from_each_familys_median_trial_time(storage_url):
+    from optuna.trial import TrialState, create_trial
+
+    from tuner.pipeline import ensemble_size
+
+    study = optuna.create_study(study_name="sized", storage=storage_url, direction="maximize")
+    for family, seconds in [("linear", 1.0), ("linear", 1.0), ("dense", 10.0), ("dense", 12.0)]:
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.9,
+                                     user_attrs={"family": family, "duration_s": seconds}))
+    # per fold and refit: 2 x (1 + 11) members + 11 for the wide-and-deep blend = 35 s
+    assert ensemble_size("sized", storage_url, None) == (5, 2)
+    assert ensemble_size("sized", storage_url, 6 * 35) == (5, 2)
+    assert ensemble_size("sized", storage_url, 4 * 35) == (3, 2)
+    assert ensemble_size("sized", storage_url, 4 * 23) == (3, 1)
+    assert ensemble_size("sized", storage_url, 10) == (2, 1)
