@@ -8,7 +8,7 @@
    pruning, same seed and trial count: epochs / rounds trained, wall seconds, best val score.
 3. RAM over a long Keras study: resident memory after each dense trial.
 
-Usage: python benchmarks/overhead.py [--trials 40] [--prune-trials 20] [--ram-trials 30] [--only overhead,pruning,ram]
+Usage: python benchmarks/overhead.py [--trials 40] [--prune-trials 20] [--ram-trials 30] [--only overhead,pruning,ram] [--quick]
 Writes benchmarks/results/overhead.csv as well as printing the tables.
 """
 
@@ -175,7 +175,10 @@ def main() -> None:
     parser.add_argument("--prune-trials", type=int, default=20)
     parser.add_argument("--ram-trials", type=int, default=30)
     parser.add_argument("--only", default="overhead,pruning,ram")
+    parser.add_argument("--quick", action="store_true", help="fewer trials: 30 trivial, 12 pruning, 15 RAM")
     args = parser.parse_args()
+    if args.quick:
+        args.trials, args.prune_trials, args.ram_trials = 30, 12, 15
     chosen = set(args.only.split(","))
     RESULTS.mkdir(exist_ok=True)
     print(f"machine: {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB")
