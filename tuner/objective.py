@@ -159,6 +159,8 @@ class Objective:
                 if all(self.config.families[n].max_trials is not None for n in names) and self._all_capped(trial):
                     trial.study.stop()
                 raise optuna.TrialPruned(f"{name} reached max_trials={cap}")
+        if self.budget.deadline is None:  # no timeout: no need to read the durations on record
+            return name
         trials = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
         if not self.budget.fits(trials, name):
             reason = f"{name} would not finish in the {self.budget.remaining():.0f} s left of the timeout"
