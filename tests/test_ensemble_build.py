@@ -62,6 +62,28 @@ def test_stacked_and_wide_deep_blends_round_trip_exactly(tmp_path, source, task,
             assert before.shape == (40,) and np.isfinite(before).all()
 
 
+WIDE_DEEP_MEMBER = {"cross_columns": 2, "hash_bins": 64, "layers": 1, "units": 8, "dropout": 0.0, "category_dim": 2,
+                    "optimizer": "adam", "learning_rate": 0.01, "batch_size": 32}
+
+
+def test_a_wide_deep_member_lends_its_hidden_layer_not_its_logits_as_the_deep_part(tmp_path):
+    """The `wide_deep` family ends in an Activation over summed logits; the blend must read the layer before."""
+    dataset = load_dataset("builtin:generated_mixed")
+    rows = np.arange(300)
+    fit, _, preprocessor, encoder = prepare_parts(dataset, "binary", rows, {})
+    src = _source("binary", "roc_auc")
+    wide = fit_wide_deep(None, DeepPlan(src, "wide_deep", WIDE_DEEP_MEMBER, 2, "s#0 wide_deep"), fit, encoder)
+
+    combiner = wide.combiner
+    assert combiner.deep_part["family"] == "wide_deep" and combiner.deep_view == "columns"
+    assert combiner.model.get_layer("deep").input.shape[-1] == WIDE_DEEP_MEMBER["units"]
+    ensemble = FittedEnsemble("wide_deep", "binary", "roc_auc", list(encoder.classes_), preprocessor, wide.members,
+                              combiner, dataset.fingerprint, "digest", example=fit.raw[:3])
+    loaded = FittedEnsemble.load(ensemble.save(tmp_path / "wide_deep"))
+    unseen = dataset.X.iloc[300:340]
+    np.testing.assert_allclose(loaded.predict_scores(unseen), ensemble.predict_scores(unseen), rtol=1e-5, atol=1e-6)
+
+
 def _sealed_study(write_study, storage_url, name, seed):
     from tuner.config import load_study_file
     from tuner.study import open_study
