@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -28,7 +29,7 @@ from tuner import export as export_module
 from tuner.ensemble.store import built_dir, write_build
 from tuner.errors import DataError, StorageError, TunerError
 from tuner.export import MANIFEST, export_ensemble
-from tuner.predict import predict_file
+from tuner.predict import conform, predict_file
 
 
 def make_build(root: Path, name: str, ensemble, tracking_run_id: str | None = None) -> None:
@@ -274,6 +275,31 @@ def test_tuner_predict_refuses_a_misspelled_column_in_one_line(tmp_path, trackin
     predicted = predict_file(folder, tmp_path / "rows.parquet", tmp_path / "predictions.parquet")
     assert pd.read_parquet(tmp_path / "predictions.parquet").equals(predicted.frame) and predicted.notes == []
     np.testing.assert_array_equal(predicted.frame["prediction"], ensemble.predict_frame(rows)["prediction"])
+
+
+@pytest.mark.parametrize("infer_string", [True, False], ids=["pandas-3-strings", "pandas-2-object-strings"])
+def test_none_and_nan_in_text_columns_reach_the_preprocessor_as_missing(mixed, infer_string):
+    ensemble, rows = mixed
+    rows = rows.astype({"plan": object, "support_note": object})  # rows 0 (plan) and 2 (region) hold None
+    rows.loc[3, "support_note"] = np.nan
+    rows.loc[4, "plan"] = np.nan
+    schema = export_module.signature(ensemble).inputs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pandas 3 deprecates the option that brings back pandas 2's strings
+        try:
+            strings = pd.option_context("future.infer_string", infer_string)
+        except (KeyError, AttributeError):
+            pytest.skip("this pandas no longer has pandas 2's object strings")
+        with strings:
+            conformed, _ = conform(rows, schema, "rows.csv")
+
+    for column, row in (("plan", 0), ("region", 2), ("support_note", 3), ("plan", 4)):
+        assert conformed[column][row] is None, (column, conformed[column][row])
+    assert conformed["plan"][1] == rows["plan"][1]
+    for view in ("tabular", "columns"):
+        expected, got = ensemble.preprocessor.transform(rows, view), ensemble.preprocessor.transform(conformed, view)
+        for name in (expected if isinstance(expected, dict) else [None]):
+            np.testing.assert_array_equal(got[name] if name else got, expected[name] if name else expected)
 
 
 @pytest.mark.slow

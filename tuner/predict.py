@@ -93,7 +93,11 @@ def _missing(column: str, extra: list[str]) -> str:
 
 
 def _as_type(values: pd.Series, kind: str, source: str) -> pd.Series:
-    """float64 for `double`, else strings (missing stays missing); words where numbers belong are refused."""
+    """float64 for `double`, else strings with None where a value is missing; words where numbers belong are refused.
+
+    Strings by hand, not `astype("str")`: before pandas 3 that turns None and NaN into "None" and
+    "nan", which the preprocessor would take for categories instead of imputing them.
+    """
     if kind == "double":
         numbers = pd.to_numeric(values, errors="coerce")
         bad = numbers.isna() & values.notna()
@@ -103,7 +107,7 @@ def _as_type(values: pd.Series, kind: str, source: str) -> pd.Series:
         return numbers.astype(np.float64)
     if kind == "boolean":
         return values.astype(object).where(values.notna(), None)
-    return values.astype("str")
+    return values.map(str, na_action="ignore").astype(object).where(values.notna(), None)
 
 
 def _conform_array(rows: pd.DataFrame, spec, source: str) -> np.ndarray:
