@@ -1,6 +1,7 @@
 """Stacked and wide-and-deep combiners round-trip; `tuner ensemble build` end to end and its refusals."""
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,6 +13,7 @@ from tuner.data import load_dataset, prepare_parts
 from tuner.ensemble import FittedEnsemble
 from tuner.ensemble.blends import DeepPlan, WideAndDeep, fit_stacked, fit_wide_deep
 from tuner.ensemble.candidates import Candidate
+from tuner.ensemble.store import read_build, write_build
 from tuner.errors import SplitMismatchError
 from tuner.models import ProblemSpec
 
@@ -82,6 +84,23 @@ def test_a_wide_deep_member_lends_its_hidden_layer_not_its_logits_as_the_deep_pa
     loaded = FittedEnsemble.load(ensemble.save(tmp_path / "wide_deep"))
     unseen = dataset.X.iloc[300:340]
     np.testing.assert_allclose(loaded.predict_scores(unseen), ensemble.predict_scores(unseen), rtol=1e-5, atol=1e-6)
+
+
+def test_a_build_whose_last_rename_fails_puts_the_earlier_build_back(tmp_path, monkeypatch):
+    write_build("kept", {"name": "kept", "look": 1}, lambda folder: (folder / "weighted").mkdir(), root=tmp_path)
+    rename = Path.rename
+
+    def staging_cannot_land(self, target):
+        if Path(target).name == "kept" and not self.name.startswith(".kept-old-"):
+            raise OSError("disk full")
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", staging_cannot_land)
+    with pytest.raises(OSError, match="disk full"):
+        write_build("kept", {"name": "kept", "look": 2}, lambda folder: (folder / "weighted").mkdir(), root=tmp_path)
+
+    assert read_build("kept", tmp_path) == {"name": "kept", "look": 1}
+    assert [p.name for p in (tmp_path / ".built").iterdir()] == ["kept"]  # no staging, nothing stranded aside
 
 
 def _sealed_study(write_study, storage_url, name, seed):

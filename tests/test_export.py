@@ -161,7 +161,7 @@ def test_a_failed_export_leaves_nothing_and_keeps_the_earlier_one(tmp_path, trac
         raise failure
 
     targets = {"manifest": (export_module, "make_manifest"), "upload": (MlflowClient, "log_model_artifacts"),
-               "registry": (MlflowClient, "create_model_version"), "rename": (export_module, "_swap")}
+               "registry": (MlflowClient, "create_model_version"), "rename": (export_module, "swap_folder")}
     with monkeypatch.context() as patch:
         patch.setattr(*targets[where], fail)
         with pytest.raises(raised):

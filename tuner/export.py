@@ -29,7 +29,7 @@ import pandas as pd
 
 from tuner.ensemble import FittedEnsemble, WeightedAverage
 from tuner.ensemble.fitted import DESCRIPTION
-from tuner.ensemble.store import built_dir, ensembles_root, read_build
+from tuner.ensemble.store import built_dir, ensembles_root, read_build, swap_folder
 from tuner.errors import TunerError
 from tuner.tracking import CHAMPION, PublishedModel, Tracker
 
@@ -78,7 +78,7 @@ def export_ensemble(name: str, blend: str | None = None, out: str | Path | None 
                                   "model_id": published.model_id, "registered_model": published.name,
                                   "version": published.version, "alias": CHAMPION, "model_uri": published.uri}
             _write_json(staging / MANIFEST, manifest)
-            earlier = _swap(staging, final)
+            earlier = swap_folder(staging, final)
         except BaseException:
             tracker.retract_model(published)
             raise
@@ -236,22 +236,6 @@ def _check_destination(final: Path) -> None:
         if final.is_dir() and not any(final.iterdir()):
             return
         raise TunerError(f"{final} exists and is not a tuner export (no {MANIFEST}); choose another --out")
-
-
-def _swap(staging: Path, final: Path) -> Path | None:
-    """Rename `staging` to `final`; an earlier export there moves aside (returned) and comes back on failure."""
-    if not final.exists():
-        staging.rename(final)
-        return None
-    old = Path(tempfile.mkdtemp(prefix=f".{final.name}-old-", dir=final.parent))
-    old.rmdir()
-    final.rename(old)
-    try:
-        staging.rename(final)
-    except BaseException:
-        old.rename(final)
-        raise
-    return old
 
 
 def _write_json(path: Path, record: dict[str, Any]) -> None:
