@@ -352,11 +352,13 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_with_the_same_predictions(tmp_path, tracking_uri, mixed):
     ensemble, rows = mixed
-    make_build(tmp_path / "ensembles", "churn-served", ensemble)
-    exported = run_cli("export", "churn-served", "--tracking-uri", tracking_uri, cwd=tmp_path)
+    root = tmp_path / "models"
+    make_build(root, "churn-served", ensemble)
+    exported = run_cli("export", "churn-served", "--root", str(root), "--tracking-uri", tracking_uri, cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert "registered models:/churn-served/1 (alias @champion)" in exported.stdout
-    folder = tmp_path / "ensembles" / "churn-served"
+    folder = root / "churn-served"
+    assert (folder / MANIFEST).is_file() and not (tmp_path / "ensembles").exists()  # --root, as for ensemble build
 
     port = _free_port()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

@@ -251,17 +251,22 @@ def report(name: str = typer.Argument(..., help="study name"),
     console.print(f"wrote {path} and logged it as report.html on MLflow run {run_id}")
 
 
+RootOption = typer.Option(None, "--root", help="where built ensembles (ROOT/.built/NAME) and exports (ROOT/NAME) live "
+                          "[default: $TUNER_ENSEMBLES or ./ensembles]")
+
+
 @app.command("export")
 def export(name: str = typer.Argument(..., help="a built ensemble (`tuner ensemble build NAME`)"),
            blend: Optional[str] = typer.Option(None, "--blend", help="which built blend [default: the one the build chose]"),
-           out: Optional[Path] = typer.Option(None, "--out", help="model folder [default: ensembles/NAME]"),
+           out: Optional[Path] = typer.Option(None, "--out", help="model folder [default: ROOT/NAME]"),
+           root: Optional[Path] = RootOption,
            tracking_uri: Optional[str] = TrackingOption) -> None:
     """Export a built blend as an MLflow pyfunc model; log it, register a new version, alias it champion."""
     from tuner.export import export_ensemble
 
     try:
         with console.status(f"exporting {name}"):
-            result = export_ensemble(name, blend, out, tracking_uri)
+            result = export_ensemble(name, blend, out, tracking_uri, root)
     except KeyboardInterrupt:
         errors.print("interrupted: nothing was exported; an earlier export and the registry are unchanged")
         raise typer.Exit(130)
@@ -294,9 +299,6 @@ def predict(model: Path = typer.Argument(..., help="an exported model folder, e.
     console.print(table)
     if len(result.frame) > show:
         console.print(f"{show} of {len(result.frame)} rows shown; -o predictions.csv writes them all")
-
-
-RootOption = typer.Option(None, "--root", help="where built ensembles live [default: $TUNER_ENSEMBLES or ./ensembles]")
 
 
 @ensemble_app.command("build")
