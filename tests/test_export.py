@@ -369,18 +369,32 @@ def test_mlflow_models_serve_answers_with_the_same_predictions(tmp_path, trackin
                               env=env, cwd=tmp_path, start_new_session=True)
     try:
         _wait_for_ping(server, port, tmp_path / "serve.log")
-        body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            answered = pd.DataFrame(json.loads(response.read())["predictions"])
+        status, answer = _invoke(port, rows)
+        misspelled_status, refusal = _invoke(port, rows.rename(columns={"region": "regoin"}))
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn worker
         server.wait(timeout=30)
         log.close()
+    assert status == 200, answer
+    answered = pd.DataFrame(json.loads(answer)["predictions"])
     expected = ensemble.predict_frame(rows)
     np.testing.assert_array_equal(answered["prediction"], expected["prediction"])
     np.testing.assert_allclose(answered[["proba_no", "proba_yes"]], expected[["proba_no", "proba_yes"]], rtol=1e-12)
+    assert 400 <= misspelled_status < 500, refusal  # docs/export.md: HTTP 400 naming the column
+    message = json.loads(refusal)["message"]
+    assert "missing inputs ['region']" in message and "'regoin'" in message, message
+
+
+def _invoke(port: int, rows: pd.DataFrame) -> tuple[int, str]:
+    """POST rows to /invocations as `dataframe_split`; the HTTP status and the body, refusals included."""
+    body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read().decode()
 
 
 def _wait_for_ping(server: subprocess.Popen, port: int, log: Path, limit_s: float = 240) -> None:
