@@ -1,6 +1,7 @@
 """Stacked and wide-and-deep combiners round-trip; `tuner ensemble build` end to end and its refusals."""
 
 import json
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -101,6 +102,45 @@ def test_a_build_whose_last_rename_fails_puts_the_earlier_build_back(tmp_path, m
 
     assert read_build("kept", tmp_path) == {"name": "kept", "look": 1}
     assert [p.name for p in (tmp_path / ".built").iterdir()] == ["kept"]  # no staging, nothing stranded aside
+
+
+def _interrupted_build(monkeypatch, capsys, where: str, *args: str) -> tuple[int, str]:
+    """`tuner ensemble build ARGS` in-process, with Ctrl-C pressed inside `tuner.ensemble.build.<where>`."""
+    from tuner import cli
+
+    def ctrl_c(*_, **__):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(f"tuner.ensemble.build.{where}", ctrl_c)
+    monkeypatch.setattr(sys, "argv", ["tuner", "ensemble", "build", *args])
+    with pytest.raises(SystemExit) as stopped:
+        cli.main()
+    return stopped.value.code, capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_build_says_whether_the_test_look_was_counted(write_study, storage_url, tracking_uri,
+                                                                       tmp_path, monkeypatch, capsys):
+    from tuner.study import run_study
+
+    run_study(write_study(tiny_study("stopped", families=["linear", "xgboost"],
+                                     budget={"trials": 2, "epochs": 2, "rounds": 10})), storage_url, tracking_uri)
+    args = ("stopped", "--from", "stopped", "--folds", "2", "--per-family", "1", "--root", str(tmp_path / "ens"),
+            "--storage", storage_url, "--tracking-uri", tracking_uri)
+
+    with monkeypatch.context() as patch:
+        status, err = _interrupted_build(patch, capsys, "out_of_fold", *args)
+    assert status == 130 and err.count("\n") == 1
+    assert "before the sealed test split was looked at: no test look was counted" in err
+    assert "finished trials" not in err and f"rebuild with: tuner ensemble build {' '.join(args)}" in err
+    assert "tuner.test_looks" not in optuna.load_study(study_name="stopped", storage=storage_url).user_attrs
+
+    with monkeypatch.context() as patch:
+        status, err = _interrupted_build(patch, capsys, "take_rows", *args)  # reads the test rows, after counting
+    assert status == 130
+    assert "after the sealed test split was looked at: that look stays counted (stopped: 1 test look(s))" in err
+    assert optuna.load_study(study_name="stopped", storage=storage_url).user_attrs["tuner.test_looks"] == 1
+    assert not (tmp_path / "ens" / ".built" / "stopped").exists()
 
 
 def _sealed_study(write_study, storage_url, name, seed):

@@ -313,14 +313,31 @@ def ensemble_build(
     tracking_uri: Optional[str] = TrackingOption,
 ) -> None:
     """Blend the studies' best members out of fold, refit them on train + val, score the sealed test split once."""
-    from tuner.ensemble.build import build_ensemble
+    from tuner.ensemble.build import BuildInterrupted, build_ensemble
 
-    with console.status("gathering candidates") as status:
-        record = build_ensemble(name, studies, storage, tracking_uri, per_family, folds, correlation, root,
-                                on_step=lambda message: (status.update(message),
-                                                         None if console.is_terminal else console.print(message)))
+    try:
+        with console.status("gathering candidates") as status:
+            record = build_ensemble(name, studies, storage, tracking_uri, per_family, folds, correlation, root,
+                                    on_step=lambda message: (status.update(message),
+                                                             None if console.is_terminal else console.print(message)))
+    except BuildInterrupted as stop:
+        _print_build_interrupted(name, studies, stop.test_looks)
+        raise typer.Exit(130) from None
     _print_build(record)
     console.print(f"stored in {record['path']}; MLflow run ensemble/{name} ({record['tracking_run_id']})")
+
+
+def _print_build_interrupted(name: str, studies: list[str], test_looks: dict[str, int]) -> None:
+    """What a Ctrl-C kept: never a build, sometimes a counted test look."""
+    typed = " ".join(sys.argv[1:]) if Path(sys.argv[0]).name in ("tuner", "__main__.py") else ""
+    rerun = typed or f"ensemble build {name} " + " ".join(f"--from {study}" for study in studies)
+    if test_looks:
+        looks = ", ".join(f"{study}: {n} test look(s)" for study, n in test_looks.items())
+        looked = f"after the sealed test split was looked at: that look stays counted ({looks})"
+    else:
+        looked = "before the sealed test split was looked at: no test look was counted"
+    errors.print(f"interrupted {looked}; nothing was stored (any earlier build of {name} is kept, the studies' "
+                 f"trials are untouched); rebuild with: tuner {rerun}", soft_wrap=True)
 
 
 @ensemble_app.command("show")
