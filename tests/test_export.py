@@ -279,27 +279,35 @@ def test_tuner_predict_refuses_a_misspelled_column_in_one_line(tmp_path, trackin
 
 @pytest.mark.parametrize("infer_string", [True, False], ids=["pandas-3-strings", "pandas-2-object-strings"])
 def test_none_and_nan_in_text_columns_reach_the_preprocessor_as_missing(mixed, infer_string):
+    """`tuner predict`'s conversion and the preprocessor itself (what the HTTP server feeds) alike."""
     ensemble, rows = mixed
-    rows = rows.astype({"plan": object, "support_note": object})  # rows 0 (plan) and 2 (region) hold None
-    rows.loc[3, "support_note"] = np.nan
-    rows.loc[4, "plan"] = np.nan
+    strings = ["plan", "region", "support_note"]
+    rows = rows.astype({c: object for c in strings})
+    missing = {("plan", 0): None, ("region", 2): None, ("support_note", 3): None,
+               ("plan", 4): np.nan, ("support_note", 5): np.nan}
+    for (column, row), value in missing.items():
+        rows.loc[row, column] = value
+    assert rows["plan"][0] is None and rows["plan"][4] is not None
+    as_nan = rows.assign(**{c: rows[c].where(rows[c].notna(), np.nan) for c in strings})
     schema = export_module.signature(ensemble).inputs
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pandas 3 deprecates the option that brings back pandas 2's strings
         try:
-            strings = pd.option_context("future.infer_string", infer_string)
+            pandas_strings = pd.option_context("future.infer_string", infer_string)
         except (KeyError, AttributeError):
             pytest.skip("this pandas no longer has pandas 2's object strings")
-        with strings:
+        with pandas_strings:
             conformed, _ = conform(rows, schema, "rows.csv")
+            seen = {view: [ensemble.preprocessor.transform(frame, view) for frame in (as_nan, conformed, rows)]
+                    for view in ("tabular", "columns")}
 
-    for column, row in (("plan", 0), ("region", 2), ("support_note", 3), ("plan", 4)):
-        assert conformed[column][row] is None, (column, conformed[column][row])
+    for column, row in missing:
+        assert pd.isna(conformed[column][row]), (column, conformed[column][row])
     assert conformed["plan"][1] == rows["plan"][1]
-    for view in ("tabular", "columns"):
-        expected, got = ensemble.preprocessor.transform(rows, view), ensemble.preprocessor.transform(conformed, view)
-        for name in (expected if isinstance(expected, dict) else [None]):
-            np.testing.assert_array_equal(got[name] if name else got, expected[name] if name else expected)
+    for view, (expected, *received) in seen.items():
+        for got in received:
+            for name in (expected if isinstance(expected, dict) else [None]):
+                np.testing.assert_array_equal(got[name] if name else got, expected[name] if name else expected)
 
 
 @pytest.mark.slow
