@@ -95,6 +95,16 @@ def test_export_writes_model_manifest_and_a_champion_version(tmp_path, tracking_
                       "support_note": "string"}
     assert {c.name: c.type.name for c in signature.outputs.inputs} == {
         "prediction": "string", "proba_no": "double", "proba_yes": "double"}
+    config = mlflow.models.Model.load(str(folder)).flavors["python_function"]["config"]  # MLflow keeps model_config here
+    assert config == {
+        "blend": "weighted", "kind": "weighted", "task": "binary", "classes": ["no", "yes"],
+        "members": [{"study": "s", "trial": 0, "family": "linear", "view": "tabular"},
+                    {"study": "s", "trial": 1, "family": "xgboost", "view": "tabular"},
+                    {"study": "s", "trial": 2, "family": "dense", "view": "tabular"}],
+        "weights": [0.2, 0.5, 0.3],
+        "preprocessing": {"kind": "table", "columns": {"age": "numeric", "monthly_spend": "numeric",
+                                                       "plan": "categorical", "region": "categorical",
+                                                       "support_note": "text"}}}
 
     manifest = json.loads((folder / MANIFEST).read_text())
     assert manifest["blend"] == "weighted" and manifest["weights"] == [0.2, 0.5, 0.3]
@@ -143,6 +153,9 @@ def test_the_registered_champion_loads_by_alias(tmp_path, tracking_uri, mixed, m
 
     predicted = model.predict(rows)
     np.testing.assert_array_equal(predicted["prediction"], ensemble.predict_frame(rows)["prediction"])
+    assert model.model_config == ensemble.serving_config() and model.model_config["weights"] == [0.2, 0.5, 0.3]
+    with pytest.raises(Exception, match="model_config disagrees with the blend artifact 'weighted' on weights"):
+        mlflow.pyfunc.load_model("models:/churn-alias@champion", model_config={"weights": [1.0, 0.0, 0.0]})
 
 
 @pytest.mark.parametrize("where,failure,raised", [

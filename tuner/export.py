@@ -101,7 +101,8 @@ def choose_blend(build: dict[str, Any], blend: str | None) -> str:
 
 
 def save_model(ensemble: FittedEnsemble, blend_folder: Path, folder: Path) -> None:
-    """The pyfunc model in `folder` (empty): code, blend artifact, signature, example, requirements."""
+    """The pyfunc model in `folder` (empty): code, blend artifact, signature, example, requirements, and
+    a `model_config` (blend kind, members, weights, input columns) that loading checks against the artifact."""
     import mlflow.pyfunc
 
     import tuner
@@ -112,7 +113,7 @@ def save_model(ensemble: FittedEnsemble, blend_folder: Path, folder: Path) -> No
         mlflow.pyfunc.save_model(
             str(folder), python_model=str(SERVING_CODE), artifacts={ARTIFACT: str(blend_folder)},
             code_paths=[str(package)], signature=signature(ensemble), input_example=input_example(ensemble),
-            pip_requirements=pinned_requirements())
+            pip_requirements=pinned_requirements(), model_config=ensemble.serving_config())
 
 
 def signature(ensemble: FittedEnsemble):
