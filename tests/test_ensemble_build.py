@@ -3,7 +3,6 @@
 import json
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import optuna
@@ -13,27 +12,14 @@ from mlflow.tracking import MlflowClient
 from tuner.data import load_dataset, prepare_parts
 from tuner.ensemble import FittedEnsemble
 from tuner.ensemble.blends import DeepPlan, WideAndDeep, fit_stacked, fit_wide_deep
-from tuner.ensemble.candidates import Candidate
 from tuner.ensemble.store import read_build, write_build
 from tuner.errors import SplitMismatchError
-from tuner.models import ProblemSpec
 
 from conftest import run_cli, tiny_study
-from ensemble_fixtures import fitted_members
+from ensemble_fixtures import WIDE_DEEP_MEMBER, fitted_members, stand_in_source, xgboost_candidate
 
-XGB = {"learning_rate": 0.3, "max_depth": 3, "min_child_weight": 1.0, "subsample": 1.0, "colsample_bytree": 1.0,
-       "reg_lambda": 1.0, "reg_alpha": 0.01}
 DENSE = {"layers": 1, "units": 8, "activation": "relu", "dropout": 0.0, "regularizer": "none", "batch_norm": False,
          "optimizer": "adam", "learning_rate": 0.01, "batch_size": 32}
-
-
-def _source(task: str, metric: str):
-    """Just what blends ask of a sealed study: its name, budget and problem spec."""
-    def problem_spec(n_classes, n_features, image_shape=None, **inputs):
-        return ProblemSpec(task=task, metric=metric, n_classes=n_classes, n_features=n_features,
-                           image_shape=image_shape, max_epochs=2, max_rounds=5, **inputs)
-
-    return SimpleNamespace(config=SimpleNamespace(name="s", budget=SimpleNamespace(epochs=2)), problem_spec=problem_spec)
 
 
 @pytest.mark.parametrize("source,task,metric", [("builtin:breast_cancer", "binary", "roc_auc"),
@@ -47,10 +33,8 @@ def test_stacked_and_wide_deep_blends_round_trip_exactly(tmp_path, source, task,
     stacked = FittedEnsemble("stacked", task, metric, classes, preprocessor, members,
                              fit_stacked(scores, fit.y, task), dataset.fingerprint, "digest",
                              example=rest.raw[:3])
-    trial = optuna.trial.create_trial(value=0.9, params={}, distributions={},
-                                      user_attrs={"family": "xgboost", "params": XGB, "best_step": 5})
-    src = _source(task, metric)
-    wide = fit_wide_deep(Candidate(src, trial), DeepPlan(src, "dense", DENSE, 2, "test"), fit, encoder)
+    src = stand_in_source(task, metric)
+    wide = fit_wide_deep(xgboost_candidate(src), DeepPlan(src, "dense", DENSE, 2, "test"), fit, encoder)
     assert isinstance(wide.combiner, WideAndDeep) and wide.combiner.leaf_encoder is not None
     wide_deep = FittedEnsemble("wide_deep", task, metric, classes, preprocessor, wide.members, wide.combiner,
                                dataset.fingerprint, "digest", example=rest.raw[:3])
@@ -65,16 +49,12 @@ def test_stacked_and_wide_deep_blends_round_trip_exactly(tmp_path, source, task,
             assert before.shape == (40,) and np.isfinite(before).all()
 
 
-WIDE_DEEP_MEMBER = {"cross_columns": 2, "hash_bins": 64, "layers": 1, "units": 8, "dropout": 0.0, "category_dim": 2,
-                    "optimizer": "adam", "learning_rate": 0.01, "batch_size": 32}
-
-
 def test_a_wide_deep_member_lends_its_hidden_layer_not_its_logits_as_the_deep_part(tmp_path):
     """The `wide_deep` family ends in an Activation over summed logits; the blend must read the layer before."""
     dataset = load_dataset("builtin:generated_mixed")
     rows = np.arange(300)
     fit, _, preprocessor, encoder = prepare_parts(dataset, "binary", rows, {})
-    src = _source("binary", "roc_auc")
+    src = stand_in_source("binary", "roc_auc")
     wide = fit_wide_deep(None, DeepPlan(src, "wide_deep", WIDE_DEEP_MEMBER, 2, "s#0 wide_deep"), fit, encoder)
 
     combiner = wide.combiner

@@ -24,29 +24,38 @@ from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, run_cli
-from tests.ensemble_fixtures import tiny_ensemble
+from tests.ensemble_fixtures import learned_blends, tiny_ensemble
 from tuner import export as export_module
+from tuner.ensemble import WeightedAverage
 from tuner.ensemble.store import built_dir, write_build
 from tuner.errors import DataError, StorageError, TunerError
 from tuner.export import MANIFEST, export_ensemble
 from tuner.predict import conform, predict_file
 
 
-def make_build(root: Path, name: str, ensemble, tracking_run_id: str | None = None) -> None:
-    """What `tuner ensemble build` leaves behind, for one blend (`weighted`) of `ensemble`."""
+def make_build(root: Path, name: str, ensemble, *more, tracking_run_id: str | None = None) -> None:
+    """What `tuner ensemble build` leaves behind, for `ensemble` (the chosen blend) and `more` blends,
+    each under its own name (`weighted`, `stacked`, ...)."""
     metric = ensemble.metric
+    blends = {}
+    for blend in (ensemble, *more):
+        weights = blend.combiner.weights.tolist() if isinstance(blend.combiner, WeightedAverage) else None
+        blends[blend.name] = {"oof": 0.91, "test": 0.89, "folder": blend.name,
+                              "members": [m.label for m in blend.members], "weights": weights}
     record = {
         "name": name, "studies": [f"{name}-study"], "task": ensemble.task, "metric": metric,
         "direction": "minimize" if metric in ("rmse", "mae", "log_loss") else "maximize",
-        "chosen": "weighted", "best_single": "s#1 xgboost",
-        "blends": {"weighted": {"oof": 0.91, "test": 0.89, "folder": "weighted",
-                                "members": [m.label for m in ensemble.members],
-                                "weights": ensemble.combiner.weights.tolist()}},
+        "chosen": ensemble.name, "best_single": "s#1 xgboost", "blends": blends,
         "members": [{**m.record(), "oof": [0.8, 0.81, 0.82][i], "test": [0.78, 0.79, 0.8][i]} for i, m in enumerate(ensemble.members)],
         "fingerprint": ensemble.fingerprint, "split_digest": ensemble.split_digest,
         "tracking_run_id": tracking_run_id, "built_at": "2026-11-23T18:00:00+00:00",
     }
-    write_build(name, record, lambda folder: ensemble.save(folder / "weighted"), root=root)
+
+    def save(folder: Path) -> None:
+        for blend in (ensemble, *more):
+            blend.save(folder / blend.name)
+
+    write_build(name, record, save, root=root)
 
 
 @pytest.fixture(scope="module")
@@ -194,6 +203,24 @@ def test_a_failed_export_leaves_nothing_and_keeps_the_earlier_one(tmp_path, trac
     logged = MlflowClient(tracking_uri).search_logged_models(
         [MlflowClient(tracking_uri).get_experiment_by_name(f"{name}-study").experiment_id])
     assert [m.model_id for m in logged] == [first.published.model_id]
+
+
+def test_stacked_and_wide_and_deep_blends_export_and_load_with_identical_predictions(tmp_path, tracking_uri, mixed):
+    _, rows = mixed  # the same 40 unseen rows, with gaps
+    stacked, wide_deep, _ = learned_blends()
+    make_build(tmp_path, "learned", stacked, wide_deep)
+
+    for ensemble in (stacked, wide_deep):
+        folder = export_ensemble("learned", blend=ensemble.name, out=tmp_path / f"learned-{ensemble.name}",
+                                 root=tmp_path, tracking_uri=tracking_uri).folder
+        model = mlflow.pyfunc.load_model(str(folder))
+
+        assert model.model_config["kind"] == ensemble.name and model.model_config["weights"] is None
+        predicted, expected = model.predict(rows), ensemble.predict_frame(rows)
+        assert list(predicted.columns) == ["prediction", "proba_no", "proba_yes"]
+        np.testing.assert_array_equal(predicted["prediction"], expected["prediction"])
+        np.testing.assert_array_equal(predicted[["proba_no", "proba_yes"]], expected[["proba_no", "proba_yes"]])
+    assert wide_deep.combiner.deep_view == "columns" and wide_deep.combiner.tree_index == 0  # dict inputs, leaves
 
 
 def test_export_refuses_unknown_names_blends_and_foreign_folders(tmp_path, tracking_uri, mixed):
