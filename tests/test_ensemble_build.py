@@ -1,7 +1,8 @@
 """Stacked and wide-and-deep combiners round-trip; `tuner ensemble build` end to end and its refusals."""
 
 import json
-from types import SimpleNamespace
+import sys
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -11,26 +12,14 @@ from mlflow.tracking import MlflowClient
 from tuner.data import load_dataset, prepare_parts
 from tuner.ensemble import FittedEnsemble
 from tuner.ensemble.blends import DeepPlan, WideAndDeep, fit_stacked, fit_wide_deep
-from tuner.ensemble.candidates import Candidate
+from tuner.ensemble.store import read_build, write_build
 from tuner.errors import SplitMismatchError
-from tuner.models import ProblemSpec
 
 from conftest import run_cli, tiny_study
-from ensemble_fixtures import fitted_members
+from ensemble_fixtures import WIDE_DEEP_MEMBER, fitted_members, stand_in_source, xgboost_candidate
 
-XGB = {"learning_rate": 0.3, "max_depth": 3, "min_child_weight": 1.0, "subsample": 1.0, "colsample_bytree": 1.0,
-       "reg_lambda": 1.0, "reg_alpha": 0.01}
 DENSE = {"layers": 1, "units": 8, "activation": "relu", "dropout": 0.0, "regularizer": "none", "batch_norm": False,
          "optimizer": "adam", "learning_rate": 0.01, "batch_size": 32}
-
-
-def _source(task: str, metric: str):
-    """Just what blends ask of a sealed study: its name, budget and problem spec."""
-    def problem_spec(n_classes, n_features, image_shape=None, **inputs):
-        return ProblemSpec(task=task, metric=metric, n_classes=n_classes, n_features=n_features,
-                           image_shape=image_shape, max_epochs=2, max_rounds=5, **inputs)
-
-    return SimpleNamespace(config=SimpleNamespace(name="s", budget=SimpleNamespace(epochs=2)), problem_spec=problem_spec)
 
 
 @pytest.mark.parametrize("source,task,metric", [("builtin:breast_cancer", "binary", "roc_auc"),
@@ -44,10 +33,8 @@ def test_stacked_and_wide_deep_blends_round_trip_exactly(tmp_path, source, task,
     stacked = FittedEnsemble("stacked", task, metric, classes, preprocessor, members,
                              fit_stacked(scores, fit.y, task), dataset.fingerprint, "digest",
                              example=rest.raw[:3])
-    trial = optuna.trial.create_trial(value=0.9, params={}, distributions={},
-                                      user_attrs={"family": "xgboost", "params": XGB, "best_step": 5})
-    src = _source(task, metric)
-    wide = fit_wide_deep(Candidate(src, trial), DeepPlan(src, "dense", DENSE, 2, "test"), fit, encoder)
+    src = stand_in_source(task, metric)
+    wide = fit_wide_deep(xgboost_candidate(src), DeepPlan(src, "dense", DENSE, 2, "test"), fit, encoder)
     assert isinstance(wide.combiner, WideAndDeep) and wide.combiner.leaf_encoder is not None
     wide_deep = FittedEnsemble("wide_deep", task, metric, classes, preprocessor, wide.members, wide.combiner,
                                dataset.fingerprint, "digest", example=rest.raw[:3])
@@ -60,6 +47,80 @@ def test_stacked_and_wide_deep_blends_round_trip_exactly(tmp_path, source, task,
             np.testing.assert_allclose(before.sum(axis=1), 1.0, rtol=1e-6)
         else:
             assert before.shape == (40,) and np.isfinite(before).all()
+
+
+def test_a_wide_deep_member_lends_its_hidden_layer_not_its_logits_as_the_deep_part(tmp_path):
+    """The `wide_deep` family ends in an Activation over summed logits; the blend must read the layer before."""
+    dataset = load_dataset("builtin:generated_mixed")
+    rows = np.arange(300)
+    fit, _, preprocessor, encoder = prepare_parts(dataset, "binary", rows, {})
+    src = stand_in_source("binary", "roc_auc")
+    wide = fit_wide_deep(None, DeepPlan(src, "wide_deep", WIDE_DEEP_MEMBER, 2, "s#0 wide_deep"), fit, encoder)
+
+    combiner = wide.combiner
+    assert combiner.deep_part["family"] == "wide_deep" and combiner.deep_view == "columns"
+    assert combiner.model.get_layer("deep").input.shape[-1] == WIDE_DEEP_MEMBER["units"]
+    ensemble = FittedEnsemble("wide_deep", "binary", "roc_auc", list(encoder.classes_), preprocessor, wide.members,
+                              combiner, dataset.fingerprint, "digest", example=fit.raw[:3])
+    loaded = FittedEnsemble.load(ensemble.save(tmp_path / "wide_deep"))
+    unseen = dataset.X.iloc[300:340]
+    np.testing.assert_allclose(loaded.predict_scores(unseen), ensemble.predict_scores(unseen), rtol=1e-5, atol=1e-6)
+
+
+def test_a_build_whose_last_rename_fails_puts_the_earlier_build_back(tmp_path, monkeypatch):
+    write_build("kept", {"name": "kept", "look": 1}, lambda folder: (folder / "weighted").mkdir(), root=tmp_path)
+    rename = Path.rename
+
+    def staging_cannot_land(self, target):
+        if Path(target).name == "kept" and not self.name.startswith(".kept-old-"):
+            raise OSError("disk full")
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", staging_cannot_land)
+    with pytest.raises(OSError, match="disk full"):
+        write_build("kept", {"name": "kept", "look": 2}, lambda folder: (folder / "weighted").mkdir(), root=tmp_path)
+
+    assert read_build("kept", tmp_path) == {"name": "kept", "look": 1}
+    assert [p.name for p in (tmp_path / ".built").iterdir()] == ["kept"]  # no staging, nothing stranded aside
+
+
+def _interrupted_build(monkeypatch, capsys, where: str, *args: str) -> tuple[int, str]:
+    """`tuner ensemble build ARGS` in-process, with Ctrl-C pressed inside `tuner.ensemble.build.<where>`."""
+    from tuner import cli
+
+    def ctrl_c(*_, **__):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(f"tuner.ensemble.build.{where}", ctrl_c)
+    monkeypatch.setattr(sys, "argv", ["tuner", "ensemble", "build", *args])
+    with pytest.raises(SystemExit) as stopped:
+        cli.main()
+    return stopped.value.code, capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_build_says_whether_the_test_look_was_counted(write_study, storage_url, tracking_uri,
+                                                                       tmp_path, monkeypatch, capsys):
+    from tuner.study import run_study
+
+    run_study(write_study(tiny_study("stopped", families=["linear", "xgboost"],
+                                     budget={"trials": 2, "epochs": 2, "rounds": 10})), storage_url, tracking_uri)
+    args = ("stopped", "--from", "stopped", "--folds", "2", "--per-family", "1", "--root", str(tmp_path / "ens"),
+            "--storage", storage_url, "--tracking-uri", tracking_uri)
+
+    with monkeypatch.context() as patch:
+        status, err = _interrupted_build(patch, capsys, "out_of_fold", *args)
+    assert status == 130 and err.count("\n") == 1
+    assert "before the sealed test split was looked at: no test look was counted" in err
+    assert "finished trials" not in err and f"rebuild with: tuner ensemble build {' '.join(args)}" in err
+    assert "tuner.test_looks" not in optuna.load_study(study_name="stopped", storage=storage_url).user_attrs
+
+    with monkeypatch.context() as patch:
+        status, err = _interrupted_build(patch, capsys, "take_rows", *args)  # reads the test rows, after counting
+    assert status == 130
+    assert "after the sealed test split was looked at: that look stays counted (stopped: 1 test look(s))" in err
+    assert optuna.load_study(study_name="stopped", storage=storage_url).user_attrs["tuner.test_looks"] == 1
+    assert not (tmp_path / "ens" / ".built" / "stopped").exists()
 
 
 def _sealed_study(write_study, storage_url, name, seed):

@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -23,29 +24,38 @@ from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, run_cli
-from tests.ensemble_fixtures import tiny_ensemble
+from tests.ensemble_fixtures import learned_blends, tiny_ensemble
 from tuner import export as export_module
+from tuner.ensemble import WeightedAverage
 from tuner.ensemble.store import built_dir, write_build
 from tuner.errors import DataError, StorageError, TunerError
 from tuner.export import MANIFEST, export_ensemble
-from tuner.predict import predict_file
+from tuner.predict import conform, predict_file
 
 
-def make_build(root: Path, name: str, ensemble, tracking_run_id: str | None = None) -> None:
-    """What `tuner ensemble build` leaves behind, for one blend (`weighted`) of `ensemble`."""
+def make_build(root: Path, name: str, ensemble, *more, tracking_run_id: str | None = None) -> None:
+    """What `tuner ensemble build` leaves behind, for `ensemble` (the chosen blend) and `more` blends,
+    each under its own name (`weighted`, `stacked`, ...)."""
     metric = ensemble.metric
+    blends = {}
+    for blend in (ensemble, *more):
+        weights = blend.combiner.weights.tolist() if isinstance(blend.combiner, WeightedAverage) else None
+        blends[blend.name] = {"oof": 0.91, "test": 0.89, "folder": blend.name,
+                              "members": [m.label for m in blend.members], "weights": weights}
     record = {
         "name": name, "studies": [f"{name}-study"], "task": ensemble.task, "metric": metric,
         "direction": "minimize" if metric in ("rmse", "mae", "log_loss") else "maximize",
-        "chosen": "weighted", "best_single": "s#1 xgboost",
-        "blends": {"weighted": {"oof": 0.91, "test": 0.89, "folder": "weighted",
-                                "members": [m.label for m in ensemble.members],
-                                "weights": ensemble.combiner.weights.tolist()}},
+        "chosen": ensemble.name, "best_single": "s#1 xgboost", "blends": blends,
         "members": [{**m.record(), "oof": [0.8, 0.81, 0.82][i], "test": [0.78, 0.79, 0.8][i]} for i, m in enumerate(ensemble.members)],
         "fingerprint": ensemble.fingerprint, "split_digest": ensemble.split_digest,
         "tracking_run_id": tracking_run_id, "built_at": "2026-11-23T18:00:00+00:00",
     }
-    write_build(name, record, lambda folder: ensemble.save(folder / "weighted"), root=root)
+
+    def save(folder: Path) -> None:
+        for blend in (ensemble, *more):
+            blend.save(folder / blend.name)
+
+    write_build(name, record, save, root=root)
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +104,16 @@ def test_export_writes_model_manifest_and_a_champion_version(tmp_path, tracking_
                       "support_note": "string"}
     assert {c.name: c.type.name for c in signature.outputs.inputs} == {
         "prediction": "string", "proba_no": "double", "proba_yes": "double"}
+    config = mlflow.models.Model.load(str(folder)).flavors["python_function"]["config"]  # MLflow keeps model_config here
+    assert config == {
+        "blend": "weighted", "kind": "weighted", "task": "binary", "classes": ["no", "yes"],
+        "members": [{"study": "s", "trial": 0, "family": "linear", "view": "tabular"},
+                    {"study": "s", "trial": 1, "family": "xgboost", "view": "tabular"},
+                    {"study": "s", "trial": 2, "family": "dense", "view": "tabular"}],
+        "weights": [0.2, 0.5, 0.3],
+        "preprocessing": {"kind": "table", "columns": {"age": "numeric", "monthly_spend": "numeric",
+                                                       "plan": "categorical", "region": "categorical",
+                                                       "support_note": "text"}}}
 
     manifest = json.loads((folder / MANIFEST).read_text())
     assert manifest["blend"] == "weighted" and manifest["weights"] == [0.2, 0.5, 0.3]
@@ -142,6 +162,9 @@ def test_the_registered_champion_loads_by_alias(tmp_path, tracking_uri, mixed, m
 
     predicted = model.predict(rows)
     np.testing.assert_array_equal(predicted["prediction"], ensemble.predict_frame(rows)["prediction"])
+    assert model.model_config == ensemble.serving_config() and model.model_config["weights"] == [0.2, 0.5, 0.3]
+    with pytest.raises(Exception, match="model_config disagrees with the blend artifact 'weighted' on weights"):
+        mlflow.pyfunc.load_model("models:/churn-alias@champion", model_config={"weights": [1.0, 0.0, 0.0]})
 
 
 @pytest.mark.parametrize("where,failure,raised", [
@@ -160,7 +183,7 @@ def test_a_failed_export_leaves_nothing_and_keeps_the_earlier_one(tmp_path, trac
         raise failure
 
     targets = {"manifest": (export_module, "make_manifest"), "upload": (MlflowClient, "log_model_artifacts"),
-               "registry": (MlflowClient, "create_model_version"), "rename": (export_module, "_swap")}
+               "registry": (MlflowClient, "create_model_version"), "rename": (export_module, "swap_folder")}
     with monkeypatch.context() as patch:
         patch.setattr(*targets[where], fail)
         with pytest.raises(raised):
@@ -180,6 +203,24 @@ def test_a_failed_export_leaves_nothing_and_keeps_the_earlier_one(tmp_path, trac
     logged = MlflowClient(tracking_uri).search_logged_models(
         [MlflowClient(tracking_uri).get_experiment_by_name(f"{name}-study").experiment_id])
     assert [m.model_id for m in logged] == [first.published.model_id]
+
+
+def test_stacked_and_wide_and_deep_blends_export_and_load_with_identical_predictions(tmp_path, tracking_uri, mixed):
+    _, rows = mixed  # the same 40 unseen rows, with gaps
+    stacked, wide_deep, _ = learned_blends()
+    make_build(tmp_path, "learned", stacked, wide_deep)
+
+    for ensemble in (stacked, wide_deep):
+        folder = export_ensemble("learned", blend=ensemble.name, out=tmp_path / f"learned-{ensemble.name}",
+                                 root=tmp_path, tracking_uri=tracking_uri).folder
+        model = mlflow.pyfunc.load_model(str(folder))
+
+        assert model.model_config["kind"] == ensemble.name and model.model_config["weights"] is None
+        predicted, expected = model.predict(rows), ensemble.predict_frame(rows)
+        assert list(predicted.columns) == ["prediction", "proba_no", "proba_yes"]
+        np.testing.assert_array_equal(predicted["prediction"], expected["prediction"])
+        np.testing.assert_array_equal(predicted[["proba_no", "proba_yes"]], expected[["proba_no", "proba_yes"]])
+    assert wide_deep.combiner.deep_view == "columns" and wide_deep.combiner.tree_index == 0  # dict inputs, leaves
 
 
 def test_export_refuses_unknown_names_blends_and_foreign_folders(tmp_path, tracking_uri, mixed):
@@ -276,6 +317,39 @@ def test_tuner_predict_refuses_a_misspelled_column_in_one_line(tmp_path, trackin
     np.testing.assert_array_equal(predicted.frame["prediction"], ensemble.predict_frame(rows)["prediction"])
 
 
+@pytest.mark.parametrize("infer_string", [True, False], ids=["pandas-3-strings", "pandas-2-object-strings"])
+def test_none_and_nan_in_text_columns_reach_the_preprocessor_as_missing(mixed, infer_string):
+    """`tuner predict`'s conversion and the preprocessor itself (what the HTTP server feeds) alike."""
+    ensemble, rows = mixed
+    strings = ["plan", "region", "support_note"]
+    rows = rows.astype({c: object for c in strings})
+    missing = {("plan", 0): None, ("region", 2): None, ("support_note", 3): None,
+               ("plan", 4): np.nan, ("support_note", 5): np.nan}
+    for (column, row), value in missing.items():
+        rows.loc[row, column] = value
+    assert rows["plan"][0] is None and rows["plan"][4] is not None
+    as_nan = rows.assign(**{c: rows[c].where(rows[c].notna(), np.nan) for c in strings})
+    schema = export_module.signature(ensemble).inputs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pandas 3 deprecates the option that brings back pandas 2's strings
+        try:
+            pandas_strings = pd.option_context("future.infer_string", infer_string)
+        except (KeyError, AttributeError):
+            pytest.skip("this pandas no longer has pandas 2's object strings")
+        with pandas_strings:
+            conformed, _ = conform(rows, schema, "rows.csv")
+            seen = {view: [ensemble.preprocessor.transform(frame, view) for frame in (as_nan, conformed, rows)]
+                    for view in ("tabular", "columns")}
+
+    for column, row in missing:
+        assert pd.isna(conformed[column][row]), (column, conformed[column][row])
+    assert conformed["plan"][1] == rows["plan"][1]
+    for view, (expected, *received) in seen.items():
+        for got in received:
+            for name in (expected if isinstance(expected, dict) else [None]):
+                np.testing.assert_array_equal(got[name] if name else got, expected[name] if name else expected)
+
+
 @pytest.mark.slow
 def test_an_image_model_takes_flattened_pixel_columns_or_an_array(tmp_path, tracking_uri):
     ensemble, rest = tiny_ensemble("builtin:digits", "multiclass", "accuracy")
@@ -326,11 +400,13 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_with_the_same_predictions(tmp_path, tracking_uri, mixed):
     ensemble, rows = mixed
-    make_build(tmp_path / "ensembles", "churn-served", ensemble)
-    exported = run_cli("export", "churn-served", "--tracking-uri", tracking_uri, cwd=tmp_path)
+    root = tmp_path / "models"
+    make_build(root, "churn-served", ensemble)
+    exported = run_cli("export", "churn-served", "--root", str(root), "--tracking-uri", tracking_uri, cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert "registered models:/churn-served/1 (alias @champion)" in exported.stdout
-    folder = tmp_path / "ensembles" / "churn-served"
+    folder = root / "churn-served"
+    assert (folder / MANIFEST).is_file() and not (tmp_path / "ensembles").exists()  # --root, as for ensemble build
 
     port = _free_port()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -341,18 +417,32 @@ def test_mlflow_models_serve_answers_with_the_same_predictions(tmp_path, trackin
                               env=env, cwd=tmp_path, start_new_session=True)
     try:
         _wait_for_ping(server, port, tmp_path / "serve.log")
-        body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            answered = pd.DataFrame(json.loads(response.read())["predictions"])
+        status, answer = _invoke(port, rows)
+        misspelled_status, refusal = _invoke(port, rows.rename(columns={"region": "regoin"}))
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn worker
         server.wait(timeout=30)
         log.close()
+    assert status == 200, answer
+    answered = pd.DataFrame(json.loads(answer)["predictions"])
     expected = ensemble.predict_frame(rows)
     np.testing.assert_array_equal(answered["prediction"], expected["prediction"])
     np.testing.assert_allclose(answered[["proba_no", "proba_yes"]], expected[["proba_no", "proba_yes"]], rtol=1e-12)
+    assert 400 <= misspelled_status < 500, refusal  # docs/export.md: HTTP 400 naming the column
+    message = json.loads(refusal)["message"]
+    assert "missing inputs ['region']" in message and "'regoin'" in message, message
+
+
+def _invoke(port: int, rows: pd.DataFrame) -> tuple[int, str]:
+    """POST rows to /invocations as `dataframe_split`; the HTTP status and the body, refusals included."""
+    body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read().decode()
 
 
 def _wait_for_ping(server: subprocess.Popen, port: int, log: Path, limit_s: float = 240) -> None:

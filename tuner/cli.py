@@ -251,17 +251,22 @@ def report(name: str = typer.Argument(..., help="study name"),
     console.print(f"wrote {path} and logged it as report.html on MLflow run {run_id}")
 
 
+RootOption = typer.Option(None, "--root", help="where built ensembles (ROOT/.built/NAME) and exports (ROOT/NAME) live "
+                          "[default: $TUNER_ENSEMBLES or ./ensembles]")
+
+
 @app.command("export")
 def export(name: str = typer.Argument(..., help="a built ensemble (`tuner ensemble build NAME`)"),
            blend: Optional[str] = typer.Option(None, "--blend", help="which built blend [default: the one the build chose]"),
-           out: Optional[Path] = typer.Option(None, "--out", help="model folder [default: ensembles/NAME]"),
+           out: Optional[Path] = typer.Option(None, "--out", help="model folder [default: ROOT/NAME]"),
+           root: Optional[Path] = RootOption,
            tracking_uri: Optional[str] = TrackingOption) -> None:
     """Export a built blend as an MLflow pyfunc model; log it, register a new version, alias it champion."""
     from tuner.export import export_ensemble
 
     try:
         with console.status(f"exporting {name}"):
-            result = export_ensemble(name, blend, out, tracking_uri)
+            result = export_ensemble(name, blend, out, tracking_uri, root)
     except KeyboardInterrupt:
         errors.print("interrupted: nothing was exported; an earlier export and the registry are unchanged")
         raise typer.Exit(130)
@@ -296,9 +301,6 @@ def predict(model: Path = typer.Argument(..., help="an exported model folder, e.
         console.print(f"{show} of {len(result.frame)} rows shown; -o predictions.csv writes them all")
 
 
-RootOption = typer.Option(None, "--root", help="where built ensembles live [default: $TUNER_ENSEMBLES or ./ensembles]")
-
-
 @ensemble_app.command("build")
 def ensemble_build(
     name: str = typer.Argument(..., help="the ensemble's name (a folder under ROOT/.built/)"),
@@ -311,14 +313,31 @@ def ensemble_build(
     tracking_uri: Optional[str] = TrackingOption,
 ) -> None:
     """Blend the studies' best members out of fold, refit them on train + val, score the sealed test split once."""
-    from tuner.ensemble.build import build_ensemble
+    from tuner.ensemble.build import BuildInterrupted, build_ensemble
 
-    with console.status("gathering candidates") as status:
-        record = build_ensemble(name, studies, storage, tracking_uri, per_family, folds, correlation, root,
-                                on_step=lambda message: (status.update(message),
-                                                         None if console.is_terminal else console.print(message)))
+    try:
+        with console.status("gathering candidates") as status:
+            record = build_ensemble(name, studies, storage, tracking_uri, per_family, folds, correlation, root,
+                                    on_step=lambda message: (status.update(message),
+                                                             None if console.is_terminal else console.print(message)))
+    except BuildInterrupted as stop:
+        _print_build_interrupted(name, studies, stop.test_looks)
+        raise typer.Exit(130) from None
     _print_build(record)
     console.print(f"stored in {record['path']}; MLflow run ensemble/{name} ({record['tracking_run_id']})")
+
+
+def _print_build_interrupted(name: str, studies: list[str], test_looks: dict[str, int]) -> None:
+    """What a Ctrl-C kept: never a build, sometimes a counted test look."""
+    typed = " ".join(sys.argv[1:]) if Path(sys.argv[0]).name in ("tuner", "__main__.py") else ""
+    rerun = typed or f"ensemble build {name} " + " ".join(f"--from {study}" for study in studies)
+    if test_looks:
+        looks = ", ".join(f"{study}: {n} test look(s)" for study, n in test_looks.items())
+        looked = f"after the sealed test split was looked at: that look stays counted ({looks})"
+    else:
+        looked = "before the sealed test split was looked at: no test look was counted"
+    errors.print(f"interrupted {looked}; nothing was stored (any earlier build of {name} is kept, the studies' "
+                 f"trials are untouched); rebuild with: tuner {rerun}", soft_wrap=True)
 
 
 @ensemble_app.command("show")

@@ -29,7 +29,7 @@ import pandas as pd
 
 from tuner.ensemble import FittedEnsemble, WeightedAverage
 from tuner.ensemble.fitted import DESCRIPTION
-from tuner.ensemble.store import built_dir, ensembles_root, read_build
+from tuner.ensemble.store import built_dir, ensembles_root, read_build, swap_folder
 from tuner.errors import TunerError
 from tuner.tracking import CHAMPION, PublishedModel, Tracker
 
@@ -78,7 +78,7 @@ def export_ensemble(name: str, blend: str | None = None, out: str | Path | None 
                                   "model_id": published.model_id, "registered_model": published.name,
                                   "version": published.version, "alias": CHAMPION, "model_uri": published.uri}
             _write_json(staging / MANIFEST, manifest)
-            earlier = _swap(staging, final)
+            earlier = swap_folder(staging, final)
         except BaseException:
             tracker.retract_model(published)
             raise
@@ -101,7 +101,8 @@ def choose_blend(build: dict[str, Any], blend: str | None) -> str:
 
 
 def save_model(ensemble: FittedEnsemble, blend_folder: Path, folder: Path) -> None:
-    """The pyfunc model in `folder` (empty): code, blend artifact, signature, example, requirements."""
+    """The pyfunc model in `folder` (empty): code, blend artifact, signature, example, requirements, and
+    a `model_config` (blend kind, members, weights, input columns) that loading checks against the artifact."""
     import mlflow.pyfunc
 
     import tuner
@@ -112,7 +113,7 @@ def save_model(ensemble: FittedEnsemble, blend_folder: Path, folder: Path) -> No
         mlflow.pyfunc.save_model(
             str(folder), python_model=str(SERVING_CODE), artifacts={ARTIFACT: str(blend_folder)},
             code_paths=[str(package)], signature=signature(ensemble), input_example=input_example(ensemble),
-            pip_requirements=pinned_requirements())
+            pip_requirements=pinned_requirements(), model_config=ensemble.serving_config())
 
 
 def signature(ensemble: FittedEnsemble):
@@ -236,22 +237,6 @@ def _check_destination(final: Path) -> None:
         if final.is_dir() and not any(final.iterdir()):
             return
         raise TunerError(f"{final} exists and is not a tuner export (no {MANIFEST}); choose another --out")
-
-
-def _swap(staging: Path, final: Path) -> Path | None:
-    """Rename `staging` to `final`; an earlier export there moves aside (returned) and comes back on failure."""
-    if not final.exists():
-        staging.rename(final)
-        return None
-    old = Path(tempfile.mkdtemp(prefix=f".{final.name}-old-", dir=final.parent))
-    old.rmdir()
-    final.rename(old)
-    try:
-        staging.rename(final)
-    except BaseException:
-        old.rename(final)
-        raise
-    return old
 
 
 def _write_json(path: Path, record: dict[str, Any]) -> None:

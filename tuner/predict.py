@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tuner.data.preprocess import as_strings
 from tuner.data.sources import _read_table
 from tuner.errors import DataError, TunerError
 
@@ -93,7 +94,7 @@ def _missing(column: str, extra: list[str]) -> str:
 
 
 def _as_type(values: pd.Series, kind: str, source: str) -> pd.Series:
-    """float64 for `double`, else strings (missing stays missing); words where numbers belong are refused."""
+    """float64 for `double`, else strings (missing stays missing, on every pandas); words where numbers belong are refused."""
     if kind == "double":
         numbers = pd.to_numeric(values, errors="coerce")
         bad = numbers.isna() & values.notna()
@@ -103,7 +104,7 @@ def _as_type(values: pd.Series, kind: str, source: str) -> pd.Series:
         return numbers.astype(np.float64)
     if kind == "boolean":
         return values.astype(object).where(values.notna(), None)
-    return values.astype("str")
+    return as_strings(values)
 
 
 def _conform_array(rows: pd.DataFrame, spec, source: str) -> np.ndarray:

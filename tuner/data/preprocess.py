@@ -33,6 +33,15 @@ BUCKETS = 8  # quantile bins per numeric column (wide & deep crosses them)
 TOKEN_COUNT_COLUMNS = 1000  # token ids counted in the tabular view of token data
 
 
+def as_strings(values: pd.Series) -> pd.Series:
+    """Each value as a string, NaN where it is missing (None or NaN), on every pandas.
+
+    Not `astype(str)` alone: before pandas 3 that turns None and NaN into the strings "None" and
+    "nan", which would be taken for categories instead of imputed.
+    """
+    return values.map(str, na_action="ignore").astype(object).where(values.notna(), np.nan)
+
+
 def text_columns(X: pd.DataFrame) -> list[str]:
     """Object columns of free text: their values average at least TEXT_MIN_MEAN_WORDS words."""
     found = []
@@ -126,7 +135,9 @@ class FeaturePreprocessor:
                                                  quantile_method="averaged_inverted_cdf").fit(imputed)
 
     def _clean(self, X: pd.DataFrame) -> pd.DataFrame:
-        cleaned = X.astype({c: str for c in self.categorical_}).replace({c: {"nan": np.nan} for c in self.categorical_})
+        cleaned = X.copy()
+        for column in self.categorical_:
+            cleaned[column] = as_strings(X[column])
         for column in self.text_columns_:
             cleaned[column] = X[column].fillna("").astype(str)
         return cleaned

@@ -9,9 +9,10 @@
 - `WideAndDeep`: one Keras model trained jointly (BOOK.md, "wide & deep"; the GBDT + linear idea):
   its wide part is linear over the raw tabular features and the one-hot leaf indices of the best
   tree member; its deep part is the best deep member's own architecture, rebuilt from its params,
-  whose last hidden layer feeds the shared output. When the study has no deep member it can reuse
-  (no Keras member, or only custom / multi-output ones), a dense network on the tabular view is the
-  deep part.
+  whose last hidden representation (the input of its `head` layer, not of its last layer: the
+  wide_deep family ends in an Activation) feeds the shared output. When the study has no deep
+  member it can reuse (no Keras member, or only custom / multi-output ones), a dense network on
+  the tabular view is the deep part.
 """
 
 from __future__ import annotations
@@ -207,7 +208,7 @@ class WideAndDeep(Combiner):
 
 def fit_wide_deep(tree: Candidate | None, plan: DeepPlan, part: Part, encoder: LabelEncoder | None) -> FoldFit:
     """Fit the tree member, then the joint Keras model, on `part` for the deep part's step count."""
-    from tuner.models.keras_training import compile_model, keras, output_activation, output_units
+    from tuner.models.keras_training import compile_model, keras, last_hidden, output_activation, output_units
 
     k = keras()
     members = [fit_candidate(tree, part, encoder)] if tree is not None else []
@@ -222,12 +223,15 @@ def fit_wide_deep(tree: Candidate | None, plan: DeepPlan, part: Part, encoder: L
     family = FAMILIES[plan.family]
     deep_member = family.build(plan.params, spec)
     deep_model = deep_member.model
-    if isinstance(deep_model.input, (list, tuple)) or len(deep_model.outputs) > 1:
+    hidden = last_hidden(deep_model)
+    if isinstance(deep_model.input, (list, tuple)) or len(deep_model.outputs) > 1 or hidden is None:
         plan = DeepPlan(plan.source, "dense", DENSE_DEEP_PART, plan.steps,
-                        f"{plan.origin} has several inputs or outputs: a dense network on the tabular view")
+                        f"{plan.origin} has several inputs or outputs, or no single head layer: "
+                        "a dense network on the tabular view")
         family = FAMILIES["dense"]
         deep_member = family.build(plan.params, spec)
         deep_model = deep_member.model
+        hidden = last_hidden(deep_model)
     deep_view = family.view_for(spec)
     deep_keys = sorted(deep_model.input) if isinstance(deep_model.input, dict) else None
     combiner = WideAndDeep(None, spec.task, deep_view, deep_keys, 0 if members else None, leaf_encoder, (0.0, 1.0),
@@ -236,7 +240,7 @@ def fit_wide_deep(tree: Candidate | None, plan: DeepPlan, part: Part, encoder: L
     layers = k.layers
     wide_input = k.Input(shape=(wide.shape[1],), name="wide_features")
     wide_logits = layers.Dense(output_units(spec), kernel_regularizer=k.regularizers.L2(WIDE_L2), name="wide")(wide_input)
-    deep_logits = layers.Dense(output_units(spec), name="deep")(deep_model.layers[-1].input)
+    deep_logits = layers.Dense(output_units(spec), name="deep")(hidden)
     inputs = ({**deep_model.input} if deep_keys else {"deep": deep_model.input})
     inputs["wide_features"] = wide_input
     with warnings.catch_warnings():  # Keras asks dict keys to equal tensor names; ours are stable keys instead

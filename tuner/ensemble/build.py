@@ -37,10 +37,33 @@ BLENDS = ("best_single", "average", "weighted", "stacked", "wide_deep")  # ties 
 EXAMPLE_ROWS = 5
 
 
+class BuildInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a build. `test_looks` names the studies whose look was already counted (and the
+    count now), empty if the test split was not reached; either way nothing was stored."""
+
+    def __init__(self, test_looks: dict[str, int]) -> None:
+        super().__init__()
+        self.test_looks = test_looks
+
+
 def build_ensemble(name: str, studies: list[str], storage_url: str | None = None, tracking_uri: str | None = None,
                    per_family: int = 2, folds: int = 5, correlation: float = 0.98, root: str | Path | None = None,
                    on_step: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
-    """Build, score once on test, log to MLflow and store the blends; returns the build record."""
+    """Build, score once on test, log to MLflow and store the blends; returns the build record.
+
+    Ctrl-C raises `BuildInterrupted`, which says whether the test look was counted.
+    """
+    looks: dict[str, int] = {}
+    try:
+        return _build(name, studies, storage_url, tracking_uri, per_family, folds, correlation, root, on_step, looks)
+    except KeyboardInterrupt:
+        raise BuildInterrupted(dict(looks)) from None
+
+
+def _build(name: str, studies: list[str], storage_url: str | None, tracking_uri: str | None, per_family: int,
+           folds: int, correlation: float, root: str | Path | None, on_step: Callable[[str], None],
+           looks: dict[str, int]) -> dict[str, Any]:
+    """`build_ensemble`'s work; `looks` fills in as each study's test look is counted."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise TunerError(f"ensemble name {name!r} must be letters, digits, '.', '_' or '-' (it names a folder)")
     if not 0.0 < correlation <= 1.0:
@@ -107,10 +130,10 @@ def build_ensemble(name: str, studies: list[str], storage_url: str | None = None
     }
 
     on_step("scoring every member and blend once on the sealed test split")
-    looks = {}
     for source in sources:  # counted before any test row is read
-        looks[source.config.name] = int(source.study.user_attrs.get(ATTR + "test_looks", 0)) + 1
-        source.study.set_user_attr(ATTR + "test_looks", looks[source.config.name])
+        look = int(source.study.user_attrs.get(ATTR + "test_looks", 0)) + 1
+        source.study.set_user_attr(ATTR + "test_looks", look)
+        looks[source.config.name] = look
     test_rows = split.rows(TEST)
     test = Part("test", test_rows, take_rows(dataset, test_rows), encode_target(encoder, dataset.y[test_rows]),
                 preprocessor)

@@ -142,6 +142,22 @@ class FittedEnsemble:
             frame[f"proba_{label}"] = scores[:, column]
         return frame
 
+    def serving_config(self) -> dict[str, Any]:
+        """The blend's kind, members, weights and inputs as plain values: an export's MLflow
+        `model_config`, which serving checks against the blend it loads."""
+        weights = self.combiner.weights.tolist() if isinstance(self.combiner, WeightedAverage) else None
+        members = [{"study": m.study, "trial": m.trial, "family": m.family, "view": m.view} for m in self.members]
+        if isinstance(self.example, pd.DataFrame):
+            kinds = {**{c: "numeric" for c in self.preprocessor.numeric_},
+                     **{c: "categorical" for c in self.preprocessor.categorical_},
+                     **{c: "text" for c in self.preprocessor.text_columns_}}
+            inputs = {"kind": "table", "columns": {str(c): kinds[c] for c in self.example.columns}}
+        else:
+            inputs = {"kind": "array", "shape": list(self.example.shape[1:]), "dtype": str(self.example.dtype)}
+        return {"blend": self.name, "kind": self.combiner.kind, "task": self.task,
+                "classes": None if self.classes is None else [_plain(c) for c in self.classes],
+                "members": members, "weights": weights, "preprocessing": inputs}
+
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=False)

@@ -36,17 +36,30 @@ def write_build(name: str, record: dict[str, Any], write_blends: Callable[[Path]
     try:
         write_blends(staging)
         (staging / BUILD_RECORD).write_text(json.dumps(record, indent=2, default=str))
-        if final.exists():
-            old = final.with_name(f".{name}-old")
-            final.rename(old)
-            staging.rename(final)
-            shutil.rmtree(old)
-        else:
-            staging.rename(final)
+        earlier = swap_folder(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if earlier is not None:
+        shutil.rmtree(earlier, ignore_errors=True)
     return final
+
+
+def swap_folder(staging: Path, final: Path) -> Path | None:
+    """Rename `staging` to `final`. A folder already at `final` moves aside and is returned, for the
+    caller to delete once nothing can fail any more; if the rename fails it is put back."""
+    if not final.exists():
+        staging.rename(final)
+        return None
+    old = Path(tempfile.mkdtemp(prefix=f".{final.name}-old-", dir=final.parent))
+    old.rmdir()
+    final.rename(old)
+    try:
+        staging.rename(final)
+    except BaseException:
+        old.rename(final)
+        raise
+    return old
 
 
 def read_build(name: str, root: str | Path | None = None) -> dict[str, Any]:

@@ -37,7 +37,7 @@ class CustomInputs:
 
     def output_head(self):
         """The book's last layer for this task (sigmoid / softmax / linear), in float32."""
-        return output_head(self.spec)
+        return output_head(self.spec, name=None)
 
 
 def resolve_builder(path: str, search_dir: Path | None = None) -> Callable[..., Any]:

@@ -30,14 +30,31 @@ def keras():
     return _keras
 
 
-def output_head(spec: ProblemSpec):
-    """The book's last layer by problem type: sigmoid / softmax / linear."""
+HEAD = "head"  # the Dense layer from a built-in family's last hidden representation to its outputs
+
+
+def output_head(spec: ProblemSpec, name: str | None = HEAD):
+    """The book's last layer by problem type: sigmoid / softmax / linear.
+
+    Named `HEAD` so the wide-and-deep blend finds the representation it reads (`last_hidden`);
+    custom builders get it unnamed, since they may use several heads in one model.
+    """
     layers = keras().layers
     if spec.task == "binary":
-        return layers.Dense(1, activation="sigmoid", dtype="float32")
+        return layers.Dense(1, activation="sigmoid", dtype="float32", name=name)
     if spec.task == "multiclass":
-        return layers.Dense(spec.n_classes, activation="softmax", dtype="float32")
-    return layers.Dense(1, dtype="float32")
+        return layers.Dense(spec.n_classes, activation="softmax", dtype="float32", name=name)
+    return layers.Dense(1, dtype="float32", name=name)
+
+
+def last_hidden(model):
+    """The input of the model's `HEAD` layer: its last hidden representation, or None without one.
+
+    Not the input of the model's last layer: the wide & deep family ends in an Activation over its
+    summed wide and deep logits.
+    """
+    heads = [layer for layer in model.layers if layer.name == HEAD]
+    return heads[0].input if len(heads) == 1 else None
 
 
 def output_units(spec: ProblemSpec) -> int:

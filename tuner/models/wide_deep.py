@@ -13,7 +13,7 @@ from itertools import combinations
 from tuner.models import register
 from tuner.models.base import Family, ProblemSpec
 from tuner.models.keras_training import (
-    KerasMember, keras, member_for, output_activation, output_units, training_params,
+    HEAD, KerasMember, keras, member_for, output_activation, output_units, training_params,
 )
 from tuner.models.multi_input import categorical_embeddings
 
@@ -69,7 +69,7 @@ class WideDeepFamily(Family):
             x = layers.Dense(params["units"], activation="relu")(x)
             if params["dropout"] > 0:
                 x = layers.Dropout(params["dropout"])(x)
-        logits = layers.Add()([wide_logits, layers.Dense(outputs)(x)])
+        logits = layers.Add()([wide_logits, layers.Dense(outputs, name=HEAD)(x)])
         return member_for(k.Model(inputs, output_activation(spec)(logits), name="wide_deep"), params, spec)
 
 
