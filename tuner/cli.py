@@ -501,22 +501,21 @@ def main() -> None:
     except TunerError as exc:
         errors.print(f"[red]error:[/] {exc}", soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        errors.print("interrupted: finished trials are kept; run the same command to resume")
+    except KeyboardInterrupt:  # `study run` and `ensemble build` say more; every command writes atomically
+        errors.print("interrupted: nothing half-written was kept; run the same command again")
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:  # usage errors arrive here with standalone_mode=False
-        import click
-        from typer._click import exceptions as vendored  # typer >= 0.2x raises its own copy of click's classes
+        from typer._click import exceptions as click_errors  # typer >= 0.26 raises its own copy of click's classes
 
-        if isinstance(exc, (click.UsageError, vendored.UsageError)):  # one line, like every other refusal
+        if isinstance(exc, click_errors.UsageError):  # one line, like every other refusal
             errors.print(f"[red]error:[/] {exc.format_message()} (see --help)", soft_wrap=True)
             sys.exit(exc.exit_code)
-        if isinstance(exc, (click.ClickException, vendored.ClickException)):
+        if isinstance(exc, click_errors.ClickException):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, (click.exceptions.Abort, typer.Abort)):
+        if isinstance(exc, typer.Abort):  # a declined confirmation
             sys.exit(1)
         raise
     sys.exit(code if isinstance(code, int) else 0)
