@@ -172,4 +172,5 @@ def test_build_without_keras_members_and_a_failed_save_leaves_the_last_build(wri
     runs = client.search_runs([client.get_experiment_by_name("ensembles").experiment_id],
                               "tags.ensemble = 'trees'")
     assert [r.info.run_id for r in runs] == [record["tracking_run_id"]]
-    assert optuna.load_study(study_name="trees", storage=storage_url).user_attrs["tuner.test_looks"] == 2
+    attrs = optuna.load_study(study_name="trees", storage=storage_url).user_attrs
+    assert attrs["tuner.test_looks"] == 2 and attrs["tuner.test_lookers"] == ["ensemble build trees"] * 2

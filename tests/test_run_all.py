@@ -24,6 +24,7 @@ def test_run_all_searches_finalizes_blends_and_exports_then_reruns_without_a_new
     study = optuna.load_study(study_name="everything", storage=storage_url)
     looks = study.user_attrs["tuner.test_looks"]
     assert looks == 2  # finalize's and the ensemble's, each counted once
+    assert study.user_attrs["tuner.test_lookers"] == ["finalize", "ensemble build everything"]
 
     again = run_cli("run-all", str(path), *common)
     assert again.returncode == 0, again.stderr

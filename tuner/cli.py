@@ -136,10 +136,14 @@ def study_show(name: str = typer.Argument(..., help="study name"), storage: Opti
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.best_params.items())
         console.print(f"best: trial {report.best_trial} ({report.best_family}) {report.score_name} "
                       f"{report.best_value:.4f}\n  {params}")
+    if report.test_looks:
+        unnamed = report.test_looks - len(report.test_lookers)  # looks taken before tuner named them
+        by = ([f"{unnamed} unnamed"] if unnamed > 0 else []) + report.test_lookers
+        console.print(f"test looks: {report.test_looks} ({', '.join(by)}); each one read the sealed test rows")
     if report.finalize:
         final = report.finalize
         winner = final["rows"][0]
-        console.print(f"finalized ({final['test_looks']} test look(s)): trial {winner['trial']} test_{report.metric} "
+        console.print(f"finalized at test look {final['test_looks']}: trial {winner['trial']} test_{report.metric} "
                       f"{winner['test']:.4f}")
 
 

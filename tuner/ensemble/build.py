@@ -31,7 +31,7 @@ from tuner.ensemble.store import write_build
 from tuner.errors import TunerError
 from tuner.finalize import BOOTSTRAP_SAMPLES, bootstrap_interval
 from tuner.metrics import METRICS, Metric
-from tuner.study import ATTR
+from tuner.study import count_test_look
 
 BLENDS = ("best_single", "average", "weighted", "stacked", "wide_deep")  # ties go to the simpler, earlier one
 EXAMPLE_ROWS = 5
@@ -107,10 +107,8 @@ def build_ensemble(name: str, studies: list[str], storage_url: str | None = None
     }
 
     on_step("scoring every member and blend once on the sealed test split")
-    looks = {}
-    for source in sources:  # counted before any test row is read
-        looks[source.config.name] = int(source.study.user_attrs.get(ATTR + "test_looks", 0)) + 1
-        source.study.set_user_attr(ATTR + "test_looks", looks[source.config.name])
+    looks = {source.config.name: count_test_look(source.study, f"ensemble build {name}")  # before any test row
+             for source in sources}
     test_rows = split.rows(TEST)
     test = Part("test", test_rows, take_rows(dataset, test_rows), encode_target(encoder, dataset.y[test_rows]),
                 preprocessor)
