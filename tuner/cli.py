@@ -165,14 +165,14 @@ def study_finalize(
 
 
 def _print_finalize(report) -> None:
-    from tuner.finalize import search_score_name
+    from tuner.finalize import interval_text, search_score_name
 
     m, s = report.metric, search_score_name(report)
     table = Table(f"{s} rank", "family", "trial", s, f"test_{m}", f"test_{m} 95% interval", f"optimism ({s} - test)",
                   f"test_{m} rank", title=f"{report.study}: test look {report.test_looks} ({report.rows_test} sealed test rows)")
     for r in report.rows:
         table.add_row(str(r.val_rank), r.family, str(r.trial), f"{r.val:.4f}", f"{r.test:.4f}",
-                      f"[{r.test_low:.4f}, {r.test_high:.4f}]", f"{r.optimism:+.4f}", str(r.test_rank))
+                      interval_text(r.test_low, r.test_high), f"{r.optimism:+.4f}", str(r.test_rank))
     console.print(table)
     winner = report.winner
     console.print(f"winner: trial {winner.trial} ({winner.family}) {s} {winner.val:.4f} -> test_{m} "
