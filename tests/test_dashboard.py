@@ -75,6 +75,19 @@ def test_trial_curves_read_back_from_child_runs(tmp_path):
     assert curves == {7: {"val_auc": [0.8, 0.9, 0.85], "val_loss": [0.5, 0.4, 0.45]}}
 
 
+def test_replacing_plots_removes_a_stale_one_and_keeps_other_commands_plots(tmp_path):
+    from tuner.plots import FINALIZE_PLOT, is_study_plot
+
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db")
+    run_id = tracker.open_study_run(tracker.experiment_id("stale"), "uid", "stale", {}, {}, {})
+    tracker.log_artifacts(run_id, {FINALIZE_PLOT: b"scatter"})
+    tracker.replace_plots(run_id, {"plots/history.png": b"one", "plots/slice_linear.png": b"two"}, owns=is_study_plot)
+    tracker.replace_plots(run_id, {"plots/history.png": b"three"}, owns=is_study_plot)  # the slice failed to draw
+    assert artifact_paths(tracker.client, run_id, "plots") == {"plots/history.png", FINALIZE_PLOT}
+    with open(tracker.client.download_artifacts(run_id, "plots/history.png"), "rb") as handle:
+        assert handle.read() == b"three"
+
+
 def test_study_plots_command_logs_plots(tiny, monkeypatch, capsys):
     status, out, err = cli(monkeypatch, capsys, "study", "plots", tiny.name, *tiny.store_args)
     assert status == 0, err

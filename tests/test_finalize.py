@@ -60,6 +60,8 @@ def test_finalize_refits_on_train_and_val_and_scores_test_once(small_study, stor
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {
         a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert {"finalize.md", "finalize.json", "plots/validation_vs_test.png"} <= artifacts
+    on_parent = {a.path: a.file_size for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert on_parent["plots/validation_vs_test.png"] > 0 and "plots/history.png" in on_parent
 
 
 def test_second_look_is_refused_then_counted(small_study, storage_url, tracking_uri):
