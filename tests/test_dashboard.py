@@ -75,6 +75,21 @@ def test_trial_curves_read_back_from_child_runs(tmp_path):
     assert curves == {7: {"val_auc": [0.8, 0.9, 0.85], "val_loss": [0.5, 0.4, 0.45]}}
 
 
+def test_resuming_a_study_rewrites_its_description_and_study_file(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment_id = tracker.experiment_id("edited")
+    first = tracker.open_study_run(experiment_id, "uid", "edited", {"mlflow.note.content": "old words"}, {},
+                                   {"study.yaml": "budget: {trials: 4}"})
+    again = tracker.open_study_run(experiment_id, "uid", "edited", {"mlflow.note.content": "new words"}, {},
+                                   {"study.yaml": "budget: {trials: 40}"})
+    assert again == first
+    assert tracker.client.get_run(first).data.tags["mlflow.note.content"] == "new words"
+    with open(tracker.client.download_artifacts(first, "study.yaml")) as handle:
+        assert handle.read() == "budget: {trials: 40}"
+    tracker.open_study_run(experiment_id, "uid", "edited", {}, {}, {})  # a --jobs worker changes nothing
+    assert tracker.client.get_run(first).data.tags["mlflow.note.content"] == "new words"
+
+
 def test_replacing_plots_removes_a_stale_one_and_keeps_other_commands_plots(tmp_path):
     from tuner.plots import FINALIZE_PLOT, is_study_plot
 

@@ -31,7 +31,7 @@ from tuner.metrics import METRICS
 from tuner.models import FAMILIES, ProblemSpec
 from tuner.objective import Fold, Objective, TrialFailed, counts_toward_budget, score_name
 from tuner.search import make_pruner, make_sampler
-from tuner.tracking import Tracker
+from tuner.tracking import DESCRIPTION, Tracker
 
 DEFAULT_STORAGE = "sqlite:///studies/optuna.db"
 HEARTBEAT_S = 30
@@ -399,7 +399,7 @@ def _open_parent_run(tracker: Tracker, sealed: SealedStudy, experiment_id: str, 
     }
     if config.split.cross_validated:
         params.update(cv_folds=config.split.folds, cv_repeats=config.split.repeats)
-    tags = {"mlflow.note.content": config.description or f"tuner study {config.name}",
+    tags = {DESCRIPTION: config.description or f"tuner study {config.name}",
             **device_tags(uses_keras)}
     return tracker.open_study_run(experiment_id, sealed.study.user_attrs[ATTR + "uid"], config.name, tags, params,
                                   {"study.yaml": study_file.read_text()})

@@ -38,6 +38,7 @@ def artifact_root_for(uri: str) -> str | None:
 
 
 CHAMPION = "champion"  # the registry alias on the newest export of an ensemble
+DESCRIPTION = "mlflow.note.content"  # the tag the MLflow UI shows as a run's description
 
 
 @dataclass
@@ -124,12 +125,18 @@ class Tracker:
                        params: dict[str, Any], files: dict[str, str]) -> str:
         """The study's parent run: found again by its uid on resume, created on first use.
 
+        On resume the description (`mlflow.note.content` in `tags`) and `files` are written again,
+        because the study file's description and budget may have changed since the run was created.
         Workers on several machines may create it at the same moment; all of them then keep the
         oldest and delete their own, so the study has one parent run.
         """
         run_id = self.find_study_run(experiment_id, study_uid)
         if run_id is not None:
             self.client.update_run(run_id, status="RUNNING")
+            if DESCRIPTION in tags:
+                self.client.set_tag(run_id, DESCRIPTION, tags[DESCRIPTION])
+            if files:
+                self.log_artifacts(run_id, files)
             return run_id
         from mlflow.entities import Param
 
@@ -219,7 +226,7 @@ class Tracker:
         experiment_id = self.experiment_id("ensembles")
         run_id = self.client.create_run(experiment_id, run_name=f"ensemble/{name}", tags={
             "tuner.role": "ensemble", "ensemble": name, "studies": ",".join(record["studies"]),
-            "chosen": record["chosen"], "mlflow.note.content": " ".join(record.get("verdict", []))[:5000],
+            "chosen": record["chosen"], DESCRIPTION: " ".join(record.get("verdict", []))[:5000],
         }).info.run_id
         try:
             m, now = record["metric"], int(time.time() * 1000)
