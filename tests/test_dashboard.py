@@ -54,6 +54,25 @@ def test_run_logs_plots_and_tags_the_best_child_run(tiny):
         assert float(run.data.tags["score"]) == pytest.approx(run.data.metrics["val_roc_auc"], abs=1e-6)
 
 
+def test_a_keras_study_gets_learning_curves_and_family_tags(tmp_path):
+    import yaml
+
+    from tuner.study import run_study
+
+    path = tmp_path / "dense.yaml"
+    path.write_text(yaml.safe_dump({"name": "curves-e2e", "data": {"source": "builtin:breast_cancer"},
+                                    "families": ["dense"], "budget": {"trials": 2, "epochs": 2, "patience": 2}}))
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    run_study(path, f"sqlite:///{tmp_path}/optuna.db", tracking)
+    client = MlflowClient(tracking)
+    found = client.search_runs([client.get_experiment_by_name("curves-e2e").experiment_id])
+    parent = next(r for r in found if r.data.tags.get("tuner.role") == "study")
+    children = [r for r in found if r.data.tags.get("tuner.role") == "trial"]
+    assert len(children) == 2 and all(r.data.tags["family"] == "dense" for r in children)
+    sizes = {a.path: a.file_size for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert sizes.get("plots/learning_curves.png", 0) > 0
+
+
 def test_mark_best_moves_the_tag(tiny):
     client, experiment, parent, children = runs(tiny)
     tracker = Tracker(tiny.tracking_uri)
