@@ -37,7 +37,7 @@ def test_multi_family_study_end_to_end_with_mlflow_runs(tmp_path, storage_url, t
         trial = by_number[int(child.data.tags["trial"])]
         assert child.info.run_name == f"trial-{trial.number:03d} {trial.user_attrs['family']}"
         assert child.data.tags["state"] == trial.state.name
-        assert child.data.params["family"] == trial.user_attrs["family"]
+        assert child.data.tags["family"] == child.data.params["family"] == trial.user_attrs["family"]
         assert child.data.tags["device"] == "cpu"
         if trial.state.name == "COMPLETE":
             assert child.data.metrics["val_roc_auc"] == pytest.approx(trial.value)

@@ -54,6 +54,25 @@ def test_run_logs_plots_and_tags_the_best_child_run(tiny):
         assert float(run.data.tags["score"]) == pytest.approx(run.data.metrics["val_roc_auc"], abs=1e-6)
 
 
+def test_a_keras_study_gets_learning_curves_and_family_tags(tmp_path):
+    import yaml
+
+    from tuner.study import run_study
+
+    path = tmp_path / "dense.yaml"
+    path.write_text(yaml.safe_dump({"name": "curves-e2e", "data": {"source": "builtin:breast_cancer"},
+                                    "families": ["dense"], "budget": {"trials": 2, "epochs": 2, "patience": 2}}))
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    run_study(path, f"sqlite:///{tmp_path}/optuna.db", tracking)
+    client = MlflowClient(tracking)
+    found = client.search_runs([client.get_experiment_by_name("curves-e2e").experiment_id])
+    parent = next(r for r in found if r.data.tags.get("tuner.role") == "study")
+    children = [r for r in found if r.data.tags.get("tuner.role") == "trial"]
+    assert len(children) == 2 and all(r.data.tags["family"] == "dense" for r in children)
+    sizes = {a.path: a.file_size for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert sizes.get("plots/learning_curves.png", 0) > 0
+
+
 def test_mark_best_moves_the_tag(tiny):
     client, experiment, parent, children = runs(tiny)
     tracker = Tracker(tiny.tracking_uri)
@@ -73,6 +92,34 @@ def test_trial_curves_read_back_from_child_runs(tmp_path):
                          {"epoch/val_loss": [0.5, 0.4, 0.45], "epoch/val_auc": [0.8, 0.9, 0.85]}, 1.0)
     curves = tracker.trial_curves(experiment_id, parent, [7, 8])
     assert curves == {7: {"val_auc": [0.8, 0.9, 0.85], "val_loss": [0.5, 0.4, 0.45]}}
+
+
+def test_resuming_a_study_rewrites_its_description_and_study_file(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment_id = tracker.experiment_id("edited")
+    first = tracker.open_study_run(experiment_id, "uid", "edited", {"mlflow.note.content": "old words"}, {},
+                                   {"study.yaml": "budget: {trials: 4}"})
+    again = tracker.open_study_run(experiment_id, "uid", "edited", {"mlflow.note.content": "new words"}, {},
+                                   {"study.yaml": "budget: {trials: 40}"})
+    assert again == first
+    assert tracker.client.get_run(first).data.tags["mlflow.note.content"] == "new words"
+    with open(tracker.client.download_artifacts(first, "study.yaml")) as handle:
+        assert handle.read() == "budget: {trials: 40}"
+    tracker.open_study_run(experiment_id, "uid", "edited", {}, {}, {})  # a --jobs worker changes nothing
+    assert tracker.client.get_run(first).data.tags["mlflow.note.content"] == "new words"
+
+
+def test_replacing_plots_removes_a_stale_one_and_keeps_other_commands_plots(tmp_path):
+    from tuner.plots import FINALIZE_PLOT, is_study_plot
+
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db")
+    run_id = tracker.open_study_run(tracker.experiment_id("stale"), "uid", "stale", {}, {}, {})
+    tracker.log_artifacts(run_id, {FINALIZE_PLOT: b"scatter"})
+    tracker.replace_plots(run_id, {"plots/history.png": b"one", "plots/slice_linear.png": b"two"}, owns=is_study_plot)
+    tracker.replace_plots(run_id, {"plots/history.png": b"three"}, owns=is_study_plot)  # the slice failed to draw
+    assert artifact_paths(tracker.client, run_id, "plots") == {"plots/history.png", FINALIZE_PLOT}
+    with open(tracker.client.download_artifacts(run_id, "plots/history.png"), "rb") as handle:
+        assert handle.read() == b"three"
 
 
 def test_study_plots_command_logs_plots(tiny, monkeypatch, capsys):

@@ -2,6 +2,7 @@
 
 import json
 import sys
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -233,4 +234,45 @@ def test_build_without_keras_members_and_a_failed_save_leaves_the_last_build(wri
     runs = client.search_runs([client.get_experiment_by_name("ensembles").experiment_id],
                               "tags.ensemble = 'trees'")
     assert [r.info.run_id for r in runs] == [record["tracking_run_id"]]
-    assert optuna.load_study(study_name="trees", storage=storage_url).user_attrs["tuner.test_looks"] == 2
+    attrs = optuna.load_study(study_name="trees", storage=storage_url).user_attrs
+    assert attrs["tuner.test_looks"] == 2 and attrs["tuner.test_lookers"] == ["ensemble build trees"] * 2
+
+
+def _record(members: list[str]) -> dict:
+    """A build record with what `tuner report` and the plots read from it."""
+    n = len(members)
+    return {"name": "blend", "studies": ["s"], "metric": "roc_auc", "direction": "maximize", "chosen": "weighted",
+            "best_single_member": members[0], "weighting": "greedy selection (Caruana)", "built_at": "2025-01-01 00:00:00",
+            "blends": {"weighted": {"oof": 0.9, "test": 0.89, "test_se": 0.01, "members": members}},
+            "members": [{"label": m, "oof": 0.9, "test": 0.88, "weight": 1.0 / n} for m in members],
+            "dropped": [], "verdict": ["a verdict"],
+            "correlation": {"members": members, "matrix": np.eye(n).tolist()}}
+
+
+def test_the_report_embeds_each_ensembles_weights_and_correlation_plots(tmp_path):
+    from tuner.ensemble.report import ensemble_sections
+
+    folder = tmp_path / ".built" / "blend"
+    folder.mkdir(parents=True)
+    (folder / "build.json").write_text(json.dumps(_record(["#1 linear", "#2 xgboost"])))
+    [section] = ensemble_sections("s", tmp_path)
+    assert section.body.count('<img src="data:image/png;base64,') == 2
+    assert "member weights of the weighted blend (greedy selection (Caruana))" in section.body
+
+
+def test_ensemble_plots_go_to_each_source_studys_run_without_stale_ones(tmp_path):
+    from tuner.ensemble.build import _show_on_studies
+    from tuner.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db")
+    run_id = tracker.open_study_run(tracker.experiment_id("s"), "uid-s", "s", {}, {}, {})
+    tracker.log_artifacts(run_id, {"plots/history.png": b"the study's own"})
+    source = SimpleNamespace(config=SimpleNamespace(name="s"), study=SimpleNamespace(user_attrs={"tuner.uid": "uid-s"}))
+    from tuner.plots import ensemble_plots
+
+    _show_on_studies(tracker, [source], "blend", ensemble_plots(_record(["#1 linear", "#2 xgboost"])))
+    sizes = {a.path: a.file_size for a in tracker.client.list_artifacts(run_id, "plots")}
+    assert sizes["plots/ensemble-blend-weights.png"] > 0 and sizes["plots/ensemble-blend-correlation.png"] > 0
+    _show_on_studies(tracker, [source], "blend", ensemble_plots(_record(["#1 linear"])))  # one member: no heatmap
+    assert {a.path for a in tracker.client.list_artifacts(run_id, "plots")} == {
+        "plots/history.png", "plots/ensemble-blend-weights.png"}

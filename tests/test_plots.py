@@ -104,7 +104,7 @@ def test_later_stage_plots_on_synthetic_inputs():
     rng = np.random.default_rng(0)
     base = rng.normal(size=200)
     oof = np.column_stack([base, base + rng.normal(scale=0.3, size=200), rng.normal(size=200)])
-    assert_png(plots.png_bytes(plots.prediction_correlation(["a", "b", "c"], oof)))
+    assert_png(plots.png_bytes(plots.correlation_heatmap(["a", "b", "c"], np.corrcoef(oof, rowvar=False))))
 
 
 def test_later_stage_plots_skip_without_data():
@@ -113,7 +113,7 @@ def test_later_stage_plots_skip_without_data():
     with pytest.raises(plots.PlotSkipped):
         plots.member_weights({})
     with pytest.raises(plots.PlotSkipped, match="at least 2 members"):
-        plots.prediction_correlation(["a"], np.zeros((10, 1)))
+        plots.correlation_heatmap(["a"], np.ones((1, 1)))
 
 
 def test_constant_scores_skip_importances_and_keep_the_other_plots():

@@ -6,6 +6,7 @@ import json
 
 import optuna
 import pytest
+from mlflow.tracking import MlflowClient
 
 from tests.conftest import run_cli, tiny_study
 
@@ -24,6 +25,13 @@ def test_run_all_searches_finalizes_blends_and_exports_then_reruns_without_a_new
     study = optuna.load_study(study_name="everything", storage=storage_url)
     looks = study.user_attrs["tuner.test_looks"]
     assert looks == 2  # finalize's and the ensemble's, each counted once
+    assert study.user_attrs["tuner.test_lookers"] == ["finalize", "ensemble build everything"]
+    client = MlflowClient(tracking_uri)
+    [parent] = client.search_runs([client.get_experiment_by_name("everything").experiment_id],
+                                  "tags.`tuner.role` = 'study'")
+    plots = {a.path: a.file_size for a in client.list_artifacts(parent.info.run_id, "plots")}
+    for plot in ("history.png", "validation_vs_test.png", "ensemble-everything-weights.png"):
+        assert plots.get(f"plots/{plot}", 0) > 0, plot  # the study's run shows every stage's plots
 
     again = run_cli("run-all", str(path), *common)
     assert again.returncode == 0, again.stderr

@@ -90,10 +90,17 @@ def test_mlflow_ui_shows_the_study_runs_and_plots(tmp_path):
         driver = browser()
         wait = WebDriverWait(driver, WAIT_S)
 
-        # MLflow 3 opens an experiment on its GenAI overview; the runs table is the "Model training" view.
-        driver.get(f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
-        parent = wait.until(seen.element_to_be_clickable(
-            (By.XPATH, f"//a[contains(@href, '/runs/{parent_id}')][normalize-space()='{tiny.name}']")))
+        # MLflow 3.17 opens an experiment on its GenAI overview whatever the experiment's tags say (its
+        # mlflow.experimentKind is ignored); one click on the "Model training" switch shows the runs
+        # table, and the browser remembers it for the plain experiment address.
+        study_link = (By.XPATH, f"//a[contains(@href, '/runs/{parent_id}')][normalize-space()='{tiny.name}']")
+        driver.get(f"{base}/#/experiments/{experiment_id}")
+        switch = wait.until(seen.presence_of_element_located((By.XPATH, "(//*[normalize-space()='Model training'])[last()]")))
+        driver.execute_script("arguments[0].click()", switch)  # a GenAI tip may cover it
+        wait.until(seen.element_to_be_clickable(study_link))
+        driver.get(f"{base}/#/experiments/{experiment_id}")
+        parent = wait.until(seen.element_to_be_clickable(study_link))
+        assert "workflowType=machine_learning" in driver.current_url
         # Trials are nested under the study's run: expand it and the child runs appear.
         parent.find_element(By.XPATH, "./ancestor::div[@role='gridcell'][1]//button").click()
         wait.until(seen.presence_of_element_located((By.XPATH, "//*[normalize-space()='trial-000 ' or "

@@ -136,10 +136,14 @@ def study_show(name: str = typer.Argument(..., help="study name"), storage: Opti
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.best_params.items())
         console.print(f"best: trial {report.best_trial} ({report.best_family}) {report.score_name} "
                       f"{report.best_value:.4f}\n  {params}")
+    if report.test_looks:
+        unnamed = report.test_looks - len(report.test_lookers)  # looks taken before tuner named them
+        by = ([f"{unnamed} unnamed"] if unnamed > 0 else []) + report.test_lookers
+        console.print(f"test looks: {report.test_looks} ({', '.join(by)}); each one read the sealed test rows")
     if report.finalize:
         final = report.finalize
         winner = final["rows"][0]
-        console.print(f"finalized ({final['test_looks']} test look(s)): trial {winner['trial']} test_{report.metric} "
+        console.print(f"finalized at test look {final['test_looks']}: trial {winner['trial']} test_{report.metric} "
                       f"{winner['test']:.4f}")
 
 
@@ -161,14 +165,14 @@ def study_finalize(
 
 
 def _print_finalize(report) -> None:
-    from tuner.finalize import search_score_name
+    from tuner.finalize import interval_text, search_score_name
 
     m, s = report.metric, search_score_name(report)
     table = Table(f"{s} rank", "family", "trial", s, f"test_{m}", f"test_{m} 95% interval", f"optimism ({s} - test)",
                   f"test_{m} rank", title=f"{report.study}: test look {report.test_looks} ({report.rows_test} sealed test rows)")
     for r in report.rows:
         table.add_row(str(r.val_rank), r.family, str(r.trial), f"{r.val:.4f}", f"{r.test:.4f}",
-                      f"[{r.test_low:.4f}, {r.test_high:.4f}]", f"{r.optimism:+.4f}", str(r.test_rank))
+                      interval_text(r.test_low, r.test_high), f"{r.optimism:+.4f}", str(r.test_rank))
     console.print(table)
     winner = report.winner
     console.print(f"winner: trial {winner.trial} ({winner.family}) {s} {winner.val:.4f} -> test_{m} "

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from tuner.errors import StudyFileError
 from tuner.models import FAMILIES
-from tuner.plots import PlotSet, score_label, study_plots
+from tuner.plots import PlotSet, is_study_plot, score_label, study_plots
 from tuner.tracking import Tracker
 
 N_CURVES = 3  # learning curves of this many best Keras trials
@@ -34,13 +34,13 @@ def draw(tracker: Tracker, study: optuna.Study, metric: str, experiment_id: str,
 
 
 def publish(tracker: Tracker, study: optuna.Study, metric: str, experiment_id: str, parent_run_id: str) -> PlotSet:
-    """Tag the best child run and log the plots under `plots/` on the parent run."""
+    """Tag the best child run and log the plots under `plots/` on the parent run, removing any it can no longer draw."""
     try:
         tracker.mark_best(experiment_id, parent_run_id, study.best_trial.number)
     except ValueError:  # no complete trial yet: nothing is best
         pass
     plots = draw(tracker, study, metric, experiment_id, parent_run_id)
-    tracker.log_artifacts(parent_run_id, plots.images)
+    tracker.replace_plots(parent_run_id, plots.images, owns=is_study_plot)
     return plots
 
 

@@ -1,4 +1,4 @@
-"""Scoring the sealed test split, once: the only code in tuner that reads test rows.
+"""Scoring the sealed test split for `study finalize`; `ensemble build` is the only other reader of test rows.
 
 The top configurations (by validation score, at least the best of each family) are refitted on
 train + validation (every search row of a K-fold study) with the epoch / round count early
@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import optuna
@@ -23,7 +23,7 @@ from tuner.data import TEST, prepare_parts
 from tuner.errors import TunerError
 from tuner.metrics import METRICS, Metric
 from tuner.models import FAMILIES
-from tuner.study import ATTR, SealedStudy, open_sealed
+from tuner.study import ATTR, SealedStudy, count_test_look, open_sealed
 
 BOOTSTRAP_SAMPLES = 1000
 
@@ -92,7 +92,11 @@ def select_finalists(study: optuna.Study, top: int) -> list[FrozenTrial]:
 
 
 def bootstrap_interval(metric: Metric, y: np.ndarray, scores: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
-    """95% percentile interval and standard error of the metric over bootstrap resamples of rows."""
+    """95% percentile interval and standard error of the metric over bootstrap resamples of rows.
+
+    NaN all three when fewer than two resamples can be scored (roc_auc on a test part so small that
+    resamples hold one class): no interval is better than a made-up one.
+    """
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(BOOTSTRAP_SAMPLES):
@@ -100,6 +104,8 @@ def bootstrap_interval(metric: Metric, y: np.ndarray, scores: np.ndarray, seed: 
         if metric.name == "roc_auc" and len(np.unique(y[rows])) < 2:
             continue
         values.append(metric.score(y[rows], scores[rows]))
+    if len(values) < 2:
+        return math.nan, math.nan, math.nan
     low, high = np.percentile(values, [2.5, 97.5])
     return float(low), float(high), float(np.std(values, ddof=1))
 
@@ -108,10 +114,10 @@ def finalize_study(name: str, storage_url: str | None = None, tracking_uri: str 
                    force: bool = False, study_file: str | None = None) -> FinalizeReport:
     sealed = open_sealed(name, storage_url, study_file)
     study = sealed.study
-    looks = int(study.user_attrs.get(ATTR + "test_looks", 0))
-    if looks and not force:
+    earlier = int(study.user_attrs.get(ATTR + "test_looks", 0))
+    if earlier and not force:
         raise AlreadyFinalized(
-            f"study {name!r} was already scored on its test split ({looks} look(s)); every further look "
+            f"study {name!r} was already scored on its test split ({earlier} look(s)); every further look "
             "is counted and weakens the estimate: add --force to look again"
         )
     if sealed.metric not in METRICS:
@@ -124,10 +130,18 @@ def finalize_study(name: str, storage_url: str | None = None, tracking_uri: str 
 
     tracker = Tracker(tracking_uri)
     tracker.check()
-    study.set_user_attr(ATTR + "test_looks", looks + 1)  # counted before any test row is read
-    report = _judge(sealed, score_on_test(sealed, finalists), looks + 1)
-    study.set_user_attr(ATTR + "finalize", report.to_record())
-    tracker.log_finalize(name, study.user_attrs[ATTR + "uid"], report, render_markdown(report))
+    counted: list[int] = []  # this run's look number, once it is counted
+    try:
+        rows = score_on_test(sealed, finalists, before_scoring=lambda: counted.append(count_test_look(study, "finalize")))
+        report = _judge(sealed, rows, counted[0])
+        study.set_user_attr(ATTR + "finalize", report.to_record())
+        tracker.log_finalize(name, study.user_attrs[ATTR + "uid"], report, render_markdown(report))
+    except Exception as exc:
+        if not counted:  # failed before any test row was scored: nothing was spent
+            raise
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise TunerError(f"finalize failed after test look {counted[0]} of study {name!r} was counted ({reason}); "
+                         "the look stays counted: fix the cause and rerun with --force") from exc
     return report
 
 
@@ -159,21 +173,47 @@ def refit_predictions(sealed: SealedStudy, trials: list[FrozenTrial], fit_rows: 
         yield trial, scored.y, predictions
 
 
-def score_on_test(sealed: SealedStudy, trials: list[FrozenTrial]) -> list[FinalRow]:
-    """Refit each trial's configuration on every search row and score it on the test rows.
+def score_on_test(sealed: SealedStudy, trials: list[FrozenTrial],
+                  before_scoring: Callable[[], None] = lambda: None) -> list[FinalRow]:
+    """Refit each trial's configuration on every search row, then score them all on the test rows.
 
-    Reads test rows without counting a look: `finalize_study` counts before calling it, and the
-    honesty benchmark uses it to score a random configuration beside the finalists.
+    Every refit runs first, so a failing one costs no test look; `before_scoring` runs once, just
+    before the first test label is compared with a prediction: `finalize_study` counts its look
+    there. The honesty benchmark passes nothing, to score a random configuration beside the
+    finalists without a second look.
     """
     metric = METRICS[sealed.metric]
+    refitted = list(refit_predictions(sealed, trials, sealed.split.search_rows(), sealed.split.rows(TEST), "test"))
+    before_scoring()
     rows = []
-    for trial, y, predictions in refit_predictions(sealed, trials, sealed.split.search_rows(), sealed.split.rows(TEST), "test"):
+    for trial, y, predictions in refitted:
         value = metric.score(y, predictions)
         low, high, _ = bootstrap_interval(metric, y, predictions, seed=trial.number)
         optimism = trial.value - value if metric.direction == "maximize" else value - trial.value
         rows.append(FinalRow(trial.number, trial.user_attrs["family"], trial.user_attrs["params"],
                              trial.user_attrs.get("best_step"), trial.value, value, low, high, optimism))
     return rows
+
+
+def search_score_standard_error(metric: Metric, winner: FinalRow, rows_scored: int, rows_test: int) -> float:
+    """Standard error of one search score on `rows_scored` rows.
+
+    Accuracy is a proportion: binomial, at the winner's test accuracy (an honest estimate, kept half
+    a row from 0 and 1). Other metrics have no formula: the winner's bootstrap test SE, scaled by
+    sqrt(rows_test / rows_scored) because a standard error shrinks with the square root of the rows.
+    """
+    n = max(rows_scored, 1)
+    if metric.name == "accuracy":
+        p = min(max(winner.test, 0.5 / n), 1 - 0.5 / n)
+        return math.sqrt(p * (1 - p) / n)
+    test_se = (winner.test_high - winner.test_low) / (2 * 1.96)
+    return test_se * math.sqrt(rows_test / n)
+
+
+def top_spread(values: list[float], direction: str, top: int = 5) -> float:
+    """How far the best search score lies from the `top`-th best (0 with fewer than two scores)."""
+    ranked = sorted(values, reverse=direction == "maximize")[:top]
+    return abs(ranked[0] - ranked[-1]) if len(ranked) > 1 else 0.0
 
 
 def _judge(sealed: SealedStudy, rows: list[FinalRow], looks: int) -> FinalizeReport:
@@ -187,10 +227,10 @@ def _judge(sealed: SealedStudy, rows: list[FinalRow], looks: int) -> FinalizeRep
     counts = sealed.split.counts()
     scored = len(sealed.split.search_rows()) if sealed.split.folds is not None else counts["val"]
     score_name = sealed.score_name
-    complete = len(sealed.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    values = [t.value for t in sealed.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    complete = len(values)
     winner = rows[0]
-    test_se = (winner.test_high - winner.test_low) / (2 * 1.96)
-    val_se = test_se * math.sqrt(counts["test"] / max(scored, 1))
+    val_se = search_score_standard_error(metric, winner, scored, counts["test"])
     inflation = val_se * math.sqrt(2 * math.log(complete)) if complete > 1 else 0.0
     rho = None
     if len(rows) >= 3 and len({r.val for r in rows}) > 1 and len({r.test for r in rows}) > 1:
@@ -201,18 +241,25 @@ def _judge(sealed: SealedStudy, rows: list[FinalRow], looks: int) -> FinalizeRep
         spearman=rho, val_standard_error=val_se, expected_selection_optimism=inflation,
         finished_at=time.strftime("%Y-%m-%d %H:%M:%S"), score_name=score_name, rows_scored=scored,
     )
+    if any(math.isnan(r.test_low) for r in rows):
+        report.warnings.append(
+            f"the {counts['test']} test rows are too few or too one-sided to bootstrap a test_{sealed.metric} "
+            "interval (a resample needs both classes): intervals are n/a, so read the test scores as rough estimates"
+        )
     half_width = (winner.test_high - winner.test_low) / 2
-    if winner.optimism > half_width:
+    if winner.optimism > half_width:  # False when the interval is n/a (NaN)
         report.warnings.append(
             f"{score_name} flattered the winner by {winner.optimism:.4f} {sealed.metric}, more than the test "
             f"score's 95% interval (+/-{half_width:.4f} on {counts['test']} test rows) explains"
         )
-    spread = abs(rows[0].val - rows[min(len(rows), 5) - 1].val) if len(rows) > 1 else math.inf
-    if spread < val_se:
+    spread = top_spread(values, metric.direction)
+    if complete > 1 and inflation >= spread:
         remedy = "more data or more repeats" if sealed.split.folds is not None else "prefer K-fold validation (split.folds) or more data"
         report.warnings.append(
-            f"the top {score_name} scores lie within one standard error ({val_se:.4f}) of each other on "
-            f"{scored} scored rows: choosing among {complete} trials there is mostly noise; {remedy}"
+            f"picking the best of {complete} trials on {scored} scored rows flatters the winner by about "
+            f"{inflation:.4f} {sealed.metric} by luck alone (standard error {val_se:.4f} x sqrt(2 ln {complete})), "
+            f"as much as or more than the top {min(complete, 5)} {score_name} scores differ ({spread:.4f}): "
+            f"which of them won is mostly noise; {remedy}"
         )
     if looks > 1:
         report.warnings.append(f"this is test look number {looks}: the test score is no longer an untouched estimate")
@@ -223,6 +270,11 @@ def search_score_name(record: FinalizeReport | dict[str, Any]) -> str:
     """The finalize report's search score (records written before K-fold existed say val_)."""
     get = record.get if isinstance(record, dict) else lambda key: getattr(record, key)
     return get("score_name") or f"val_{get('metric')}"
+
+
+def interval_text(low: float, high: float) -> str:
+    """A 95% interval, or n/a when the test part was too small to bootstrap one."""
+    return "n/a" if math.isnan(low) else f"[{low:.4f}, {high:.4f}]"
 
 
 def render_markdown(report: FinalizeReport) -> str:
@@ -238,7 +290,7 @@ def render_markdown(report: FinalizeReport) -> str:
     ]
     for r in report.rows:
         lines.append(f"| {r.val_rank} | {r.family} | {r.trial} | {r.val:.4f} | {r.test:.4f} | "
-                     f"[{r.test_low:.4f}, {r.test_high:.4f}] | {r.optimism:+.4f} | {r.test_rank} |")
+                     f"{interval_text(r.test_low, r.test_high)} | {r.optimism:+.4f} | {r.test_rank} |")
     rho = "n/a (fewer than 3 finalists)" if report.spearman is None else f"{report.spearman:.2f}"
     lines += [
         "",

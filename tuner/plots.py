@@ -22,6 +22,13 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from optuna.visualization import matplotlib as optuna_plots  # noqa: E402
 
 DPI = 110
+FINALIZE_PLOT = "plots/validation_vs_test.png"  # put on the study's run by `study finalize`
+ENSEMBLE_PLOT_PREFIX = "plots/ensemble-"  # plots/ensemble-NAME-weights.png etc., put there by `ensemble build`
+
+
+def is_study_plot(path: str) -> bool:
+    """Whether a file under the study run's `plots/` is one `study_plots` draws (not finalize's or an ensemble's)."""
+    return path != FINALIZE_PLOT and not path.startswith(ENSEMBLE_PLOT_PREFIX)
 
 
 class PlotSkipped(Exception):
@@ -193,12 +200,11 @@ def member_weights(weights: dict[str, float]) -> Figure:
     return figure
 
 
-def prediction_correlation(members: list[str], predictions: np.ndarray) -> Figure:
-    """For ensembles: correlation of members' out-of-fold predictions (one column per member)."""
-    predictions = np.asarray(predictions, dtype=float)
-    if len(members) < 2 or predictions.ndim != 2 or predictions.shape[1] != len(members):
-        raise PlotSkipped("prediction correlation needs at least 2 members, one prediction column each")
-    correlation = np.corrcoef(predictions, rowvar=False)
+def correlation_heatmap(members: list[str], correlation: np.ndarray) -> Figure:
+    """For ensembles: the correlation matrix of members' out-of-fold predictions (from the build record)."""
+    correlation = np.asarray(correlation, dtype=float)
+    if len(members) < 2 or correlation.shape != (len(members), len(members)):
+        raise PlotSkipped("prediction correlation needs at least 2 members and their square correlation matrix")
     figure = Figure(figsize=(0.6 * len(members) + 3.0, 0.6 * len(members) + 2.4), layout="constrained")
     ax = figure.add_subplot()
     image = ax.imshow(correlation, vmin=-1, vmax=1, cmap="coolwarm")
@@ -209,6 +215,16 @@ def prediction_correlation(members: list[str], predictions: np.ndarray) -> Figur
     figure.colorbar(image, ax=ax, label="Pearson correlation")
     ax.set_title("Correlation of out-of-fold predictions")
     return figure
+
+
+def ensemble_plots(record: dict) -> dict[str, bytes]:
+    """An ensemble build record's plots by kind: `weights`, and `correlation` with 2 or more members."""
+    members = record["members"]
+    images = {"weights": png_bytes(member_weights({m["label"]: m["weight"] for m in members}))}
+    if len(members) > 1:
+        images["correlation"] = png_bytes(correlation_heatmap(record["correlation"]["members"],
+                                                              record["correlation"]["matrix"]))
+    return images
 
 
 def study_plots(study: optuna.Study, metric: str, curves: dict[str, dict[str, list[float]]]) -> PlotSet:

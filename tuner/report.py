@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
+from tuner.finalize import interval_text
 from tuner.plots import PlotSet, PlotSkipped, png_bytes, validation_vs_test
 from tuner.study import StudyReport
 
@@ -103,7 +104,7 @@ def finalize_section(record: dict[str, Any]) -> Section:
         (f"{s} rank", "family", "trial", s, f"test_{m}", f"test_{m} 95% interval", f"optimism ({s} - test_{m})",
          f"test_{m} rank"),
         [(r["val_rank"], r["family"], r["trial"], _fmt(r["val"]), _fmt(r["test"]),
-          f"[{r['test_low']:.4f}, {r['test_high']:.4f}]", f"{r['optimism']:+.4f}", r["test_rank"]) for r in rows])
+          interval_text(r["test_low"], r["test_high"]), f"{r['optimism']:+.4f}", r["test_rank"]) for r in rows])
     rho = "n/a (fewer than 3 finalists)" if record.get("spearman") is None else f"{record['spearman']:.2f}"
     facts = (f"<ul><li>Spearman rank correlation of {_e(s)} and test_{_e(m)} over the finalists: {rho}</li>"
              f"<li>standard error of one {_e(s)}: about {record['val_standard_error']:.4f}; picking the best of "

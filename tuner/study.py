@@ -31,7 +31,7 @@ from tuner.metrics import METRICS
 from tuner.models import FAMILIES, ProblemSpec
 from tuner.objective import Fold, Objective, TrialFailed, counts_toward_budget, score_name
 from tuner.search import make_pruner, make_sampler
-from tuner.tracking import Tracker
+from tuner.tracking import DESCRIPTION, Tracker
 
 DEFAULT_STORAGE = "sqlite:///studies/optuna.db"
 HEARTBEAT_S = 30
@@ -399,7 +399,7 @@ def _open_parent_run(tracker: Tracker, sealed: SealedStudy, experiment_id: str, 
     }
     if config.split.cross_validated:
         params.update(cv_folds=config.split.folds, cv_repeats=config.split.repeats)
-    tags = {"mlflow.note.content": config.description or f"tuner study {config.name}",
+    tags = {DESCRIPTION: config.description or f"tuner study {config.name}",
             **device_tags(uses_keras)}
     return tracker.open_study_run(experiment_id, sealed.study.user_attrs[ATTR + "uid"], config.name, tags, params,
                                   {"study.yaml": study_file.read_text()})
@@ -697,6 +697,8 @@ class StudyReport:
     folds: str = ""  # "5 folds x 2 repeats" for a K-fold study
     finalize: dict[str, Any] | None = None  # finalize's record once the test split was scored
     holdout_budget: str = ""  # "budget left 28 of 30 after 5 queries" for a study with a reusable holdout
+    test_looks: int = 0  # the live counter: finalize's and every ensemble build's looks
+    test_lookers: list[str] = field(default_factory=list)  # the command behind each look, oldest first
 
 
 def load_existing(name: str, storage_url: str | None = None) -> optuna.Study:
@@ -740,7 +742,18 @@ def describe_study(name: str, storage_url: str | None = None) -> StudyReport:
         best_params=best.user_attrs.get("params", {}) if best else {}, score_name=stored_score_name(attrs),
         folds=f"{split['n_folds']} folds x {split['n_repeats']} repeat(s)" if "n_folds" in split else "",
         finalize=attrs.get(ATTR + "finalize"), holdout_budget=_holdout_budget(attrs),
+        test_looks=int(attrs.get(ATTR + "test_looks", 0)), test_lookers=list(attrs.get(ATTR + "test_lookers", [])),
     )
+
+
+def count_test_look(study: optuna.Study, command: str) -> int:
+    """Count one look at the sealed test rows, naming the command that took it; returns the new count.
+
+    Called at the moment test rows are first scored, so a failure before that costs no look."""
+    looks = int(study.user_attrs.get(ATTR + "test_looks", 0)) + 1
+    study.set_user_attr(ATTR + "test_looks", looks)
+    study.set_user_attr(ATTR + "test_lookers", [*study.user_attrs.get(ATTR + "test_lookers", []), command])
+    return looks
 
 
 def _holdout_budget(attrs: dict[str, Any]) -> str:

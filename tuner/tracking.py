@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from tuner.errors import StorageError
 
@@ -38,6 +38,7 @@ def artifact_root_for(uri: str) -> str | None:
 
 
 CHAMPION = "champion"  # the registry alias on the newest export of an ensemble
+DESCRIPTION = "mlflow.note.content"  # the tag the MLflow UI shows as a run's description
 
 
 @dataclass
@@ -124,12 +125,18 @@ class Tracker:
                        params: dict[str, Any], files: dict[str, str]) -> str:
         """The study's parent run: found again by its uid on resume, created on first use.
 
+        On resume the description (`mlflow.note.content` in `tags`) and `files` are written again,
+        because the study file's description and budget may have changed since the run was created.
         Workers on several machines may create it at the same moment; all of them then keep the
         oldest and delete their own, so the study has one parent run.
         """
         run_id = self.find_study_run(experiment_id, study_uid)
         if run_id is not None:
             self.client.update_run(run_id, status="RUNNING")
+            if DESCRIPTION in tags:
+                self.client.set_tag(run_id, DESCRIPTION, tags[DESCRIPTION])
+            if files:
+                self.log_artifacts(run_id, files)
             return run_id
         from mlflow.entities import Param
 
@@ -175,7 +182,7 @@ class Tracker:
         self._safely(close)
 
     def log_finalize(self, study_name: str, study_uid: str, report: Any, markdown: str) -> str:
-        """A `finalize` run under the study's parent run: scores, the report, the val-vs-test plot."""
+        """A `finalize` run under the study's parent run: scores, the report, the val-vs-test plot (on both runs)."""
         import json
         from dataclasses import asdict
 
@@ -183,7 +190,7 @@ class Tracker:
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
         from tuner.finalize import search_score_name
-        from tuner.plots import validation_vs_test
+        from tuner.plots import FINALIZE_PLOT, png_bytes, validation_vs_test
 
         experiment_id = self.experiment_id(study_name)
         parent = self.find_study_run(experiment_id, study_uid)
@@ -202,7 +209,10 @@ class Tracker:
         self.client.log_text(run_id, markdown, "finalize.md")
         self.client.log_text(run_id, json.dumps(asdict(report), indent=2, default=str), "finalize.json")
         scores = {f"#{r.trial} {r.family}": (r.val, r.test) for r in report.rows}
-        self.client.log_figure(run_id, validation_vs_test(scores, report.metric, score), "plots/validation_vs_test.png")
+        scatter = {FINALIZE_PLOT: png_bytes(validation_vs_test(scores, report.metric, score))}
+        self.log_artifacts(run_id, scatter)
+        if parent:  # beside the study's own plots, so its run shows them all
+            self.log_artifacts(parent, scatter)
         self.client.set_terminated(run_id, status="FINISHED")
         return run_id
 
@@ -216,7 +226,7 @@ class Tracker:
         experiment_id = self.experiment_id("ensembles")
         run_id = self.client.create_run(experiment_id, run_name=f"ensemble/{name}", tags={
             "tuner.role": "ensemble", "ensemble": name, "studies": ",".join(record["studies"]),
-            "chosen": record["chosen"], "mlflow.note.content": " ".join(record.get("verdict", []))[:5000],
+            "chosen": record["chosen"], DESCRIPTION: " ".join(record.get("verdict", []))[:5000],
         }).info.run_id
         try:
             m, now = record["metric"], int(time.time() * 1000)
@@ -351,6 +361,22 @@ class Tracker:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(content.encode() if isinstance(content, str) else content)
             self.client.log_artifacts(run_id, folder)
+
+    def replace_plots(self, run_id: str, images: dict[str, bytes], owns: Callable[[str], bool]) -> None:
+        """Log `images` (paths under `plots/`), then delete the run's other plots that `owns` claims.
+
+        Logging alone overwrites same-named files but keeps the rest, so a plot that could not be
+        drawn this time would keep its old PNG. `owns` leaves other commands' plots on the same run alone.
+        """
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        stale = [a.path for a in self.client.list_artifacts(run_id, "plots")
+                 if not a.is_dir and a.path not in images and owns(a.path)]
+        self.log_artifacts(run_id, images)
+        if stale:
+            repository = get_artifact_repository(self.client.get_run(run_id).info.artifact_uri, tracking_uri=self.uri)
+            for path in stale:
+                repository.delete_artifacts(path)
 
     def publish_model(self, folder: Path, name: str, run_id: str | None, experiment_name: str,
                       run_name: str, tags: dict[str, str], metrics: dict[str, float]) -> PublishedModel:

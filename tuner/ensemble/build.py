@@ -25,14 +25,16 @@ from tuner.ensemble.candidates import gather_candidates, open_sources
 from tuner.ensemble.fitted import FittedEnsemble, FittedMember, WeightedAverage
 from tuner.ensemble.oof import fit_candidate, fold_ids, member_fitter, out_of_fold
 from tuner.ensemble.selection import (
-    as_vector, correlation_matrix, cross_fitted, drop_near_duplicates, greedy_selection, optimised_weights,
+    correlation_matrix, cross_fitted, drop_near_duplicates, greedy_selection, optimised_weights,
 )
 from tuner.ensemble.store import write_build
 from tuner.errors import TunerError
 from tuner.finalize import BOOTSTRAP_SAMPLES, bootstrap_interval
 from tuner.metrics import METRICS, Metric
-from tuner.study import ATTR
+from tuner.study import ATTR, count_test_look
 
+RUN_PLOTS = {"weights": "plots/member_weights.png", "correlation": "plots/prediction_correlation.png"}
+log = logging.getLogger("tuner")
 BLENDS = ("best_single", "average", "weighted", "stacked", "wide_deep")  # ties go to the simpler, earlier one
 EXAMPLE_ROWS = 5
 
@@ -130,10 +132,8 @@ def _build(name: str, studies: list[str], storage_url: str | None, tracking_uri:
     }
 
     on_step("scoring every member and blend once on the sealed test split")
-    for source in sources:  # counted before any test row is read
-        look = int(source.study.user_attrs.get(ATTR + "test_looks", 0)) + 1
-        source.study.set_user_attr(ATTR + "test_looks", look)
-        looks[source.config.name] = look
+    for source in sources:  # counted before any test row is read; `looks` tells a Ctrl-C what was counted
+        looks[source.config.name] = count_test_look(source.study, f"ensemble build {name}")
     test_rows = split.rows(TEST)
     test = Part("test", test_rows, take_rows(dataset, test_rows), encode_target(encoder, dataset.y[test_rows]),
                 preprocessor)
@@ -174,16 +174,11 @@ def _build(name: str, studies: list[str], storage_url: str | None, tracking_uri:
         "built_at": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     from tuner.ensemble.report import render_markdown, verdict
-    from tuner.plots import member_weights, png_bytes, prediction_correlation
+    from tuner.plots import ensemble_plots
 
     record["verdict"] = verdict(record)
-    files: dict[str, str | bytes] = {
-        "plots/member_weights.png": png_bytes(member_weights(
-            {m["label"]: m["weight"] for m in record["members"]})),
-    }
-    if len(chosen) > 1:
-        files["plots/prediction_correlation.png"] = png_bytes(prediction_correlation(
-            [c.label for c in chosen], np.column_stack([as_vector(p) for p in predictions])))
+    images = ensemble_plots(record)
+    files: dict[str, str | bytes] = {RUN_PLOTS[kind]: png for kind, png in images.items()}
     record["tracking_run_id"] = None
     markdown = render_markdown(record)
     run_id = tracker.log_ensemble(name, record, markdown, files)
@@ -194,7 +189,24 @@ def _build(name: str, studies: list[str], storage_url: str | None, tracking_uri:
         tracker.delete_run(run_id)
         raise
     record["path"] = str(path)
+    _show_on_studies(tracker, sources, name, images)
     return record
+
+
+def _show_on_studies(tracker, sources, name: str, images: dict[str, bytes]) -> None:
+    """The ensemble's plots also on each source study's run (`plots/ensemble-NAME-weights.png`, ...), so
+    that run shows every plot of the study. Best effort: the build is already stored and logged."""
+    from tuner.plots import ENSEMBLE_PLOT_PREFIX
+
+    prefix = f"{ENSEMBLE_PLOT_PREFIX}{name}-"
+    for source in sources:
+        try:
+            _, run_id = tracker.existing_study_run(source.config.name, source.study.user_attrs[ATTR + "uid"])
+            tracker.replace_plots(run_id, {f"{prefix}{kind}.png": png for kind, png in images.items()},
+                                  owns=lambda path: path.startswith(prefix))
+        except Exception as exc:  # a study tracked in another store only misses the copy
+            log.warning("ensemble %s: its plots were not added to study %s's MLflow run (%s)", name,
+                        source.config.name, (str(exc).splitlines() or [type(exc).__name__])[0][:200])
 
 
 def _weighted(predictions: list[np.ndarray], y: np.ndarray, ids: np.ndarray, metric: Metric,

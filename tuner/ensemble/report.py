@@ -115,8 +115,9 @@ def builds_for_study(study: str, root: str | Path | None = None) -> list[dict[st
 
 
 def ensemble_sections(study: str, root: str | Path | None = None) -> list:
-    """Sections for `tuner report`: one per ensemble built from this study."""
-    from tuner.report import Section, table
+    """Sections for `tuner report`: one per ensemble built from this study, with its plots."""
+    from tuner.plots import ensemble_plots
+    from tuner.report import Section, image, table
 
     sections = []
     for record in builds_for_study(study, root):
@@ -130,8 +131,11 @@ def ensemble_sections(study: str, root: str | Path | None = None) -> list:
         notes = "".join(f"<p>{_escape(line)}</p>" for line in record.get("verdict", []))
         dropped = "".join(f'<p class="note">dropped {_escape(d["dropped"])}: r={d["correlation"]:.3f} with '
                           f'{_escape(d["kept"])}</p>' for d in record["dropped"])
+        captions = {"weights": f"member weights of the weighted blend ({record['weighting']})",
+                    "correlation": "correlation of the members' out-of-fold predictions"}
+        figures = "".join(image(png, captions[kind]) for kind, png in ensemble_plots(record).items())
         sections.append(Section(f"Ensemble {record['name']} (built {record['built_at']} from "
-                                f"{', '.join(record['studies'])})", notes + blends + members + dropped))
+                                f"{', '.join(record['studies'])})", notes + blends + members + dropped + figures))
     return sections
 
 
