@@ -236,3 +236,41 @@ def test_journal_storage_with_heartbeats_is_refused(monkeypatch, tmp_path):
     monkeypatch.setenv("TUNER_HEARTBEAT_S", "2")
     with pytest.raises(StorageError, match="journal storage cannot keep"):
         open_storage(f"journal:///{tmp_path / 'journal.log'}")
+
+
+def allowed_hosts_of(command: list[str]) -> list[str]:
+    return command[command.index("--allowed-hosts") + 1].split(",")
+
+
+def test_server_accepts_this_machines_names_the_bound_address_and_the_users_hosts(monkeypatch, tmp_path):
+    import socket
+
+    from tuner.tracking import server_command
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "gpu-box")
+    monkeypatch.setattr(socket, "getfqdn", lambda: "gpu-box.lab.example")
+    command = server_command("sqlite:///m.db", tmp_path, "0.0.0.0", 5000, 2, "mlflow.example.com, *.corp")
+    hosts = allowed_hosts_of(command)
+    assert {"gpu-box", "gpu-box:5000", "gpu-box.lab.example:5000", "mlflow.example.com", "*.corp"} <= set(hosts)
+    assert {"localhost:*", "127.0.0.1:*", "10.*", "192.168.*", "172.16.*"} <= set(hosts)  # MLflow's own defaults
+    assert "172.32.*" not in hosts and len(hosts) == len(set(hosts))
+    bound = allowed_hosts_of(server_command("sqlite:///m.db", tmp_path, "10.1.2.3", 5001, 2))
+    assert "10.1.2.3:5001" in bound and "gpu-box:5001" in bound and "mlflow.example.com" not in bound
+
+
+def test_tuner_server_passes_the_allowed_hosts_to_mlflow(monkeypatch, tmp_path):
+    import socket
+
+    from typer.testing import CliRunner
+
+    import tuner.cli
+
+    started = []
+    monkeypatch.setattr(socket, "gethostname", lambda: "gpu-box")
+    monkeypatch.setattr(tuner.cli.subprocess, "call", lambda command, env: started.append(command) or 0)
+    result = CliRunner().invoke(tuner.cli.app, [
+        "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'm.db'}", "--artifacts-destination",
+        str(tmp_path / "artifacts"), "--host", "0.0.0.0", "--allowed-hosts", "proxy.example.com"])
+    assert result.exit_code == 0, result.output
+    [command] = started
+    assert {"gpu-box:5000", "proxy.example.com", "localhost:*"} <= set(allowed_hosts_of(command))

@@ -443,26 +443,20 @@ def server(
     host: str = typer.Option("127.0.0.1", help="bind address; 0.0.0.0 lets other machines in (use a trusted network)"),
     port: int = typer.Option(5000, help="port"),
     workers: int = typer.Option(2, "--workers", min=1, help="server worker processes"),
-    allowed_hosts: Optional[str] = typer.Option(None, "--allowed-hosts", help="Host headers the server accepts "
-                                                "[default: localhost and private IPs; plus this machine's name "
-                                                "when --host is not 127.0.0.1]"),
+    allowed_hosts: Optional[str] = typer.Option(None, "--allowed-hosts", help="more Host headers to accept, "
+                                                "comma-separated, wildcards allowed (always accepted: localhost, "
+                                                "private IPs, this machine's name and FQDN, --host)"),
 ) -> None:
     """Start an MLflow tracking server for workers on several machines and print the URI they use."""
     import socket
 
-    from tuner.tracking import server_command
+    from tuner.tracking import WILDCARD_ADDRESSES, server_command
 
     if backend_store_uri.startswith("sqlite:///"):
         Path(backend_store_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     artifacts_destination.mkdir(parents=True, exist_ok=True)
-    command = server_command(backend_store_uri, artifacts_destination, host, port, workers)
-    if allowed_hosts:
-        command += ["--allowed-hosts", allowed_hosts]
-    reachable = socket.gethostname() if host in ("0.0.0.0", "::") else host
-    if allowed_hosts is None and host not in ("127.0.0.1", "localhost", "::1"):
-        names = {socket.gethostname(), socket.getfqdn(), host}
-        allowed_hosts = ",".join(sorted(f"{n}{p}" for n in names for p in ("", f":{port}"))
-                                 + ["localhost:*", "127.0.0.1:*", "10.*", "192.168.*", "172.*"])
+    command = server_command(backend_store_uri, artifacts_destination, host, port, workers, allowed_hosts)
+    reachable = socket.gethostname() if host in WILDCARD_ADDRESSES else host
     console.print(f"MLflow tracking server: store {backend_store_uri}, artifacts {artifacts_destination.resolve()}")
     console.print(f"workers use: --tracking-uri http://{reachable}:{port}   (Ctrl-C stops the server)")
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}

@@ -57,14 +57,32 @@ class PublishedModel:
         return f"models:/{self.name}/{self.version}"
 
 
+# MLflow's own default Host headers (localhost and private IPs), which `--allowed-hosts` replaces
+LOCAL_AND_PRIVATE_HOSTS = ["localhost", "127.0.0.1", "[::1]", "0.0.0.0", "localhost:*", "127.0.0.1:*", "[[]::1]:*",
+                           "0.0.0.0:*", "192.168.*", "10.*", *[f"172.{i}.*" for i in range(16, 32)], "fc00:*", "fd00:*"]
+WILDCARD_ADDRESSES = ("0.0.0.0", "::", "")
+
+
+def allowed_hosts(host: str, port: int, extra: str | None = None) -> list[str]:
+    """Host headers the server accepts: MLflow's defaults, this machine's names, the bound address
+    and `extra` (comma-separated), so workers reaching it as http://HOSTNAME:PORT are not refused."""
+    import socket
+
+    names = {socket.gethostname(), socket.getfqdn()} | ({host} if host not in WILDCARD_ADDRESSES else set())
+    mine = sorted(f"{name}{suffix}" for name in names if name for suffix in ("", f":{port}"))
+    given = [h.strip() for h in (extra or "").split(",") if h.strip()]
+    return list(dict.fromkeys(LOCAL_AND_PRIVATE_HOSTS + mine + given))
+
+
 def server_command(backend_store_uri: str, artifacts_destination: Path, host: str, port: int,
-                   workers: int) -> list[str]:
+                   workers: int, extra_allowed_hosts: str | None = None) -> list[str]:
     """`mlflow server` proxying artifacts, so workers on other machines need only the HTTP address."""
     import sys
 
     return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri,
             "--artifacts-destination", str(Path(artifacts_destination).resolve()), "--serve-artifacts",
-            "--host", host, "--port", str(port), "--workers", str(workers)]
+            "--host", host, "--port", str(port), "--workers", str(workers),
+            "--allowed-hosts", ",".join(allowed_hosts(host, port, extra_allowed_hosts))]
 
 
 class Tracker:
