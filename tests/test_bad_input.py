@@ -114,6 +114,7 @@ CASES = {
     "empty file": (lambda folder: (folder / "rows.csv").write_text(""), None, [], "is empty: it has no header and no rows"),
     "not a CSV file": (lambda folder: (folder / "rows.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00"),
                        None, [], "rows.csv is not a readable CSV file"),
+    "NPZ without X": (npz(y=np.zeros(20)), NPZ_SPEC, [], "NPZ needs arrays 'X' and 'y'; missing X (has y)"),
     "NPZ without y": (npz(X=np.zeros((20, 3))), NPZ_SPEC, [], "NPZ needs arrays 'X' and 'y'; missing y"),
     "NPZ lengths differ": (npz(X=np.zeros((20, 3)), y=np.zeros(7)), NPZ_SPEC, [], "X has 20 rows but y has 7"),
     # study file and options
@@ -122,7 +123,22 @@ CASES = {
                                     "budget.trials: Input should be greater than 0"),
     "negative budget on the command line": (csv(rows), None, ["--trials", "-2"], "Invalid value for '--trials'"),
     "unknown family": (csv(rows), base_spec(name="fresh", families=["linear", "svm"]), [], "unknown family 'svm'"),
+    "family not installed": (csv(rows), base_spec(name="fresh", families=["linear", "xgboost"]), [],
+                             "family 'xgboost' needs the xgboost package: pip install xgboost"),
+    "custom builder that cannot be imported": (csv(rows), base_spec(name="fresh", families={"custom": {
+        "builder": "no_such_module:build"}}), [], "custom builder 'no_such_module:build': cannot import 'no_such_module'"),
 }
+HIDDEN_MODULES = {"family not installed": ["xgboost"]}  # importable here, made unimportable for that case
+
+
+def hiding(folder: Path, modules: list[str]) -> dict[str, str]:
+    """An environment whose Python cannot import `modules` (sys.modules[name] = None, as if not installed)."""
+    if not modules:
+        return {}
+    (folder / "hidden").mkdir()
+    (folder / "hidden" / "sitecustomize.py").write_text(
+        "import sys\n" + "".join(f"sys.modules[{name!r}] = None\n" for name in modules))
+    return {"PYTHONPATH": str(folder / "hidden")}
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -137,7 +153,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_the_stores_unchanged(case, stor
             index = args.index(flag)
             del args[index:index + 2]
     before = snapshot(storage, tracking)
-    run = run_cli(*args, *options, cwd=tmp_path)
+    run = run_cli(*args, *options, cwd=tmp_path, env=hiding(tmp_path, HIDDEN_MODULES.get(case, [])))
     assert run.returncode == 2, run.stdout + run.stderr
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), run.stderr

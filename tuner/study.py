@@ -229,7 +229,13 @@ def problem_spec(config: StudyConfig, task: str, n_classes: int, n_features: int
 
 
 def load_inputs(config: StudyConfig, base_dir: Path) -> tuple[Dataset, str]:
-    """Load and check the data, infer the task and check each family can fit it."""
+    """Check each family's packages are installed, load and check the data, infer the task and
+    check each family can fit it: everything refused before a store is touched."""
+    for name in config.families:
+        package = FAMILIES[name].missing_package()
+        if package:
+            raise StudyFileError(f"family {name!r} needs the {package} package: pip install {package} "
+                                 "(or drop the family from `families:`)")
     dataset = load_dataset(config.data.source, config.data.target, base_dir, kind=config.data.kind)
     task = config.task or infer_task(dataset.y)
     check_task(dataset.y, task, config.data.source)

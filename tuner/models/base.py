@@ -97,6 +97,9 @@ class Member(ABC):
         """Read back what `save` wrote; predictions are identical."""
 
 
+KERAS_PACKAGES = {"tensorflow": "tensorflow", "keras": "keras", "optuna_integration": "optuna-integration"}
+
+
 class Family(ABC):
     """One searchable model family. Subclasses set `name` and `view` and are registered once."""
 
@@ -104,6 +107,8 @@ class Family(ABC):
     view: ClassVar[str] = "tabular"  # which feature view it consumes (see data.preprocess.VIEWS)
     uses_keras: ClassVar[bool] = False
     description: ClassVar[str] = ""
+    # module -> pip package the family imports only when it fits, checked before a study starts
+    requires: ClassVar[dict[str, str]] = {}
 
     @abstractmethod
     def search_space(self, trial: Any, spec: ProblemSpec) -> dict[str, Any]:
@@ -119,6 +124,15 @@ class Family(ABC):
 
     def unsupported_reason(self, spec: ProblemSpec) -> str | None:
         """Why this family cannot fit this problem (e.g. a convnet on a table), or None."""
+        return None
+
+    def missing_package(self) -> str | None:
+        """The pip package of the first required module that cannot be imported, or None."""
+        import importlib.util
+
+        for module, package in self.requires.items():
+            if importlib.util.find_spec(module) is None:
+                return package
         return None
 
 
