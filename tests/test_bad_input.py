@@ -6,6 +6,7 @@ file or a different definition are checked against a real sealed study."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -51,14 +52,20 @@ def stores(tmp_path_factory):
 
 
 def snapshot(storage: str, tracking: str) -> tuple:
-    """Studies with their trials and attributes; experiments with every run (deleted ones too)."""
-    studies = {s.study_name: (s.n_trials, sorted(s.user_attrs))
-               for s in optuna.get_all_study_summaries(storage)}
+    """Every study with its attributes and each trial's state, params, value and attributes; every
+    experiment with each run (deleted ones too): its status, end time, params, metrics and tags."""
+    studies = {}
+    for name in optuna.get_all_study_names(storage):
+        study = optuna.load_study(study_name=name, storage=storage)
+        trials = [(t.number, t.state.name, t.params, t.value, t.user_attrs, t.system_attrs) for t in study.trials]
+        studies[name] = json.dumps([study.user_attrs, trials], sort_keys=True, default=str)
     client = MlflowClient(tracking)
-    experiments = client.search_experiments(view_type=ViewType.ALL)
-    runs = {e.name: sorted((r.info.run_id, r.info.status) for r in
-                           client.search_runs([e.experiment_id], run_view_type=ViewType.ALL))
-            for e in experiments}
+    runs = {}
+    for experiment in client.search_experiments(view_type=ViewType.ALL):
+        found = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL)
+        runs[experiment.name] = (len(found), json.dumps(sorted(
+            (r.info.run_id, r.info.status, r.info.end_time, r.info.lifecycle_stage, r.data.params, r.data.metrics,
+             r.data.tags) for r in found), sort_keys=True, default=str))
     return studies, runs
 
 
@@ -98,7 +105,7 @@ CASES = {
                                              'database "no_such_tuner_db" does not exist'),
     "journal storage with heartbeats": (csv(rows), None, ["--storage", "journal:///{folder}/journal.log", "--heartbeat", "2"],
                                         "the journal storage cannot keep"),
-    "unreachable MLflow server": (None, None, ["--tracking-uri", "http://127.0.0.1:1"],
+    "unreachable MLflow server": (csv(rows), None, ["--tracking-uri", "http://127.0.0.1:1"],
                                   "MLflow tracking server http://127.0.0.1:1 does not answer"),
     # the study already in the storage
     "same name, different study file": (csv(rows), base_spec(families=["random_forest"]), [],
@@ -161,6 +168,19 @@ def test_bad_input_is_one_line_exit_2_and_leaves_the_stores_unchanged(case, stor
     assert "secret" not in run.stderr
     assert snapshot(storage, tracking) == before
     assert not (tmp_path / "journal.log").exists() or (tmp_path / "journal.log").stat().st_size == 0
+
+
+@pytest.mark.parametrize("case", ["one-class target", "family not installed"])
+def test_a_first_run_refused_in_a_fresh_folder_creates_no_store(case, tmp_path):
+    """No `studies/optuna.db`, no `mlruns/mlflow.db`, nothing but the user's own files."""
+    make_data, spec, _, expected = CASES[case]
+    write_bad(tmp_path, make_data, spec)
+    env = {"TUNER_STORAGE": "", "TUNER_TRACKING_URI": "", **hiding(tmp_path, HIDDEN_MODULES.get(case, []))}
+    written = set(tmp_path.iterdir())
+    run = run_cli("study", "run", "study.yaml", cwd=tmp_path, env=env)  # the default stores, in this folder
+    assert run.returncode == 2 and expected in run.stderr, run.stderr
+    assert set(tmp_path.iterdir()) == written
+    assert not (tmp_path / "studies").exists() and not (tmp_path / "mlruns").exists()
 
 
 def free_port() -> int:

@@ -31,7 +31,7 @@ from tuner.metrics import METRICS
 from tuner.models import FAMILIES, ProblemSpec
 from tuner.objective import Fold, Objective, TrialFailed, counts_toward_budget, score_name
 from tuner.search import make_pruner, make_sampler
-from tuner.tracking import Tracker
+from tuner.tracking import Tracker, check_server, resolve_tracking_uri
 
 DEFAULT_STORAGE = "sqlite:///studies/optuna.db"
 HEARTBEAT_S = 30
@@ -252,16 +252,18 @@ def load_inputs(config: StudyConfig, base_dir: Path) -> tuple[Dataset, str]:
     return dataset, task
 
 
-def open_study(config: StudyConfig, base_dir: Path, storage_url: str | None = None,
-               create: bool = True) -> SealedStudy:
+def open_study(config: StudyConfig, base_dir: Path, storage_url: str | None = None, create: bool = True,
+               inputs: tuple[Dataset, str] | None = None,
+               storage: optuna.storages.BaseStorage | None = None) -> SealedStudy:
     """Load the study of this name, or create it and seal its split; refuse any mismatch.
 
+    `inputs` (from `load_inputs`) and `storage` (opened on `storage_url`) spare loading them twice.
     When several workers start at once, the one whose `create_study` succeeds seals the split;
     the others wait for its record, so all of them search the same split.
     """
-    dataset, task = load_inputs(config, base_dir)
+    dataset, task = inputs or load_inputs(config, base_dir)
     storage_url = _normalize_url(resolve_storage_url(storage_url))
-    storage = open_storage(storage_url)
+    storage = storage or open_storage(storage_url)
     direction = config.objective_direction(task)
     existing = _find_study(storage, config.name)
     if existing is None and create:
@@ -364,9 +366,14 @@ def run_study(study_file: str | Path, storage_url: str | None = None, tracking_u
     config, base_dir = load_study_file(study_file)
     budget = trials or config.budget.trials
     timeout = timeout or config.budget.timeout
+    # refusals that need no store first, then the remote ones, so a bad input creates no local file
+    inputs = load_inputs(config, base_dir)
+    storage_url = _normalize_url(resolve_storage_url(storage_url))
+    check_server(resolve_tracking_uri(tracking_uri))
+    storage = open_storage(storage_url)
     tracker = Tracker(tracking_uri)
     tracker.check()
-    sealed = open_study(config, base_dir, storage_url)
+    sealed = open_study(config, base_dir, storage_url, inputs=inputs, storage=storage)
     experiment_id = tracker.experiment_id(config.name)
     parent_run_id = _open_parent_run(tracker, sealed, experiment_id, Path(study_file))
     started = time.perf_counter()

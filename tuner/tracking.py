@@ -85,6 +85,20 @@ def server_command(backend_store_uri: str, artifacts_destination: Path, host: st
             "--allowed-hosts", ",".join(allowed_hosts(host, port, extra_allowed_hosts))]
 
 
+def check_server(uri: str) -> None:
+    """An HTTP tracking URI must answer its health check; other URIs pass (nothing is written either way)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S).raise_for_status()
+    except requests.RequestException as exc:
+        reason = type(exc).__name__ if not isinstance(exc, requests.HTTPError) else str(exc)[:120]
+        raise StorageError(f"MLflow tracking server {uri} does not answer ({reason}); start it with "
+                           "`tuner server` or check --tracking-uri") from None
+
+
 class Tracker:
     def __init__(self, uri: str | None = None) -> None:
         self.uri = resolve_tracking_uri(uri)
@@ -104,15 +118,7 @@ class Tracker:
 
     def check(self) -> None:
         """Fail early, writing nothing, when the store cannot be reached (in seconds, not MLflow's minutes of retries)."""
-        if self.uri.startswith(("http://", "https://")):
-            import requests
-
-            try:
-                requests.get(f"{self.uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S).raise_for_status()
-            except requests.RequestException as exc:
-                reason = type(exc).__name__ if not isinstance(exc, requests.HTTPError) else str(exc)[:120]
-                raise StorageError(f"MLflow tracking server {self.uri} does not answer ({reason}); start it with "
-                                   "`tuner server` or check --tracking-uri") from None
+        check_server(self.uri)
         self._raising(lambda: self.client.search_experiments(max_results=1))
 
     def experiment_id(self, name: str) -> str:
