@@ -49,11 +49,24 @@ def slow_study(folder: Path, name: str, trials: int) -> dict:
                       sampler={"name": "random", "seed": 3}, budget={"trials": trials})
 
 
-def start_worker(study_file: Path, storage: str, tracking: str, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TUNER_HEARTBEAT_S": HEARTBEAT}
-    return subprocess.Popen([sys.executable, "-m", "tuner", "study", "run", str(study_file), "--storage", storage,
-                             "--tracking-uri", tracking, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=study_file.parent, env=env)
+@pytest.fixture
+def start_worker():
+    """Start `tuner study run` processes; any still running when the test ends (a failed assertion) is killed."""
+    started: list[subprocess.Popen] = []
+
+    def start(study_file: Path, storage: str, tracking: str, *extra: str) -> subprocess.Popen:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "TUNER_HEARTBEAT_S": HEARTBEAT}
+        started.append(subprocess.Popen(
+            [sys.executable, "-m", "tuner", "study", "run", str(study_file), "--storage", storage,
+             "--tracking-uri", tracking, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, cwd=study_file.parent, env=env))
+        return started[-1]
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=60)
 
 
 def finish(workers: list[subprocess.Popen], timeout: float = 300) -> list[tuple[int, str, str]]:
@@ -111,7 +124,8 @@ def trial_runs(tracking: str, name: str) -> tuple[list, list]:
 
 
 @pytest.mark.slow
-def test_three_workers_on_postgres_share_one_study_and_an_exact_budget(tmp_path, write_study, pg_url, mlflow_server):
+def test_three_workers_on_postgres_share_one_study_and_an_exact_budget(tmp_path, write_study, pg_url, mlflow_server,
+                                                                       start_worker):
     uri, server = mlflow_server
     path = write_study(tiny_study("shared", families=["linear", "random_forest"], budget={"trials": 7}))
     workers = [start_worker(path, pg_url, uri) for _ in range(3)]  # at once: schema and study creation race
@@ -121,10 +135,14 @@ def test_three_workers_on_postgres_share_one_study_and_an_exact_budget(tmp_path,
     trials = study.get_trials()
     assert len(counted(trials)) == 7 and {t.state for t in counted(trials)} == {TrialState.COMPLETE}
     assert len({t.number for t in trials}) == len(trials)
-    assert study.user_attrs["tuner.split"]  # one split record, which every worker verified
     parents, children = trial_runs(uri, "shared")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(children) == 7 and all(r.info.status == "FINISHED" for r in children)
+    assert sorted(int(r.data.tags["trial"]) for r in children) == sorted(t.number for t in counted(trials))
+    # one split: every worker's trials were scored on the split the study sealed
+    digest = study.user_attrs["tuner.split"]["digest"]
+    assert parents[0].data.params["split_digest"] == digest
+    assert {r.data.tags["split_digest"] for r in children} == {digest}
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     for run in children:
         trial = next(t for t in trials if t.number == int(run.data.tags["trial"]))
@@ -152,7 +170,8 @@ def wait_for_running_trial(storage: str, name: str, tracking: str, timeout: floa
     raise AssertionError("no trial started")
 
 
-def kill_one_worker_mid_trial(tmp_path, write_study, storage: str, tracking: str, n_workers: int, trials: int):
+def kill_one_worker_mid_trial(tmp_path, write_study, start_worker, storage: str, tracking: str, n_workers: int,
+                              trials: int):
     name = f"kill{n_workers}"
     path = write_study(slow_study(tmp_path, name, trials))
     workers = [start_worker(path, storage, tracking) for _ in range(n_workers)]
@@ -185,18 +204,20 @@ def kill_one_worker_mid_trial(tmp_path, write_study, storage: str, tracking: str
 
 
 @pytest.mark.slow
-def test_worker_killed_mid_trial_on_postgres_is_rerun_with_same_params(tmp_path, write_study, pg_url, tracking_uri):
-    kill_one_worker_mid_trial(tmp_path, write_study, pg_url, tracking_uri, n_workers=3, trials=5)
+def test_worker_killed_mid_trial_on_postgres_is_rerun_with_same_params(tmp_path, write_study, start_worker, pg_url,
+                                                                       tracking_uri):
+    kill_one_worker_mid_trial(tmp_path, write_study, start_worker, pg_url, tracking_uri, n_workers=3, trials=5)
 
 
 @pytest.mark.slow
-def test_worker_killed_mid_trial_on_sqlite_is_rerun_with_same_params(tmp_path, write_study, tracking_uri):
-    kill_one_worker_mid_trial(tmp_path, write_study, f"sqlite:///{tmp_path / 'optuna.db'}", tracking_uri,
+def test_worker_killed_mid_trial_on_sqlite_is_rerun_with_same_params(tmp_path, write_study, start_worker, tracking_uri):
+    kill_one_worker_mid_trial(tmp_path, write_study, start_worker, f"sqlite:///{tmp_path / 'optuna.db'}", tracking_uri,
                               n_workers=2, trials=4)
 
 
 @pytest.mark.slow
-def test_sigterm_marks_the_trial_closes_its_run_and_says_how_to_resume(tmp_path, write_study, tracking_uri):
+def test_sigterm_marks_the_trial_closes_its_run_and_says_how_to_resume(tmp_path, write_study, start_worker,
+                                                                       tracking_uri):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     path = write_study(slow_study(tmp_path, "stopped", 3))
     worker = start_worker(path, storage, tracking_uri)

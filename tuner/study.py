@@ -435,7 +435,7 @@ def _optimize(sealed: SealedStudy, tracker: Tracker, experiment_id: str, parent_
         configure_mixed_precision(config.budget.mixed_precision)
     objective = Objective(config, folds, tracker, experiment_id, parent_run_id,
                           {**{k: v for k, v in device_tags(uses_keras).items() if not k.startswith("version.")},
-                           **worker_tags(worker)},
+                           **worker_tags(worker), "split_digest": sealed.split.digest},  # the split it verified
                           budget=TimeBudget.from_timeout(timeout))
     enqueue_each_family_once(study, list(config.families), budget)
     study.sampler = make_sampler(config.sampler, sampler_seed(config, len(study.trials), worker))
