@@ -77,9 +77,8 @@ def study_run(
         try:
             result = run_study(study_file, storage, tracking_uri, trials, timeout, jobs, on_progress=show)
         except KeyboardInterrupt:
-            resume = " ".join(sys.argv[1:]) if Path(sys.argv[0]).name in ("tuner", "__main__.py") else f"study run {study_file}"
             errors.print(f"interrupted: finished trials are kept, the running one is marked and queued again; "
-                         f"resume with: tuner {resume}", soft_wrap=True)
+                         f"resume with: tuner {resume_arguments(sys.argv, study_file)}", soft_wrap=True)
             raise typer.Exit(130) from None
     ran = sum(result.counts.values()) - result.trials_before
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.counts.items()))
@@ -91,6 +90,15 @@ def study_run(
     if result.best_value is None:
         raise TunerError(f"no trial completed; first error: {result.first_error or 'none recorded'}")
     console.print(f"next: tuner study show {result.study_name}   |   tuner ui")
+
+
+def resume_arguments(argv: list[str], study_file: Path) -> str:
+    """The arguments that rerun this command, with any password in a URL hidden (the terminal may be logged)."""
+    from tuner.study import redact_url
+
+    if Path(argv[0]).name not in ("tuner", "__main__.py"):
+        return f"study run {study_file}"
+    return " ".join(redact_url(argument) for argument in argv[1:])
 
 
 @study_app.command("list")

@@ -95,7 +95,7 @@ def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
                 continue
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             first = re.sub(r"^\([\w.]+\) ", "", first)[:240]  # SQLAlchemy's "(psycopg.OperationalError) " prefix
-            raise StorageError(f"storage {_redact(url)} cannot be opened ({first}); check --storage") from None
+            raise StorageError(f"storage {redact_url(url)} cannot be opened ({first}); check --storage") from None
     raise AssertionError("unreachable")
 
 
@@ -182,7 +182,7 @@ class StaleTrials:
             hook(trial)
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """Hide a password in a URL before printing it."""
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
@@ -274,7 +274,7 @@ def open_study(config: StudyConfig, base_dir: Path, storage_url: str | None = No
         else:
             return _seal(config, base_dir, dataset, task, created, storage_url)
     if existing is None:
-        raise StudyFileError(f"no study named {config.name!r} in {_redact(storage_url)}; run `tuner study run` first")
+        raise StudyFileError(f"no study named {config.name!r} in {redact_url(storage_url)}; run `tuner study run` first")
     if ATTR + "split" not in existing.user_attrs and not existing.trials:
         existing = _wait_for_seal(storage, config.name)  # created a moment ago by another worker
     attrs = existing.user_attrs
@@ -717,7 +717,7 @@ def load_existing(name: str, storage_url: str | None = None) -> optuna.Study:
     study = _find_study(storage, name)
     if study is None:
         known = ", ".join(optuna.get_all_study_names(storage)) or "none"
-        raise StudyFileError(f"no study named {name!r} in {_redact(resolve_storage_url(storage_url))} (studies: {known})")
+        raise StudyFileError(f"no study named {name!r} in {redact_url(resolve_storage_url(storage_url))} (studies: {known})")
     return study
 
 
