@@ -295,3 +295,32 @@ def test_tuner_server_passes_the_allowed_hosts_to_mlflow(monkeypatch, tmp_path):
     assert result.exit_code == 0, result.output
     [command] = started
     assert {"gpu-box:5000", "proxy.example.com", "localhost:*"} <= set(allowed_hosts_of(command))
+
+
+def test_only_the_last_worker_to_finish_closes_the_parent_run(tmp_path, tracking_uri):
+    from tuner.study import parent_run_status, worker_label
+    from tuner.tracking import Tracker
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="last")
+    mine = study.ask()
+    mine.set_user_attr("worker", worker_label())
+    study.tell(mine, 1.0)
+    theirs = study.ask()
+    theirs.set_user_attr("worker", "other-host:4242")
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.experiment_id(f"last-{uuid.uuid4().hex[:8]}")
+    parent = tracker.open_study_run(experiment_id, uuid.uuid4().hex, "last", {}, {}, {})
+    client = MlflowClient(tracking_uri)
+
+    for status in ("FINISHED", "KILLED"):  # done, or stopped by SIGTERM: the other worker still runs a trial
+        assert parent_run_status(study, status) is None
+    tracker.finish_study(parent, {"trials_complete": 1}, {}, status=parent_run_status(study, "FINISHED"))
+    run = client.get_run(parent)
+    assert run.info.status == "RUNNING" and run.data.metrics["trials_complete"] == 1
+
+    study.tell(theirs, 2.0)  # the other worker finishes last
+    interrupted = study.ask()  # a trial of this worker's own still RUNNING does not hold the run open
+    interrupted.set_user_attr("worker", worker_label())
+    tracker.finish_study(parent, {"trials_complete": 2}, {}, status=parent_run_status(study, "FINISHED"))
+    run = client.get_run(parent)
+    assert run.info.status == "FINISHED" and run.data.metrics["trials_complete"] == 2

@@ -394,8 +394,17 @@ def run_study(study_file: str | Path, storage_url: str | None = None, tracking_u
 
             refresh_after_run(tracker, sealed.study, sealed.score_name, experiment_id, parent_run_id)
         result.tracking_degraded = tracker.degraded
-        tracker.finish_study(parent_run_id, _study_metrics(result), _study_tags(sealed, result), status=status)
+        tracker.finish_study(parent_run_id, _study_metrics(result), _study_tags(sealed, result),
+                             status=parent_run_status(sealed.study, status))
     return result
+
+
+def parent_run_status(study: optuna.Study, status: str) -> str | None:
+    """How this worker leaves the study's parent run: `status`, or None (still RUNNING) while other
+    workers run trials, so the last worker to finish is the one that closes it."""
+    me = worker_label()
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return None if any(t.user_attrs.get("worker") != me for t in running) else status
 
 
 def _open_parent_run(tracker: Tracker, sealed: SealedStudy, experiment_id: str, study_file: Path) -> str:

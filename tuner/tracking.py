@@ -308,14 +308,17 @@ class Tracker:
 
         self._safely(finish)
 
-    def finish_study(self, run_id: str, metrics: dict[str, float], tags: dict[str, str], status: str = "FINISHED") -> None:
+    def finish_study(self, run_id: str, metrics: dict[str, float], tags: dict[str, str],
+                     status: str | None = "FINISHED") -> None:
+        """Log the study's summary on its parent run and end it with `status`; None leaves it RUNNING."""
         def finish() -> None:
             from mlflow.entities import Metric, RunTag
 
             now = int(time.time() * 1000)
             self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
                                   tags=[RunTag(k, v) for k, v in tags.items()])
-            self.client.set_terminated(run_id, status=status)
+            if status is not None:
+                self.client.set_terminated(run_id, status=status)
 
         self._safely(finish)
 
