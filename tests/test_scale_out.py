@@ -324,3 +324,73 @@ def test_only_the_last_worker_to_finish_closes_the_parent_run(tmp_path, tracking
     tracker.finish_study(parent, {"trials_complete": 2}, {}, status=parent_run_status(study, "FINISHED"))
     run = client.get_run(parent)
     assert run.info.status == "FINISHED" and run.data.metrics["trials_complete"] == 2
+
+
+def seeded_config(seed: int | None = 5):
+    from tuner.config import StudyConfig
+
+    return StudyConfig.model_validate(tiny_study("seeds", sampler={"name": "random", "seed": seed}))
+
+
+def test_a_seeded_process_alone_replays_its_seed_and_a_sharing_one_takes_its_own(monkeypatch):
+    import tuner.study as study_module
+    from tuner.study import sampler_seed
+
+    config = seeded_config()
+    assert sampler_seed(config, 3, worker=0) == sampler_seed(config, 3, worker=0) == 8  # alone: seed + trials so far
+    assert sampler_seed(config, 3, worker=1) == 8  # the first `--jobs` slot
+    seeds, unseeded = set(), set()
+    for label in ("host-a:100", "host-a:101", "host-b:100"):
+        monkeypatch.setattr(study_module, "worker_label", lambda label=label: label)
+        seeds |= {sampler_seed(config, 3, worker=0, shared=True), sampler_seed(config, 3, worker=2)}
+        unseeded.add(sampler_seed(seeded_config(None), 3, worker=1))
+    assert len(seeds) == 3 and 8 not in seeds  # each sharing process (host:pid) has its own seed
+    assert len(unseeded) == 3  # without a seed every process differs, `--jobs` slots on two machines too
+
+
+def test_another_workers_trial_is_seen_from_its_start_and_queued_ones_are_no_ones(monkeypatch):
+    import tuner.study as study_module
+    from tuner.study import other_worker_at_work
+
+    monkeypatch.setattr(study_module, "worker_label", lambda: "me:1")
+    study = optuna.create_study()
+    earlier = study.ask()
+    earlier.set_user_attr("worker", "gone:7")  # a finished run of an earlier process
+    study.tell(earlier, 1.0)
+    study.enqueue_trial({"x": 1.0})
+    first = len(study.trials)
+    assert not other_worker_at_work(study.get_trials(), first)
+    mine = study.ask()
+    mine.set_user_attr("worker", "me:1")
+    assert not other_worker_at_work(study.get_trials(), first, current=mine.number)
+    theirs = study.ask()  # started a moment ago; its worker attribute is not written yet
+    assert other_worker_at_work(study.get_trials(), first, current=mine.number)
+    theirs.set_user_attr("worker", "other:9")
+    study.tell(theirs, 2.0)
+    assert other_worker_at_work(study.get_trials(), first, current=mine.number)
+
+
+def test_two_seeded_workers_started_together_propose_different_params(monkeypatch):
+    """Both see an empty study and take the same seed; the second to start a trial sees the first's and reseeds."""
+    import tuner.study as study_module
+    from tuner.search import make_sampler
+    from tuner.study import ReseedOnJoin, sampler_seed
+
+    config = seeded_config()
+    storage = optuna.storages.InMemoryStorage()
+    optuna.create_study(storage=storage, study_name="together")
+    now = {"label": ""}
+    monkeypatch.setattr(study_module, "worker_label", lambda: now["label"])
+    workers = {}
+    for label in ("host-a:1", "host-b:1"):
+        study = optuna.load_study(study_name="together", storage=storage)
+        study.sampler = make_sampler(config.sampler, sampler_seed(config, 0, worker=0))
+        workers[label] = study, ReseedOnJoin(lambda trial: trial.suggest_float("x", 0, 1), config, 0, 0)
+    proposed = {}
+    for label, (study, objective) in workers.items():
+        now["label"] = label
+        trial = study.ask()
+        trial.set_user_attr("worker", label)  # what BudgetGuard writes first
+        proposed[label] = objective(trial)
+    assert proposed["host-a:1"] != proposed["host-b:1"]
+    assert not workers["host-a:1"][1].shared and workers["host-b:1"][1].shared

@@ -7,6 +7,7 @@ no half-made study and no orphan MLflow run.
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import random
@@ -447,17 +448,50 @@ def _optimize(sealed: SealedStudy, tracker: Tracker, experiment_id: str, parent_
                            **worker_tags(worker), "split_digest": sealed.split.digest},  # the split it verified
                           budget=TimeBudget.from_timeout(timeout))
     enqueue_each_family_once(study, list(config.families), budget)
-    study.sampler = make_sampler(config.sampler, sampler_seed(config, len(study.trials), worker))
+    first = len(study.trials)
+    shared = other_worker_at_work(study.get_trials(deepcopy=False), first)
+    study.sampler = make_sampler(config.sampler, sampler_seed(config, first, worker, shared))
     study.pruner = make_pruner(config.pruner, folds=len(folds) if config.split.cross_validated else None)
+    if config.sampler.seed is not None and not shared:
+        objective = ReseedOnJoin(objective, config, first, worker)
     _search(study, objective, budget, timeout, on_progress)
 
 
-def sampler_seed(config: StudyConfig, trials_so_far: int, worker: int) -> int:
-    """An explicit `sampler.seed` replays the same search in one process; otherwise each process
-    differs, because separately started workers must not propose the same sequence."""
-    if config.sampler.seed is not None:
-        return config.sampler.seed + trials_so_far + 7919 * worker
-    return config.split.seed + trials_so_far + 7919 * (worker or os.getpid())
+def sampler_seed(config: StudyConfig, trials_so_far: int, worker: int, shared: bool = False) -> int:
+    """An explicit `sampler.seed` replays the same search in a process alone on its study. A process
+    sharing it (`shared`, or a `--jobs` slot after the first), and every process without a seed,
+    mixes in its host:pid, so separately started workers never propose the same sequence."""
+    seed = config.sampler.seed
+    if seed is not None and not shared and worker <= 1:
+        return seed + trials_so_far
+    base = (config.split.seed if seed is None else seed) + trials_so_far
+    return int.from_bytes(hashlib.sha256(f"{base}:{worker_label()}".encode()).digest()[:4], "big")
+
+
+def other_worker_at_work(trials: list[FrozenTrial], first: int, current: int | None = None) -> bool:
+    """Another process searches this study: its trial is RUNNING, or was started since this process
+    joined (trial number `first` on). Queued trials belong to no one yet."""
+    me = worker_label()
+    return any(t.number != current and t.state != TrialState.WAITING and t.user_attrs.get("worker") != me
+               and (t.state == TrialState.RUNNING or t.number >= first) for t in trials)
+
+
+class ReseedOnJoin:
+    """Wraps the objective of a seeded process that started alone: once another worker's trial shows
+    up (workers started at the same moment see each other only then), the sampler takes this
+    process's own seed before the trial suggests anything."""
+
+    def __init__(self, objective: Callable[[optuna.Trial], float], config: StudyConfig, first: int,
+                 worker: int) -> None:
+        self.objective, self.config, self.first, self.worker = objective, config, first, worker
+        self.shared = False
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        if not self.shared and other_worker_at_work(trial.study.get_trials(deepcopy=False), self.first, trial.number):
+            self.shared = True
+            trial.study.sampler = make_sampler(self.config.sampler,
+                                               sampler_seed(self.config, self.first, self.worker, shared=True))
+        return self.objective(trial)
 
 
 def worker_tags(worker: int) -> dict[str, str]:
