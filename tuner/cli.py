@@ -103,7 +103,7 @@ def resume_arguments(argv: list[str], study_file: Path) -> str:
 
 @study_app.command("list")
 def study_list(storage: Optional[str] = StorageOption) -> None:
-    """Studies in the storage, with their best search score (val_ or cv_; never a test score)."""
+    """Studies in the storage: trials as the budget counts them, best search score (val_ or cv_, never test)."""
     from tuner.study import list_studies
 
     rows = list_studies(storage)
@@ -139,7 +139,9 @@ def study_show(name: str = typer.Argument(..., help="study name"), storage: Opti
                       _fmt(row.best_value), "-" if row.best_trial is None else str(row.best_trial),
                       "-" if row.mean_seconds is None else f"{row.mean_seconds:.1f}")
     console.print(table)
-    console.print("trials by state: " + ", ".join(f"{s.lower()} {n}" for s, n in sorted(report.states.items())))
+    uncounted = ", ".join(f"{n} {why}" for why, n in sorted(report.not_counted.items()))
+    console.print("trials by state: " + ", ".join(f"{s.lower()} {n}" for s, n in sorted(report.states.items()))
+                  + (f" (not counted toward the budget: {uncounted})" if uncounted else ""))
     if report.best_trial is not None:
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.best_params.items())
         console.print(f"best: trial {report.best_trial} ({report.best_family}) {report.score_name} "

@@ -16,6 +16,7 @@ import signal
 import socket
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -753,6 +754,7 @@ class StudyReport:
     folds: str = ""  # "5 folds x 2 repeats" for a K-fold study
     finalize: dict[str, Any] | None = None  # finalize's record once the test split was scored
     holdout_budget: str = ""  # "budget left 28 of 30 after 5 queries" for a study with a reusable holdout
+    not_counted: dict[str, int] = field(default_factory=dict)  # trials outside the budget, by why (see uncounted_reason)
 
 
 def load_existing(name: str, storage_url: str | None = None) -> optuna.Study:
@@ -767,7 +769,9 @@ def load_existing(name: str, storage_url: str | None = None) -> optuna.Study:
 def describe_study(name: str, storage_url: str | None = None) -> StudyReport:
     study = load_existing(name, storage_url)
     attrs = study.user_attrs
-    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("skipped")]
+    everything = study.get_trials(deepcopy=False)
+    trials = [t for t in everything if counts_toward_budget(t)]  # what the budget counts, so the totals match it
+    not_counted = dict(Counter(uncounted_reason(t) for t in everything if not counts_toward_budget(t)))
     sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
     rows = []
     for family in sorted({t.user_attrs.get("family", "?") for t in trials}):
@@ -795,8 +799,16 @@ def describe_study(name: str, storage_url: str | None = None) -> StudyReport:
         families=rows, best_trial=best.number if best else None, best_value=best_value, best_family=best_family,
         best_params=best.user_attrs.get("params", {}) if best else {}, score_name=stored_score_name(attrs),
         folds=f"{split['n_folds']} folds x {split['n_repeats']} repeat(s)" if "n_folds" in split else "",
-        finalize=attrs.get(ATTR + "finalize"), holdout_budget=_holdout_budget(attrs),
+        finalize=attrs.get(ATTR + "finalize"), holdout_budget=_holdout_budget(attrs), not_counted=not_counted,
     )
+
+
+def uncounted_reason(trial: FrozenTrial) -> str:
+    """Why a trial does not spend the budget: refused at its start, waiting in the queue, or stopped
+    (Ctrl-C, SIGTERM, a lost worker) and queued again with the same params."""
+    if trial.user_attrs.get("skipped"):
+        return "skipped"
+    return "queued" if trial.state == TrialState.WAITING else "stopped and re-queued"
 
 
 def _holdout_budget(attrs: dict[str, Any]) -> str:
@@ -812,8 +824,9 @@ def list_studies(storage_url: str | None = None) -> list[dict[str, Any]]:
     storage = open_storage(storage_url)
     rows = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=True):
+        trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials(deepcopy=False)
         rows.append({
-            "name": summary.study_name, "trials": summary.n_trials,
+            "name": summary.study_name, "trials": sum(map(counts_toward_budget, trials)),  # as the budget counts
             "metric": summary.user_attrs.get(ATTR + "metric", "?"),
             "score_name": stored_score_name(summary.user_attrs),
             "direction": summary.direction.name.lower(),
