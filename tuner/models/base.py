@@ -128,12 +128,24 @@ class Family(ABC):
 
     def missing_package(self) -> str | None:
         """The pip package of the first required module that cannot be imported, or None."""
-        import importlib.util
-
         for module, package in self.requires.items():
-            if importlib.util.find_spec(module) is None:
+            if not _importable(module):
                 return package
         return None
+
+
+def _importable(module: str) -> bool:
+    """Found without importing it; a module already imported counts (lazy ones such as
+    optuna_integration have no __spec__, which find_spec refuses)."""
+    import importlib.util
+    import sys
+
+    if sys.modules.get(module) is not None:
+        return True
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 @dataclass
