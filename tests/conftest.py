@@ -48,8 +48,13 @@ def tiny_study(name: str, **overrides) -> dict:
     return spec
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run `python -m tuner ARGS` as a user would, in a clean process."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m tuner ARGS` as a user would, in a clean process.
+
+    `env` is added to the environment; a PYTHONPATH in it goes before the repository's."""
+    extra = dict(env or {})
+    path = os.pathsep.join(filter(None, [extra.pop("PYTHONPATH", None), str(REPO)]))
+    env = {**os.environ, **extra, "PYTHONPATH": path}
     return subprocess.run([sys.executable, "-m", "tuner", *args], capture_output=True, text=True,
                           cwd=cwd or REPO, env=env, timeout=timeout)

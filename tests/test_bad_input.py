@@ -6,11 +6,13 @@ file or a different definition are checked against a real sealed study."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -51,14 +53,20 @@ def stores(tmp_path_factory):
 
 
 def snapshot(storage: str, tracking: str) -> tuple:
-    """Studies with their trials and attributes; experiments with every run (deleted ones too)."""
-    studies = {s.study_name: (s.n_trials, sorted(s.user_attrs))
-               for s in optuna.get_all_study_summaries(storage)}
+    """Every study with its attributes and each trial's state, params, value and attributes; every
+    experiment with each run (deleted ones too): its status, end time, params, metrics and tags."""
+    studies = {}
+    for name in optuna.get_all_study_names(storage):
+        study = optuna.load_study(study_name=name, storage=storage)
+        trials = [(t.number, t.state.name, t.params, t.value, t.user_attrs, t.system_attrs) for t in study.trials]
+        studies[name] = json.dumps([study.user_attrs, trials], sort_keys=True, default=str)
     client = MlflowClient(tracking)
-    experiments = client.search_experiments(view_type=ViewType.ALL)
-    runs = {e.name: sorted((r.info.run_id, r.info.status) for r in
-                           client.search_runs([e.experiment_id], run_view_type=ViewType.ALL))
-            for e in experiments}
+    runs = {}
+    for experiment in client.search_experiments(view_type=ViewType.ALL):
+        found = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL)
+        runs[experiment.name] = (len(found), json.dumps(sorted(
+            (r.info.run_id, r.info.status, r.info.end_time, r.info.lifecycle_stage, r.data.params, r.data.metrics,
+             r.data.tags) for r in found), sort_keys=True, default=str))
     return studies, runs
 
 
@@ -98,7 +106,7 @@ CASES = {
                                              'database "no_such_tuner_db" does not exist'),
     "journal storage with heartbeats": (csv(rows), None, ["--storage", "journal:///{folder}/journal.log", "--heartbeat", "2"],
                                         "the journal storage cannot keep"),
-    "unreachable MLflow server": (None, None, ["--tracking-uri", "http://127.0.0.1:1"],
+    "unreachable MLflow server": (csv(rows), None, ["--tracking-uri", "http://127.0.0.1:1"],
                                   "MLflow tracking server http://127.0.0.1:1 does not answer"),
     # the study already in the storage
     "same name, different study file": (csv(rows), base_spec(families=["random_forest"]), [],
@@ -114,6 +122,7 @@ CASES = {
     "empty file": (lambda folder: (folder / "rows.csv").write_text(""), None, [], "is empty: it has no header and no rows"),
     "not a CSV file": (lambda folder: (folder / "rows.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00"),
                        None, [], "rows.csv is not a readable CSV file"),
+    "NPZ without X": (npz(y=np.zeros(20)), NPZ_SPEC, [], "NPZ needs arrays 'X' and 'y'; missing X (has y)"),
     "NPZ without y": (npz(X=np.zeros((20, 3))), NPZ_SPEC, [], "NPZ needs arrays 'X' and 'y'; missing y"),
     "NPZ lengths differ": (npz(X=np.zeros((20, 3)), y=np.zeros(7)), NPZ_SPEC, [], "X has 20 rows but y has 7"),
     # study file and options
@@ -122,7 +131,22 @@ CASES = {
                                     "budget.trials: Input should be greater than 0"),
     "negative budget on the command line": (csv(rows), None, ["--trials", "-2"], "Invalid value for '--trials'"),
     "unknown family": (csv(rows), base_spec(name="fresh", families=["linear", "svm"]), [], "unknown family 'svm'"),
+    "family not installed": (csv(rows), base_spec(name="fresh", families=["linear", "xgboost"]), [],
+                             "family 'xgboost' needs the xgboost package: pip install xgboost"),
+    "custom builder that cannot be imported": (csv(rows), base_spec(name="fresh", families={"custom": {
+        "builder": "no_such_module:build"}}), [], "custom builder 'no_such_module:build': cannot import 'no_such_module'"),
 }
+HIDDEN_MODULES = {"family not installed": ["xgboost"]}  # importable here, made unimportable for that case
+
+
+def hiding(folder: Path, modules: list[str]) -> dict[str, str]:
+    """An environment whose Python cannot import `modules` (sys.modules[name] = None, as if not installed)."""
+    if not modules:
+        return {}
+    (folder / "hidden").mkdir()
+    (folder / "hidden" / "sitecustomize.py").write_text(
+        "import sys\n" + "".join(f"sys.modules[{name!r}] = None\n" for name in modules))
+    return {"PYTHONPATH": str(folder / "hidden")}
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -137,7 +161,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_the_stores_unchanged(case, stor
             index = args.index(flag)
             del args[index:index + 2]
     before = snapshot(storage, tracking)
-    run = run_cli(*args, *options, cwd=tmp_path)
+    run = run_cli(*args, *options, cwd=tmp_path, env=hiding(tmp_path, HIDDEN_MODULES.get(case, [])))
     assert run.returncode == 2, run.stdout + run.stderr
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), run.stderr
@@ -145,6 +169,19 @@ def test_bad_input_is_one_line_exit_2_and_leaves_the_stores_unchanged(case, stor
     assert "secret" not in run.stderr
     assert snapshot(storage, tracking) == before
     assert not (tmp_path / "journal.log").exists() or (tmp_path / "journal.log").stat().st_size == 0
+
+
+@pytest.mark.parametrize("case", ["one-class target", "family not installed"])
+def test_a_first_run_refused_in_a_fresh_folder_creates_no_store(case, tmp_path):
+    """No `studies/optuna.db`, no `mlruns/mlflow.db`, nothing but the user's own files."""
+    make_data, spec, _, expected = CASES[case]
+    write_bad(tmp_path, make_data, spec)
+    env = {"TUNER_STORAGE": "", "TUNER_TRACKING_URI": "", **hiding(tmp_path, HIDDEN_MODULES.get(case, []))}
+    written = set(tmp_path.iterdir())
+    run = run_cli("study", "run", "study.yaml", cwd=tmp_path, env=env)  # the default stores, in this folder
+    assert run.returncode == 2 and expected in run.stderr, run.stderr
+    assert set(tmp_path.iterdir()) == written
+    assert not (tmp_path / "studies").exists() and not (tmp_path / "mlruns").exists()
 
 
 def free_port() -> int:
@@ -165,6 +202,7 @@ def test_mlflow_server_going_away_mid_study_degrades_tracking_and_loses_no_trial
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)},
         start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
+    study_run = None
     try:
         deadline = time.time() + 120
         while not _answers(uri):
@@ -181,14 +219,24 @@ def test_mlflow_server_going_away_mid_study_degrades_tracking_and_loses_no_trial
             time.sleep(0.2)
         os.killpg(server.pid, signal.SIGKILL)
         server.wait(timeout=30)
+        server_gone = datetime.now()  # Optuna stamps trials with naive local time
         out, err = study_run.communicate(timeout=600)
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGKILL)
+        if study_run is not None and study_run.poll() is None:
+            study_run.kill()
+            study_run.communicate(timeout=60)
     assert study_run.returncode == 0, err
     assert "MLflow tracking is degraded" in err and "Optuna kept every trial" in err
     trials = optuna.load_study(study_name="outage", storage=storage).trials
-    assert [t.state.name for t in trials] == ["COMPLETE"] * 6
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 6 and [t.number for t in trials] == list(range(6))
+    assert any(t.datetime_complete > server_gone for t in trials), "no trial ran after the server was killed"
+    client = MlflowClient(f"sqlite:///{tmp_path / 'server.db'}")  # what the dead server had recorded
+    [experiment] = [e for e in client.search_experiments() if e.name == "outage"]
+    tracked = [r for r in client.search_runs([experiment.experiment_id])
+               if r.data.tags.get("tuner.role") == "trial" and r.info.status == "FINISHED"]
+    assert 2 <= len(tracked) < len(trials)  # Optuna kept the trials MLflow could not record
 
 
 def _answers(uri: str) -> bool:

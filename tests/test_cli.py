@@ -147,3 +147,27 @@ def test_jobs_run_worker_processes_on_one_study(tmp_path, write_study, tracking_
     assert len([r for r in runs if r.data.tags.get("tuner.role") == "study"]) == 1
     assert all(r.info.status == "FINISHED" for r in runs)
     assert len({r.data.tags["pid"] for r in runs if r.data.tags.get("tuner.role") == "trial"}) == 2
+
+
+def test_the_resume_line_after_ctrl_c_hides_passwords(monkeypatch):
+    import sys
+
+    from typer.testing import CliRunner
+
+    import tuner.cli
+    import tuner.study
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tuner.study, "interrupt_on_signals", lambda: None)  # keep pytest's own handlers
+    monkeypatch.setattr(tuner.study, "run_study", interrupted)
+    argv = ["tuner", "study", "run", "s.yaml", "--storage", "postgresql+psycopg://tuner:secret@db:5432/studies",
+            "--tracking-uri=https://me:token@mlflow.example.com"]
+    monkeypatch.setattr(sys, "argv", argv)
+    result = CliRunner().invoke(tuner.cli.app, argv[1:])
+    assert result.exit_code == 130
+    shown = " ".join(result.stderr.split())
+    assert ("resume with: tuner study run s.yaml --storage postgresql+psycopg://tuner:***@db:5432/studies "
+            "--tracking-uri=https://me:***@mlflow.example.com") in shown
+    assert "secret" not in result.output + result.stderr and "token" not in result.output + result.stderr

@@ -81,3 +81,13 @@ def test_a_pruned_stepwise_fit_raises_trial_pruned(name, problem):
     params = FAMILIES[name].search_space(trial, spec)
     with pytest.raises(optuna.TrialPruned):
         FAMILIES[name].build(params, spec).fit(train.X("tabular"), train.y, val.X("tabular"), val.y, trial=trial)
+
+
+def test_installed_packages_are_found_already_imported_or_not(monkeypatch):
+    import sys
+
+    import optuna_integration.xgboost  # noqa: F401  (a lazy module: find_spec refuses its missing __spec__)
+
+    assert all(family.missing_package() is None for family in FAMILIES.values())
+    monkeypatch.setitem(sys.modules, "xgboost", None)  # what an uninstalled package looks like to Python
+    assert FAMILIES["xgboost"].missing_package() == "xgboost" and FAMILIES["linear"].missing_package() is None

@@ -49,11 +49,24 @@ def slow_study(folder: Path, name: str, trials: int) -> dict:
                       sampler={"name": "random", "seed": 3}, budget={"trials": trials})
 
 
-def start_worker(study_file: Path, storage: str, tracking: str, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TUNER_HEARTBEAT_S": HEARTBEAT}
-    return subprocess.Popen([sys.executable, "-m", "tuner", "study", "run", str(study_file), "--storage", storage,
-                             "--tracking-uri", tracking, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=study_file.parent, env=env)
+@pytest.fixture
+def start_worker():
+    """Start `tuner study run` processes; any still running when the test ends (a failed assertion) is killed."""
+    started: list[subprocess.Popen] = []
+
+    def start(study_file: Path, storage: str, tracking: str, *extra: str) -> subprocess.Popen:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "TUNER_HEARTBEAT_S": HEARTBEAT}
+        started.append(subprocess.Popen(
+            [sys.executable, "-m", "tuner", "study", "run", str(study_file), "--storage", storage,
+             "--tracking-uri", tracking, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, cwd=study_file.parent, env=env))
+        return started[-1]
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=60)
 
 
 def finish(workers: list[subprocess.Popen], timeout: float = 300) -> list[tuple[int, str, str]]:
@@ -111,7 +124,8 @@ def trial_runs(tracking: str, name: str) -> tuple[list, list]:
 
 
 @pytest.mark.slow
-def test_three_workers_on_postgres_share_one_study_and_an_exact_budget(tmp_path, write_study, pg_url, mlflow_server):
+def test_three_workers_on_postgres_share_one_study_and_an_exact_budget(tmp_path, write_study, pg_url, mlflow_server,
+                                                                       start_worker):
     uri, server = mlflow_server
     path = write_study(tiny_study("shared", families=["linear", "random_forest"], budget={"trials": 7}))
     workers = [start_worker(path, pg_url, uri) for _ in range(3)]  # at once: schema and study creation race
@@ -121,10 +135,14 @@ def test_three_workers_on_postgres_share_one_study_and_an_exact_budget(tmp_path,
     trials = study.get_trials()
     assert len(counted(trials)) == 7 and {t.state for t in counted(trials)} == {TrialState.COMPLETE}
     assert len({t.number for t in trials}) == len(trials)
-    assert study.user_attrs["tuner.split"]  # one split record, which every worker verified
     parents, children = trial_runs(uri, "shared")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(children) == 7 and all(r.info.status == "FINISHED" for r in children)
+    assert sorted(int(r.data.tags["trial"]) for r in children) == sorted(t.number for t in counted(trials))
+    # one split: every worker's trials were scored on the split the study sealed
+    digest = study.user_attrs["tuner.split"]["digest"]
+    assert parents[0].data.params["split_digest"] == digest
+    assert {r.data.tags["split_digest"] for r in children} == {digest}
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     for run in children:
         trial = next(t for t in trials if t.number == int(run.data.tags["trial"]))
@@ -152,7 +170,8 @@ def wait_for_running_trial(storage: str, name: str, tracking: str, timeout: floa
     raise AssertionError("no trial started")
 
 
-def kill_one_worker_mid_trial(tmp_path, write_study, storage: str, tracking: str, n_workers: int, trials: int):
+def kill_one_worker_mid_trial(tmp_path, write_study, start_worker, storage: str, tracking: str, n_workers: int,
+                              trials: int):
     name = f"kill{n_workers}"
     path = write_study(slow_study(tmp_path, name, trials))
     workers = [start_worker(path, storage, tracking) for _ in range(n_workers)]
@@ -185,18 +204,20 @@ def kill_one_worker_mid_trial(tmp_path, write_study, storage: str, tracking: str
 
 
 @pytest.mark.slow
-def test_worker_killed_mid_trial_on_postgres_is_rerun_with_same_params(tmp_path, write_study, pg_url, tracking_uri):
-    kill_one_worker_mid_trial(tmp_path, write_study, pg_url, tracking_uri, n_workers=3, trials=5)
+def test_worker_killed_mid_trial_on_postgres_is_rerun_with_same_params(tmp_path, write_study, start_worker, pg_url,
+                                                                       tracking_uri):
+    kill_one_worker_mid_trial(tmp_path, write_study, start_worker, pg_url, tracking_uri, n_workers=3, trials=5)
 
 
 @pytest.mark.slow
-def test_worker_killed_mid_trial_on_sqlite_is_rerun_with_same_params(tmp_path, write_study, tracking_uri):
-    kill_one_worker_mid_trial(tmp_path, write_study, f"sqlite:///{tmp_path / 'optuna.db'}", tracking_uri,
+def test_worker_killed_mid_trial_on_sqlite_is_rerun_with_same_params(tmp_path, write_study, start_worker, tracking_uri):
+    kill_one_worker_mid_trial(tmp_path, write_study, start_worker, f"sqlite:///{tmp_path / 'optuna.db'}", tracking_uri,
                               n_workers=2, trials=4)
 
 
 @pytest.mark.slow
-def test_sigterm_marks_the_trial_closes_its_run_and_says_how_to_resume(tmp_path, write_study, tracking_uri):
+def test_sigterm_marks_the_trial_closes_its_run_and_says_how_to_resume(tmp_path, write_study, start_worker,
+                                                                       tracking_uri):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     path = write_study(slow_study(tmp_path, "stopped", 3))
     worker = start_worker(path, storage, tracking_uri)
@@ -236,3 +257,140 @@ def test_journal_storage_with_heartbeats_is_refused(monkeypatch, tmp_path):
     monkeypatch.setenv("TUNER_HEARTBEAT_S", "2")
     with pytest.raises(StorageError, match="journal storage cannot keep"):
         open_storage(f"journal:///{tmp_path / 'journal.log'}")
+
+
+def allowed_hosts_of(command: list[str]) -> list[str]:
+    return command[command.index("--allowed-hosts") + 1].split(",")
+
+
+def test_server_accepts_this_machines_names_the_bound_address_and_the_users_hosts(monkeypatch, tmp_path):
+    import socket
+
+    from tuner.tracking import server_command
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "gpu-box")
+    monkeypatch.setattr(socket, "getfqdn", lambda: "gpu-box.lab.example")
+    command = server_command("sqlite:///m.db", tmp_path, "0.0.0.0", 5000, 2, "mlflow.example.com, *.corp")
+    hosts = allowed_hosts_of(command)
+    assert {"gpu-box", "gpu-box:5000", "gpu-box.lab.example:5000", "mlflow.example.com", "*.corp"} <= set(hosts)
+    assert {"localhost:*", "127.0.0.1:*", "10.*", "192.168.*", "172.16.*"} <= set(hosts)  # MLflow's own defaults
+    assert "172.32.*" not in hosts and len(hosts) == len(set(hosts))
+    bound = allowed_hosts_of(server_command("sqlite:///m.db", tmp_path, "10.1.2.3", 5001, 2))
+    assert "10.1.2.3:5001" in bound and "gpu-box:5001" in bound and "mlflow.example.com" not in bound
+
+
+def test_tuner_server_passes_the_allowed_hosts_to_mlflow(monkeypatch, tmp_path):
+    import socket
+
+    from typer.testing import CliRunner
+
+    import tuner.cli
+
+    started = []
+    monkeypatch.setattr(socket, "gethostname", lambda: "gpu-box")
+    monkeypatch.setattr(tuner.cli.subprocess, "call", lambda command, env: started.append(command) or 0)
+    result = CliRunner().invoke(tuner.cli.app, [
+        "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'm.db'}", "--artifacts-destination",
+        str(tmp_path / "artifacts"), "--host", "0.0.0.0", "--allowed-hosts", "proxy.example.com"])
+    assert result.exit_code == 0, result.output
+    [command] = started
+    assert {"gpu-box:5000", "proxy.example.com", "localhost:*"} <= set(allowed_hosts_of(command))
+
+
+def test_only_the_last_worker_to_finish_closes_the_parent_run(tmp_path, tracking_uri):
+    from tuner.study import parent_run_status, worker_label
+    from tuner.tracking import Tracker
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="last")
+    mine = study.ask()
+    mine.set_user_attr("worker", worker_label())
+    study.tell(mine, 1.0)
+    theirs = study.ask()
+    theirs.set_user_attr("worker", "other-host:4242")
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.experiment_id(f"last-{uuid.uuid4().hex[:8]}")
+    parent = tracker.open_study_run(experiment_id, uuid.uuid4().hex, "last", {}, {}, {})
+    client = MlflowClient(tracking_uri)
+
+    for status in ("FINISHED", "KILLED"):  # done, or stopped by SIGTERM: the other worker still runs a trial
+        assert parent_run_status(study, status) is None
+    tracker.finish_study(parent, {"trials_complete": 1}, {}, status=parent_run_status(study, "FINISHED"))
+    run = client.get_run(parent)
+    assert run.info.status == "RUNNING" and run.data.metrics["trials_complete"] == 1
+
+    study.tell(theirs, 2.0)  # the other worker finishes last
+    interrupted = study.ask()  # a trial of this worker's own still RUNNING does not hold the run open
+    interrupted.set_user_attr("worker", worker_label())
+    tracker.finish_study(parent, {"trials_complete": 2}, {}, status=parent_run_status(study, "FINISHED"))
+    run = client.get_run(parent)
+    assert run.info.status == "FINISHED" and run.data.metrics["trials_complete"] == 2
+
+
+def seeded_config(seed: int | None = 5):
+    from tuner.config import StudyConfig
+
+    return StudyConfig.model_validate(tiny_study("seeds", sampler={"name": "random", "seed": seed}))
+
+
+def test_a_seeded_process_alone_replays_its_seed_and_a_sharing_one_takes_its_own(monkeypatch):
+    import tuner.study as study_module
+    from tuner.study import sampler_seed
+
+    config = seeded_config()
+    assert sampler_seed(config, 3, worker=0) == sampler_seed(config, 3, worker=0) == 8  # alone: seed + trials so far
+    assert sampler_seed(config, 3, worker=1) == 8  # the first `--jobs` slot
+    seeds, unseeded = set(), set()
+    for label in ("host-a:100", "host-a:101", "host-b:100"):
+        monkeypatch.setattr(study_module, "worker_label", lambda label=label: label)
+        seeds |= {sampler_seed(config, 3, worker=0, shared=True), sampler_seed(config, 3, worker=2)}
+        unseeded.add(sampler_seed(seeded_config(None), 3, worker=1))
+    assert len(seeds) == 3 and 8 not in seeds  # each sharing process (host:pid) has its own seed
+    assert len(unseeded) == 3  # without a seed every process differs, `--jobs` slots on two machines too
+
+
+def test_another_workers_trial_is_seen_from_its_start_and_queued_ones_are_no_ones(monkeypatch):
+    import tuner.study as study_module
+    from tuner.study import other_worker_at_work
+
+    monkeypatch.setattr(study_module, "worker_label", lambda: "me:1")
+    study = optuna.create_study()
+    earlier = study.ask()
+    earlier.set_user_attr("worker", "gone:7")  # a finished run of an earlier process
+    study.tell(earlier, 1.0)
+    study.enqueue_trial({"x": 1.0})
+    first = len(study.trials)
+    assert not other_worker_at_work(study.get_trials(), first)
+    mine = study.ask()
+    mine.set_user_attr("worker", "me:1")
+    assert not other_worker_at_work(study.get_trials(), first, current=mine.number)
+    theirs = study.ask()  # started a moment ago; its worker attribute is not written yet
+    assert other_worker_at_work(study.get_trials(), first, current=mine.number)
+    theirs.set_user_attr("worker", "other:9")
+    study.tell(theirs, 2.0)
+    assert other_worker_at_work(study.get_trials(), first, current=mine.number)
+
+
+def test_two_seeded_workers_started_together_propose_different_params(monkeypatch):
+    """Both see an empty study and take the same seed; the second to start a trial sees the first's and reseeds."""
+    import tuner.study as study_module
+    from tuner.search import make_sampler
+    from tuner.study import ReseedOnJoin, sampler_seed
+
+    config = seeded_config()
+    storage = optuna.storages.InMemoryStorage()
+    optuna.create_study(storage=storage, study_name="together")
+    now = {"label": ""}
+    monkeypatch.setattr(study_module, "worker_label", lambda: now["label"])
+    workers = {}
+    for label in ("host-a:1", "host-b:1"):
+        study = optuna.load_study(study_name="together", storage=storage)
+        study.sampler = make_sampler(config.sampler, sampler_seed(config, 0, worker=0))
+        workers[label] = study, ReseedOnJoin(lambda trial: trial.suggest_float("x", 0, 1), config, 0, 0)
+    proposed = {}
+    for label, (study, objective) in workers.items():
+        now["label"] = label
+        trial = study.ask()
+        trial.set_user_attr("worker", label)  # what BudgetGuard writes first
+        proposed[label] = objective(trial)
+    assert proposed["host-a:1"] != proposed["host-b:1"]
+    assert not workers["host-a:1"][1].shared and workers["host-b:1"][1].shared

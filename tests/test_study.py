@@ -130,3 +130,23 @@ def test_postgres_password_is_not_printed():
     with pytest.raises(StorageError) as error:
         study_module.open_storage("postgresql+psycopg://user:secret@127.0.0.1:1/db")
     assert "secret" not in str(error.value) and "***" in str(error.value)
+
+
+def test_list_and_show_count_the_trials_the_budget_counts(write_study, storage_url, tracking_uri):
+    run_study(write_study(tiny_study("counted", families=["linear"])), storage_url, tracking_uri, trials=2)
+    study = optuna.load_study(study_name="counted", storage=storage_url)
+    refused = study.ask()  # what BudgetGuard and the family cap record for a trial they refuse
+    refused.set_user_attr("family", "linear")
+    refused.set_user_attr("skipped", "the budget of 2 trials is spent")
+    study.tell(refused, state=TrialState.PRUNED)
+    stopped = study.ask()  # Ctrl-C: marked, and queued again with the same params
+    stopped.set_user_attr("family", "linear")
+    stopped.set_user_attr("interrupted", "stopped by a signal")
+    study.tell(stopped, state=TrialState.FAIL)
+    study.enqueue_trial({"family": "linear"})
+    [row] = list_studies(storage_url)
+    assert row["trials"] == 2 and len(study.trials) == 5
+    report = describe_study("counted", storage_url)
+    assert report.states == {"COMPLETE": 2} and [(r.family, r.trials, r.pruned, r.failed) for r in report.families] \
+        == [("linear", 2, 0, 0)]
+    assert report.not_counted == {"skipped": 1, "stopped and re-queued": 1, "queued": 1}

@@ -77,9 +77,8 @@ def study_run(
         try:
             result = run_study(study_file, storage, tracking_uri, trials, timeout, jobs, on_progress=show)
         except KeyboardInterrupt:
-            resume = " ".join(sys.argv[1:]) if Path(sys.argv[0]).name in ("tuner", "__main__.py") else f"study run {study_file}"
             errors.print(f"interrupted: finished trials are kept, the running one is marked and queued again; "
-                         f"resume with: tuner {resume}", soft_wrap=True)
+                         f"resume with: tuner {resume_arguments(sys.argv, study_file)}", soft_wrap=True)
             raise typer.Exit(130) from None
     ran = sum(result.counts.values()) - result.trials_before
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.counts.items()))
@@ -93,9 +92,18 @@ def study_run(
     console.print(f"next: tuner study show {result.study_name}   |   tuner ui")
 
 
+def resume_arguments(argv: list[str], study_file: Path) -> str:
+    """The arguments that rerun this command, with any password in a URL hidden (the terminal may be logged)."""
+    from tuner.study import redact_url
+
+    if Path(argv[0]).name not in ("tuner", "__main__.py"):
+        return f"study run {study_file}"
+    return " ".join(redact_url(argument) for argument in argv[1:])
+
+
 @study_app.command("list")
 def study_list(storage: Optional[str] = StorageOption) -> None:
-    """Studies in the storage, with their best search score (val_ or cv_; never a test score)."""
+    """Studies in the storage: trials as the budget counts them, best search score (val_ or cv_, never test)."""
     from tuner.study import list_studies
 
     rows = list_studies(storage)
@@ -131,7 +139,9 @@ def study_show(name: str = typer.Argument(..., help="study name"), storage: Opti
                       _fmt(row.best_value), "-" if row.best_trial is None else str(row.best_trial),
                       "-" if row.mean_seconds is None else f"{row.mean_seconds:.1f}")
     console.print(table)
-    console.print("trials by state: " + ", ".join(f"{s.lower()} {n}" for s, n in sorted(report.states.items())))
+    uncounted = ", ".join(f"{n} {why}" for why, n in sorted(report.not_counted.items()))
+    console.print("trials by state: " + ", ".join(f"{s.lower()} {n}" for s, n in sorted(report.states.items()))
+                  + (f" (not counted toward the budget: {uncounted})" if uncounted else ""))
     if report.best_trial is not None:
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.best_params.items())
         console.print(f"best: trial {report.best_trial} ({report.best_family}) {report.score_name} "
@@ -466,26 +476,20 @@ def server(
     host: str = typer.Option("127.0.0.1", help="bind address; 0.0.0.0 lets other machines in (use a trusted network)"),
     port: int = typer.Option(5000, help="port"),
     workers: int = typer.Option(2, "--workers", min=1, help="server worker processes"),
-    allowed_hosts: Optional[str] = typer.Option(None, "--allowed-hosts", help="Host headers the server accepts "
-                                                "[default: localhost and private IPs; plus this machine's name "
-                                                "when --host is not 127.0.0.1]"),
+    allowed_hosts: Optional[str] = typer.Option(None, "--allowed-hosts", help="more Host headers to accept, "
+                                                "comma-separated, wildcards allowed (always accepted: localhost, "
+                                                "private IPs, this machine's name and FQDN, --host)"),
 ) -> None:
     """Start an MLflow tracking server for workers on several machines and print the URI they use."""
     import socket
 
-    from tuner.tracking import server_command
+    from tuner.tracking import WILDCARD_ADDRESSES, server_command
 
     if backend_store_uri.startswith("sqlite:///"):
         Path(backend_store_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     artifacts_destination.mkdir(parents=True, exist_ok=True)
-    command = server_command(backend_store_uri, artifacts_destination, host, port, workers)
-    if allowed_hosts:
-        command += ["--allowed-hosts", allowed_hosts]
-    reachable = socket.gethostname() if host in ("0.0.0.0", "::") else host
-    if allowed_hosts is None and host not in ("127.0.0.1", "localhost", "::1"):
-        names = {socket.gethostname(), socket.getfqdn(), host}
-        allowed_hosts = ",".join(sorted(f"{n}{p}" for n in names for p in ("", f":{port}"))
-                                 + ["localhost:*", "127.0.0.1:*", "10.*", "192.168.*", "172.*"])
+    command = server_command(backend_store_uri, artifacts_destination, host, port, workers, allowed_hosts)
+    reachable = socket.gethostname() if host in WILDCARD_ADDRESSES else host
     console.print(f"MLflow tracking server: store {backend_store_uri}, artifacts {artifacts_destination.resolve()}")
     console.print(f"workers use: --tracking-uri http://{reachable}:{port}   (Ctrl-C stops the server)")
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}

@@ -7,6 +7,7 @@ no half-made study and no orphan MLflow run.
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import random
@@ -15,6 +16,7 @@ import signal
 import socket
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -31,7 +33,7 @@ from tuner.metrics import METRICS
 from tuner.models import FAMILIES, ProblemSpec
 from tuner.objective import Fold, Objective, TrialFailed, counts_toward_budget, score_name
 from tuner.search import make_pruner, make_sampler
-from tuner.tracking import DESCRIPTION, Tracker
+from tuner.tracking import DESCRIPTION, Tracker, check_server, resolve_tracking_uri
 
 DEFAULT_STORAGE = "sqlite:///studies/optuna.db"
 HEARTBEAT_S = 30
@@ -95,7 +97,7 @@ def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
                 continue
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             first = re.sub(r"^\([\w.]+\) ", "", first)[:240]  # SQLAlchemy's "(psycopg.OperationalError) " prefix
-            raise StorageError(f"storage {_redact(url)} cannot be opened ({first}); check --storage") from None
+            raise StorageError(f"storage {redact_url(url)} cannot be opened ({first}); check --storage") from None
     raise AssertionError("unreachable")
 
 
@@ -182,7 +184,7 @@ class StaleTrials:
             hook(trial)
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """Hide a password in a URL before printing it."""
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
@@ -229,7 +231,13 @@ def problem_spec(config: StudyConfig, task: str, n_classes: int, n_features: int
 
 
 def load_inputs(config: StudyConfig, base_dir: Path) -> tuple[Dataset, str]:
-    """Load and check the data, infer the task and check each family can fit it."""
+    """Check each family's packages are installed, load and check the data, infer the task and
+    check each family can fit it: everything refused before a store is touched."""
+    for name in config.families:
+        package = FAMILIES[name].missing_package()
+        if package:
+            raise StudyFileError(f"family {name!r} needs the {package} package: pip install {package} "
+                                 "(or drop the family from `families:`)")
     dataset = load_dataset(config.data.source, config.data.target, base_dir, kind=config.data.kind)
     task = config.task or infer_task(dataset.y)
     check_task(dataset.y, task, config.data.source)
@@ -246,16 +254,18 @@ def load_inputs(config: StudyConfig, base_dir: Path) -> tuple[Dataset, str]:
     return dataset, task
 
 
-def open_study(config: StudyConfig, base_dir: Path, storage_url: str | None = None,
-               create: bool = True) -> SealedStudy:
+def open_study(config: StudyConfig, base_dir: Path, storage_url: str | None = None, create: bool = True,
+               inputs: tuple[Dataset, str] | None = None,
+               storage: optuna.storages.BaseStorage | None = None) -> SealedStudy:
     """Load the study of this name, or create it and seal its split; refuse any mismatch.
 
+    `inputs` (from `load_inputs`) and `storage` (opened on `storage_url`) spare loading them twice.
     When several workers start at once, the one whose `create_study` succeeds seals the split;
     the others wait for its record, so all of them search the same split.
     """
-    dataset, task = load_inputs(config, base_dir)
+    dataset, task = inputs or load_inputs(config, base_dir)
     storage_url = _normalize_url(resolve_storage_url(storage_url))
-    storage = open_storage(storage_url)
+    storage = storage or open_storage(storage_url)
     direction = config.objective_direction(task)
     existing = _find_study(storage, config.name)
     if existing is None and create:
@@ -266,7 +276,7 @@ def open_study(config: StudyConfig, base_dir: Path, storage_url: str | None = No
         else:
             return _seal(config, base_dir, dataset, task, created, storage_url)
     if existing is None:
-        raise StudyFileError(f"no study named {config.name!r} in {_redact(storage_url)}; run `tuner study run` first")
+        raise StudyFileError(f"no study named {config.name!r} in {redact_url(storage_url)}; run `tuner study run` first")
     if ATTR + "split" not in existing.user_attrs and not existing.trials:
         existing = _wait_for_seal(storage, config.name)  # created a moment ago by another worker
     attrs = existing.user_attrs
@@ -358,9 +368,14 @@ def run_study(study_file: str | Path, storage_url: str | None = None, tracking_u
     config, base_dir = load_study_file(study_file)
     budget = trials or config.budget.trials
     timeout = timeout or config.budget.timeout
+    # refusals that need no store first, then the remote ones, so a bad input creates no local file
+    inputs = load_inputs(config, base_dir)
+    storage_url = _normalize_url(resolve_storage_url(storage_url))
+    check_server(resolve_tracking_uri(tracking_uri))
+    storage = open_storage(storage_url)
     tracker = Tracker(tracking_uri)
     tracker.check()
-    sealed = open_study(config, base_dir, storage_url)
+    sealed = open_study(config, base_dir, storage_url, inputs=inputs, storage=storage)
     experiment_id = tracker.experiment_id(config.name)
     parent_run_id = _open_parent_run(tracker, sealed, experiment_id, Path(study_file))
     started = time.perf_counter()
@@ -381,8 +396,17 @@ def run_study(study_file: str | Path, storage_url: str | None = None, tracking_u
 
             refresh_after_run(tracker, sealed.study, sealed.score_name, experiment_id, parent_run_id)
         result.tracking_degraded = tracker.degraded
-        tracker.finish_study(parent_run_id, _study_metrics(result), _study_tags(sealed, result), status=status)
+        tracker.finish_study(parent_run_id, _study_metrics(result), _study_tags(sealed, result),
+                             status=parent_run_status(sealed.study, status))
     return result
+
+
+def parent_run_status(study: optuna.Study, status: str) -> str | None:
+    """How this worker leaves the study's parent run: `status`, or None (still RUNNING) while other
+    workers run trials, so the last worker to finish is the one that closes it."""
+    me = worker_label()
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return None if any(t.user_attrs.get("worker") != me for t in running) else status
 
 
 def _open_parent_run(tracker: Tracker, sealed: SealedStudy, experiment_id: str, study_file: Path) -> str:
@@ -422,20 +446,53 @@ def _optimize(sealed: SealedStudy, tracker: Tracker, experiment_id: str, parent_
         configure_mixed_precision(config.budget.mixed_precision)
     objective = Objective(config, folds, tracker, experiment_id, parent_run_id,
                           {**{k: v for k, v in device_tags(uses_keras).items() if not k.startswith("version.")},
-                           **worker_tags(worker)},
+                           **worker_tags(worker), "split_digest": sealed.split.digest},  # the split it verified
                           budget=TimeBudget.from_timeout(timeout))
     enqueue_each_family_once(study, list(config.families), budget)
-    study.sampler = make_sampler(config.sampler, sampler_seed(config, len(study.trials), worker))
+    first = len(study.trials)
+    shared = other_worker_at_work(study.get_trials(deepcopy=False), first)
+    study.sampler = make_sampler(config.sampler, sampler_seed(config, first, worker, shared))
     study.pruner = make_pruner(config.pruner, folds=len(folds) if config.split.cross_validated else None)
+    if config.sampler.seed is not None and not shared:
+        objective = ReseedOnJoin(objective, config, first, worker)
     _search(study, objective, budget, timeout, on_progress)
 
 
-def sampler_seed(config: StudyConfig, trials_so_far: int, worker: int) -> int:
-    """An explicit `sampler.seed` replays the same search in one process; otherwise each process
-    differs, because separately started workers must not propose the same sequence."""
-    if config.sampler.seed is not None:
-        return config.sampler.seed + trials_so_far + 7919 * worker
-    return config.split.seed + trials_so_far + 7919 * (worker or os.getpid())
+def sampler_seed(config: StudyConfig, trials_so_far: int, worker: int, shared: bool = False) -> int:
+    """An explicit `sampler.seed` replays the same search in a process alone on its study. A process
+    sharing it (`shared`, or a `--jobs` slot after the first), and every process without a seed,
+    mixes in its host:pid, so separately started workers never propose the same sequence."""
+    seed = config.sampler.seed
+    if seed is not None and not shared and worker <= 1:
+        return seed + trials_so_far
+    base = (config.split.seed if seed is None else seed) + trials_so_far
+    return int.from_bytes(hashlib.sha256(f"{base}:{worker_label()}".encode()).digest()[:4], "big")
+
+
+def other_worker_at_work(trials: list[FrozenTrial], first: int, current: int | None = None) -> bool:
+    """Another process searches this study: its trial is RUNNING, or was started since this process
+    joined (trial number `first` on). Queued trials belong to no one yet."""
+    me = worker_label()
+    return any(t.number != current and t.state != TrialState.WAITING and t.user_attrs.get("worker") != me
+               and (t.state == TrialState.RUNNING or t.number >= first) for t in trials)
+
+
+class ReseedOnJoin:
+    """Wraps the objective of a seeded process that started alone: once another worker's trial shows
+    up (workers started at the same moment see each other only then), the sampler takes this
+    process's own seed before the trial suggests anything."""
+
+    def __init__(self, objective: Callable[[optuna.Trial], float], config: StudyConfig, first: int,
+                 worker: int) -> None:
+        self.objective, self.config, self.first, self.worker = objective, config, first, worker
+        self.shared = False
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        if not self.shared and other_worker_at_work(trial.study.get_trials(deepcopy=False), self.first, trial.number):
+            self.shared = True
+            trial.study.sampler = make_sampler(self.config.sampler,
+                                               sampler_seed(self.config, self.first, self.worker, shared=True))
+        return self.objective(trial)
 
 
 def worker_tags(worker: int) -> dict[str, str]:
@@ -699,6 +756,7 @@ class StudyReport:
     holdout_budget: str = ""  # "budget left 28 of 30 after 5 queries" for a study with a reusable holdout
     test_looks: int = 0  # the live counter: finalize's and every ensemble build's looks
     test_lookers: list[str] = field(default_factory=list)  # the command behind each look, oldest first
+    not_counted: dict[str, int] = field(default_factory=dict)  # trials outside the budget, by why (see uncounted_reason)
 
 
 def load_existing(name: str, storage_url: str | None = None) -> optuna.Study:
@@ -706,14 +764,16 @@ def load_existing(name: str, storage_url: str | None = None) -> optuna.Study:
     study = _find_study(storage, name)
     if study is None:
         known = ", ".join(optuna.get_all_study_names(storage)) or "none"
-        raise StudyFileError(f"no study named {name!r} in {_redact(resolve_storage_url(storage_url))} (studies: {known})")
+        raise StudyFileError(f"no study named {name!r} in {redact_url(resolve_storage_url(storage_url))} (studies: {known})")
     return study
 
 
 def describe_study(name: str, storage_url: str | None = None) -> StudyReport:
     study = load_existing(name, storage_url)
     attrs = study.user_attrs
-    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("skipped")]
+    everything = study.get_trials(deepcopy=False)
+    trials = [t for t in everything if counts_toward_budget(t)]  # what the budget counts, so the totals match it
+    not_counted = dict(Counter(uncounted_reason(t) for t in everything if not counts_toward_budget(t)))
     sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
     rows = []
     for family in sorted({t.user_attrs.get("family", "?") for t in trials}):
@@ -741,7 +801,7 @@ def describe_study(name: str, storage_url: str | None = None) -> StudyReport:
         families=rows, best_trial=best.number if best else None, best_value=best_value, best_family=best_family,
         best_params=best.user_attrs.get("params", {}) if best else {}, score_name=stored_score_name(attrs),
         folds=f"{split['n_folds']} folds x {split['n_repeats']} repeat(s)" if "n_folds" in split else "",
-        finalize=attrs.get(ATTR + "finalize"), holdout_budget=_holdout_budget(attrs),
+        finalize=attrs.get(ATTR + "finalize"), holdout_budget=_holdout_budget(attrs), not_counted=not_counted,
         test_looks=int(attrs.get(ATTR + "test_looks", 0)), test_lookers=list(attrs.get(ATTR + "test_lookers", [])),
     )
 
@@ -754,6 +814,14 @@ def count_test_look(study: optuna.Study, command: str) -> int:
     study.set_user_attr(ATTR + "test_looks", looks)
     study.set_user_attr(ATTR + "test_lookers", [*study.user_attrs.get(ATTR + "test_lookers", []), command])
     return looks
+
+
+def uncounted_reason(trial: FrozenTrial) -> str:
+    """Why a trial does not spend the budget: refused at its start, waiting in the queue, or stopped
+    (Ctrl-C, SIGTERM, a lost worker) and queued again with the same params."""
+    if trial.user_attrs.get("skipped"):
+        return "skipped"
+    return "queued" if trial.state == TrialState.WAITING else "stopped and re-queued"
 
 
 def _holdout_budget(attrs: dict[str, Any]) -> str:
@@ -769,8 +837,9 @@ def list_studies(storage_url: str | None = None) -> list[dict[str, Any]]:
     storage = open_storage(storage_url)
     rows = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=True):
+        trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials(deepcopy=False)
         rows.append({
-            "name": summary.study_name, "trials": summary.n_trials,
+            "name": summary.study_name, "trials": sum(map(counts_toward_budget, trials)),  # as the budget counts
             "metric": summary.user_attrs.get(ATTR + "metric", "?"),
             "score_name": stored_score_name(summary.user_attrs),
             "direction": summary.direction.name.lower(),

@@ -58,14 +58,46 @@ class PublishedModel:
         return f"models:/{self.name}/{self.version}"
 
 
+# MLflow's own default Host headers (localhost and private IPs), which `--allowed-hosts` replaces
+LOCAL_AND_PRIVATE_HOSTS = ["localhost", "127.0.0.1", "[::1]", "0.0.0.0", "localhost:*", "127.0.0.1:*", "[[]::1]:*",
+                           "0.0.0.0:*", "192.168.*", "10.*", *[f"172.{i}.*" for i in range(16, 32)], "fc00:*", "fd00:*"]
+WILDCARD_ADDRESSES = ("0.0.0.0", "::", "")
+
+
+def allowed_hosts(host: str, port: int, extra: str | None = None) -> list[str]:
+    """Host headers the server accepts: MLflow's defaults, this machine's names, the bound address
+    and `extra` (comma-separated), so workers reaching it as http://HOSTNAME:PORT are not refused."""
+    import socket
+
+    names = {socket.gethostname(), socket.getfqdn()} | ({host} if host not in WILDCARD_ADDRESSES else set())
+    mine = sorted(f"{name}{suffix}" for name in names if name for suffix in ("", f":{port}"))
+    given = [h.strip() for h in (extra or "").split(",") if h.strip()]
+    return list(dict.fromkeys(LOCAL_AND_PRIVATE_HOSTS + mine + given))
+
+
 def server_command(backend_store_uri: str, artifacts_destination: Path, host: str, port: int,
-                   workers: int) -> list[str]:
+                   workers: int, extra_allowed_hosts: str | None = None) -> list[str]:
     """`mlflow server` proxying artifacts, so workers on other machines need only the HTTP address."""
     import sys
 
     return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri,
             "--artifacts-destination", str(Path(artifacts_destination).resolve()), "--serve-artifacts",
-            "--host", host, "--port", str(port), "--workers", str(workers)]
+            "--host", host, "--port", str(port), "--workers", str(workers),
+            "--allowed-hosts", ",".join(allowed_hosts(host, port, extra_allowed_hosts))]
+
+
+def check_server(uri: str) -> None:
+    """An HTTP tracking URI must answer its health check; other URIs pass (nothing is written either way)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S).raise_for_status()
+    except requests.RequestException as exc:
+        reason = type(exc).__name__ if not isinstance(exc, requests.HTTPError) else str(exc)[:120]
+        raise StorageError(f"MLflow tracking server {uri} does not answer ({reason}); start it with "
+                           "`tuner server` or check --tracking-uri") from None
 
 
 class Tracker:
@@ -87,15 +119,7 @@ class Tracker:
 
     def check(self) -> None:
         """Fail early, writing nothing, when the store cannot be reached (in seconds, not MLflow's minutes of retries)."""
-        if self.uri.startswith(("http://", "https://")):
-            import requests
-
-            try:
-                requests.get(f"{self.uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S).raise_for_status()
-            except requests.RequestException as exc:
-                reason = type(exc).__name__ if not isinstance(exc, requests.HTTPError) else str(exc)[:120]
-                raise StorageError(f"MLflow tracking server {self.uri} does not answer ({reason}); start it with "
-                                   "`tuner server` or check --tracking-uri") from None
+        check_server(self.uri)
         self._raising(lambda: self.client.search_experiments(max_results=1))
 
     def experiment_id(self, name: str) -> str:
@@ -294,14 +318,17 @@ class Tracker:
 
         self._safely(finish)
 
-    def finish_study(self, run_id: str, metrics: dict[str, float], tags: dict[str, str], status: str = "FINISHED") -> None:
+    def finish_study(self, run_id: str, metrics: dict[str, float], tags: dict[str, str],
+                     status: str | None = "FINISHED") -> None:
+        """Log the study's summary on its parent run and end it with `status`; None leaves it RUNNING."""
         def finish() -> None:
             from mlflow.entities import Metric, RunTag
 
             now = int(time.time() * 1000)
             self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
                                   tags=[RunTag(k, v) for k, v in tags.items()])
-            self.client.set_terminated(run_id, status=status)
+            if status is not None:
+                self.client.set_terminated(run_id, status=status)
 
         self._safely(finish)
 

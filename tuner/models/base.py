@@ -97,6 +97,9 @@ class Member(ABC):
         """Read back what `save` wrote; predictions are identical."""
 
 
+KERAS_PACKAGES = {"tensorflow": "tensorflow", "keras": "keras", "optuna_integration": "optuna-integration"}
+
+
 class Family(ABC):
     """One searchable model family. Subclasses set `name` and `view` and are registered once."""
 
@@ -104,6 +107,8 @@ class Family(ABC):
     view: ClassVar[str] = "tabular"  # which feature view it consumes (see data.preprocess.VIEWS)
     uses_keras: ClassVar[bool] = False
     description: ClassVar[str] = ""
+    # module -> pip package the family imports only when it fits, checked before a study starts
+    requires: ClassVar[dict[str, str]] = {}
 
     @abstractmethod
     def search_space(self, trial: Any, spec: ProblemSpec) -> dict[str, Any]:
@@ -120,6 +125,27 @@ class Family(ABC):
     def unsupported_reason(self, spec: ProblemSpec) -> str | None:
         """Why this family cannot fit this problem (e.g. a convnet on a table), or None."""
         return None
+
+    def missing_package(self) -> str | None:
+        """The pip package of the first required module that cannot be imported, or None."""
+        for module, package in self.requires.items():
+            if not _importable(module):
+                return package
+        return None
+
+
+def _importable(module: str) -> bool:
+    """Found without importing it; a module already imported counts (lazy ones such as
+    optuna_integration have no __spec__, which find_spec refuses)."""
+    import importlib.util
+    import sys
+
+    if sys.modules.get(module) is not None:
+        return True
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 @dataclass

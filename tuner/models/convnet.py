@@ -8,7 +8,7 @@ halves the grid by max pooling or a strided convolution while the grid is larger
 from __future__ import annotations
 
 from tuner.models import register
-from tuner.models.base import Family, ProblemSpec
+from tuner.models.base import KERAS_PACKAGES, Family, ProblemSpec
 from tuner.models.keras_training import KerasMember, keras, member_for, output_head, training_params
 
 
@@ -16,6 +16,7 @@ class ConvnetFamily(Family):
     name = "convnet"
     view = "image"
     uses_keras = True
+    requires = KERAS_PACKAGES
     description = "Keras convnet: Conv2D/SeparableConv2D, blocks, pooling or strides, BatchNorm, residual, inception"
 
     def search_space(self, trial, spec: ProblemSpec) -> dict:

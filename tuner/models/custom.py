@@ -19,7 +19,7 @@ import optuna
 
 from tuner.errors import StudyFileError
 from tuner.models import register
-from tuner.models.base import Family, ProblemSpec
+from tuner.models.base import KERAS_PACKAGES, Family, ProblemSpec
 from tuner.models.keras_training import KerasMember, keras, output_head
 
 VIEW_PREFERENCE = ("image", "sequence", "tokens", "text", "tabular")
@@ -81,6 +81,7 @@ class CustomFamily(Family):
     name = "custom"
     view = "tabular"
     uses_keras = True
+    requires = KERAS_PACKAGES
     description = "your own Keras model: families.custom.builder names a function(trial, inputs) -> compiled model"
 
     def view_for(self, spec: ProblemSpec) -> str:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from tuner.models import register
-from tuner.models.base import Family, ProblemSpec
+from tuner.models.base import KERAS_PACKAGES, Family, ProblemSpec
 from tuner.models.keras_training import KerasMember, keras, member_for, output_head, training_params
 
 
 class DenseFamily(Family):
     name = "dense"
     uses_keras = True
+    requires = KERAS_PACKAGES
     description = "Keras MLP: layers, units, dropout, L1/L2, BatchNorm, optimizer, learning rate"
 
     def search_space(self, trial, spec: ProblemSpec) -> dict:

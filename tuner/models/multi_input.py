@@ -7,7 +7,7 @@ column through TextVectorization + Embedding + a sequence encoder; the branches 
 from __future__ import annotations
 
 from tuner.models import register
-from tuner.models.base import Family, ProblemSpec
+from tuner.models.base import KERAS_PACKAGES, Family, ProblemSpec
 from tuner.models.keras_training import KerasMember, keras, member_for, output_head, training_params
 from tuner.models.sequence import embed_text, encode_steps
 
@@ -31,6 +31,7 @@ class MultiInputFamily(Family):
     name = "multi_input"
     view = "columns"
     uses_keras = True
+    requires = KERAS_PACKAGES
     description = "Keras functional model: dense numbers, categorical embeddings and a text encoder, concatenated"
 
     def unsupported_reason(self, spec: ProblemSpec) -> str | None:

@@ -8,7 +8,7 @@ TextVectorization layer inside the model, adapted on training rows, so a saved m
 from __future__ import annotations
 
 from tuner.models import register
-from tuner.models.base import Family, ProblemSpec
+from tuner.models.base import KERAS_PACKAGES, Family, ProblemSpec
 from tuner.models.keras_training import KerasMember, keras, member_for, output_head, training_params
 
 INPUT_VIEWS = ("sequence", "tokens", "text")  # in order of preference when data offers several
@@ -18,6 +18,7 @@ class SequenceFamily(Family):
     name = "sequence"
     view = "sequence"
     uses_keras = True
+    requires = KERAS_PACKAGES
     description = "Keras RNN / 1D convnet: LSTM or GRU, units, stacked, bidirectional, dropouts, Conv1D front end"
 
     def view_for(self, spec: ProblemSpec) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from itertools import combinations
 
 from tuner.models import register
-from tuner.models.base import Family, ProblemSpec
+from tuner.models.base import KERAS_PACKAGES, Family, ProblemSpec
 from tuner.models.keras_training import (
     HEAD, KerasMember, keras, member_for, output_activation, output_units, training_params,
 )
@@ -22,6 +22,7 @@ class WideDeepFamily(Family):
     name = "wide_deep"
     view = "columns"
     uses_keras = True
+    requires = KERAS_PACKAGES
     description = "Keras wide & deep: linear over one-hot and hashed crosses, plus an MLP, trained jointly"
 
     def unsupported_reason(self, spec: ProblemSpec) -> str | None:

@@ -98,6 +98,7 @@ class XGBoostMember(Member):
 class XGBoostFamily(Family):
     name = "xgboost"
     description = "XGBoost gradient boosted trees (hist), per-round pruning"
+    requires = {"xgboost": "xgboost", "optuna_integration": "optuna-integration"}
 
     def search_space(self, trial, spec: ProblemSpec) -> dict:
         return {
