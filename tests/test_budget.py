@@ -48,3 +48,28 @@ def test_no_trial_starts_that_its_family_record_says_cannot_finish(write_study, 
     skipped = [t for t in trials if t.user_attrs.get("skipped")]
     assert len(skipped) == 1 and "would not finish in the" in skipped[0].user_attrs["skipped"]
     assert result.counts.get("COMPLETE") == 3  # nothing new ran; the study stopped instead of waiting
+
+
+def test_inside_a_trial_the_deadline_stops_keras_and_xgboost_at_the_step_that_crosses_it():
+    """A family's first trial has no duration on record: the deadline stops it after one step, and
+    a refit outside the search (finalize, ensembles) trains its fixed steps whatever the clock says."""
+    import numpy as np
+
+    from tuner.deadline import trial_deadline
+    from tuner.models import FAMILIES, ProblemSpec
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(120, 4)).astype("float32"), rng.integers(0, 2, 120)
+    spec = ProblemSpec(task="binary", metric="roc_auc", n_classes=2, n_features=4, max_epochs=30, max_rounds=60,
+                       patience=50)
+    params = {"dense": {"layers": 1, "units": 4, "activation": "relu", "dropout": 0.0, "regularizer": "none",
+                        "batch_norm": False, "optimizer": "adam", "learning_rate": 1e-3, "batch_size": 32},
+              "xgboost": {"learning_rate": 0.1, "max_depth": 2, "min_child_weight": 1.0, "subsample": 1.0,
+                          "colsample_bytree": 1.0, "reg_lambda": 1.0, "reg_alpha": 0.0}}
+    for name, steps in (("dense", "epochs"), ("xgboost", "rounds")):
+        with trial_deadline(time.monotonic()):  # already passed
+            member = FAMILIES[name].build(params[name], spec).fit(X[:80], y[:80], X[80:], y[80:])
+        assert [len(curve) for curve in member.curves_.values()][0] == 1, f"{name} trained more than one of its {steps}"
+        assert member.best_step_ == 1
+        unhurried = FAMILIES[name].build(params[name], spec).fit(X[:80], y[:80], X[80:], y[80:])
+        assert len(next(iter(unhurried.curves_.values()))) > 1

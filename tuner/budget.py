@@ -3,7 +3,10 @@ that its family's own record says cannot finish before the deadline.
 
 Optuna's `timeout` only stops *starting* trials; a 40-second network begun at second 55 of a
 60-second budget still runs to second 95. `TimeBudget` refuses such a start (the trial is recorded
-as skipped and does not count toward `trials`) and stops the study once no family fits.
+as skipped and does not count toward `trials`) and stops the study once no family fits. A family's
+first trial has no record to judge by, so inside a trial the deadline is also in force: Keras and
+XGBoost fits stop at the epoch or round that crosses it and
+keep their best step so far, like early stopping (`tuner.deadline`).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.budget import TimeBudget
+from tuner.deadline import trial_deadline
 from tuner.config import StudyConfig
 from tuner.data import Part
 from tuner.metrics import METRICS
@@ -134,7 +135,8 @@ class Objective:
         view = family.view_for(fold.spec)
         member = family.build(params, fold.spec)
         try:
-            member.fit(fold.train.X(view), fold.train.y, fold.val.X(view), fold.val.y, trial=trial)
+            with trial_deadline(self.budget.deadline):
+                member.fit(fold.train.X(view), fold.train.y, fold.val.X(view), fold.val.y, trial=trial)
         finally:
             curves.update(member.curves_)  # the first fold's curves, kept even when it is pruned
         return member

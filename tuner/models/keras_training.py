@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from tuner._quiet import import_tensorflow
+from tuner.deadline import past_deadline
 from tuner.metrics import METRICS
 from tuner.models.base import Member, ProblemSpec
 
@@ -178,6 +179,15 @@ class KerasMember(Member):
         if self.reduce_lr:
             callbacks.append(k.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, patience=max(2, self.spec.patience // 2)))
         callbacks.append(Curves())  # after ReduceLROnPlateau (it logs the learning rate), before pruning
+
+        class StopAtDeadline(k.callbacks.Callback):
+            """A search trial ends at the epoch that crosses the study's timeout (best weights restored)."""
+
+            def on_epoch_end(self, epoch, logs=None):
+                if past_deadline():
+                    self.model.stop_training = True
+
+        callbacks.append(StopAtDeadline())
         if trial is not None:
             from optuna_integration.keras import KerasPruningCallback
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tuner.deadline import past_deadline
 from tuner.metrics import METRICS
 from tuner.models import register
 from tuner.models.base import Family, Member, ProblemSpec
@@ -51,6 +52,7 @@ class XGBoostMember(Member):
                 rounds=self.spec.patience * 5, metric_name=logged_name, data_name="validation_0",
                 maximize=maximize, save_best=True,
             ))
+            callbacks.append(_stop_at_deadline())
         if trial is not None and X_val is not None:
             from optuna_integration.xgboost import XGBoostPruningCallback
 
@@ -116,3 +118,14 @@ class XGBoostFamily(Family):
 
 
 register(XGBoostFamily())
+
+
+def _stop_at_deadline():
+    """A search trial ends at the round that crosses the study's timeout (the best round is kept)."""
+    import xgboost as xgb
+
+    class StopAtDeadline(xgb.callback.TrainingCallback):
+        def after_iteration(self, model, epoch, evals_log) -> bool:
+            return past_deadline()
+
+    return StopAtDeadline()
