@@ -276,3 +276,23 @@ def test_ensemble_plots_go_to_each_source_studys_run_without_stale_ones(tmp_path
     _show_on_studies(tracker, [source], "blend", ensemble_plots(_record(["#1 linear"])))  # one member: no heatmap
     assert {a.path for a in tracker.client.list_artifacts(run_id, "plots")} == {
         "plots/history.png", "plots/ensemble-blend-weights.png"}
+
+
+def test_a_build_limited_by_the_time_budget_skips_wide_and_deep_and_slow_families(write_study, storage_url,
+                                                                                 tracking_uri, tmp_path):
+    """What `run-all --budget` asks when time is short: members of the named families only, no
+    jointly trained blend; the record, the report and the chosen blend say so."""
+    from tuner.ensemble.build import build_ensemble
+    from tuner.ensemble.report import render_markdown
+    from tuner.study import run_study
+
+    spec = tiny_study("short", families=["linear", "random_forest"], budget={"trials": 4},
+                      sampler={"name": "random", "seed": 5})
+    run_study(write_study(spec), storage_url, tracking_uri)
+    record = build_ensemble("short", ["short"], storage_url, tracking_uri, per_family=2, folds=2,
+                            root=tmp_path / "ensembles", families=["linear"], wide_deep=False)
+    assert {m["family"] for m in record["members"]} == {"linear"}
+    assert "wide_deep" not in record["blends"] and record["wide_deep"] is None
+    assert record["chosen"] in record["blends"]
+    assert "not built: the time budget could not pay for it" in render_markdown(record)
+    assert not (tmp_path / "ensembles" / ".built" / "short" / "wide_deep").exists()

@@ -40,18 +40,38 @@ def test_run_all_searches_finalizes_blends_and_exports_then_reruns_without_a_new
     assert json.loads((tmp_path / "ensembles" / "everything" / "manifest.json").read_text()) == manifest
 
 
-def test_the_ensemble_is_sized_from_each_familys_median_trial_time(storage_url):
+def test_the_ensemble_is_planned_from_each_familys_median_trial_time(storage_url):
+    """Costs: 8 s fixed + (folds + 1) x (per_family x (linear 1 s + dense 11 s) + wide-and-deep 11 s)."""
     from optuna.trial import TrialState, create_trial
 
-    from tuner.pipeline import ensemble_size
+    from tuner.pipeline import EnsemblePlan, plan_ensemble
 
     study = optuna.create_study(study_name="sized", storage=storage_url, direction="maximize")
     for family, seconds in [("linear", 1.0), ("linear", 1.0), ("dense", 10.0), ("dense", 12.0)]:
         study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.9,
                                      user_attrs={"family": family, "duration_s": seconds}))
-    # per fold and refit: 2 x (1 + 11) members + 11 for the wide-and-deep blend = 35 s
-    assert ensemble_size("sized", storage_url, None) == (5, 2)
-    assert ensemble_size("sized", storage_url, 6 * 35) == (5, 2)
-    assert ensemble_size("sized", storage_url, 4 * 35) == (3, 2)
-    assert ensemble_size("sized", storage_url, 4 * 23) == (3, 1)
-    assert ensemble_size("sized", storage_url, 10) == (2, 1)
+
+    def plan(seconds):
+        p = plan_ensemble("sized", storage_url, seconds, epochs=60)
+        return p.folds, p.per_family, p.families, p.wide_deep
+
+    assert plan(None) == (5, 2, None, True)
+    assert plan(218) == (5, 2, None, True)  # 8 + 6 x 35
+    assert plan(150) == (3, 2, None, True)  # 8 + 4 x 35
+    assert plan(100) == (3, 1, None, True)  # 8 + 4 x 23
+    assert plan(80) == (2, 1, None, True)  # 8 + 3 x 23
+    assert plan(50) == (2, 1, None, False)  # 8 + 3 x 12: the wide-and-deep blend goes first
+    assert plan(20) == (2, 1, ("linear",), False)  # 8 + 3 x 1: then the slowest family
+    assert plan(5) == (2, 1, ("linear",), False)  # nothing fits: the cheapest plan, and its cost is said
+    assert plan_ensemble("sized", storage_url, 5, epochs=60).seconds == 11
+
+
+def test_without_a_keras_family_the_wide_and_deep_blend_is_costed_as_a_dense_network(storage_url):
+    from optuna.trial import TrialState, create_trial
+
+    from tuner.pipeline import DENSE_EPOCH_S, ENSEMBLE_FIXED_S, plan_ensemble
+
+    study = optuna.create_study(study_name="trees", storage=storage_url, direction="maximize")
+    study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.9, user_attrs={"family": "xgboost", "duration_s": 2.0}))
+    plan = plan_ensemble("trees", storage_url, 10_000, epochs=40)
+    assert plan.wide_deep and plan.seconds == ENSEMBLE_FIXED_S + 6 * (2 * 2.0 + 40 * DENSE_EPOCH_S)

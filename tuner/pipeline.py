@@ -28,6 +28,8 @@ from tuner.study import ATTR, RunResult, load_existing, run_study
 
 SEARCH_SHARE = 0.4
 FINALIZE_TOP = 3
+ENSEMBLE_FIXED_S = 8.0  # scoring every member and blend on test, saving the blends, MLflow run and plots
+DENSE_EPOCH_S = 0.25  # a dense network's epoch on a small table on CPU (docs/families.md), when none was timed
 
 
 @dataclass
@@ -91,9 +93,10 @@ def run_all(study_file: str | Path, budget: float | None = None, storage_url: st
         on_step("ensemble: already built from these trials; shown again without a new test look")
         reused.append("ensemble")
     else:
-        folds, per_family = ensemble_size(name, storage_url, left())
-        on_step(f"ensemble: {per_family} member(s) per family, {folds}-fold out-of-fold predictions")
-        build = build_ensemble(name, [name], storage_url, tracking_uri, per_family=per_family, folds=folds,
+        plan = plan_ensemble(name, storage_url, left(), config.budget.epochs)
+        on_step(f"ensemble: {plan.describe()}")
+        build = build_ensemble(name, [name], storage_url, tracking_uri, per_family=plan.per_family, folds=plan.folds,
+                               families=plan.families, wide_deep=plan.wide_deep,
                                root=ensembles_root, on_step=on_step)
     seconds["ensemble"] = time.monotonic() - mark
 
@@ -112,24 +115,53 @@ def run_all(study_file: str | Path, budget: float | None = None, storage_url: st
     return RunAllResult(run, report, build, exported, counted, reused, seconds)
 
 
-def ensemble_size(name: str, storage_url: str | None, seconds_left: float | None) -> tuple[int, int]:
-    """Folds and members per family the ensemble stage can afford, from the trials' own durations.
+@dataclass(frozen=True)
+class EnsemblePlan:
+    """What the ensemble stage builds: folds, members per family, which families, and whether the
+    jointly trained wide-and-deep blend is affordable; `seconds` is the expected cost."""
+
+    folds: int
+    per_family: int
+    families: tuple[str, ...] | None  # None: every family in the study
+    wide_deep: bool
+    seconds: float
+
+    def describe(self) -> str:
+        which = "every family" if self.families is None else ", ".join(self.families)
+        return (f"{self.per_family} member(s) per family ({which}), {self.folds}-fold out-of-fold predictions, "
+                f"wide-and-deep blend {'included' if self.wide_deep else 'left out'}")
+
+
+def plan_ensemble(name: str, storage_url: str | None, seconds_left: float | None, epochs: int) -> EnsemblePlan:
+    """The richest ensemble the time left pays for, judged by the trials' own recorded durations.
 
     Each member costs about (folds + 1) fits of its family's median trial time (K out-of-fold fits
-    and the final refit); the wide-and-deep blend costs as much as the slowest Keras family. Without
-    a time budget the defaults (5 folds, 2 per family) are used.
+    and the final refit); the wide-and-deep blend as much per fit as the slowest Keras family, or,
+    with none searched, a dense network trained for the study's `epochs` (`budget.epochs`); scoring, saving and
+    logging cost `ENSEMBLE_FIXED_S`. When even 2 folds of one member per family do not fit, the
+    wide-and-deep blend goes first, then the slowest families. Without a budget: 5 folds, 2 per
+    family, everything.
     """
     if seconds_left is None:
-        return 5, 2
+        return EnsemblePlan(5, 2, None, True, float("nan"))
     study = load_existing(name, storage_url)
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     per_family_s: dict[str, list[float]] = {}
-    for t in complete:
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         per_family_s.setdefault(t.user_attrs.get("family", "?"), []).append(t.user_attrs.get("duration_s", 1.0))
     medians = {family: statistics.median(durations) for family, durations in per_family_s.items()} or {"?": 1.0}
     keras = [s for family, s in medians.items() if family in FAMILIES and FAMILIES[family].uses_keras]
-    for folds, per_family in ((5, 2), (3, 2), (3, 1), (2, 1)):
-        cost = (folds + 1) * (per_family * sum(medians.values()) + max(keras, default=0.0))
-        if cost <= seconds_left:
-            return folds, per_family
-    return 2, 1
+    deep_s = max(keras, default=epochs * DENSE_EPOCH_S)
+    cheapest_first = sorted(medians, key=medians.get)
+
+    def cost(folds: int, per_family: int, families: list[str], wide_deep: bool) -> float:
+        fits = per_family * sum(medians[f] for f in families) + (deep_s if wide_deep else 0.0)
+        return ENSEMBLE_FIXED_S + (folds + 1) * fits
+
+    options = [(folds, per_family, cheapest_first, True) for folds, per_family in ((5, 2), (3, 2), (3, 1), (2, 1))]
+    options += [(2, 1, cheapest_first[:n], False) for n in range(len(cheapest_first), 0, -1)]
+    for folds, per_family, families, wide_deep in options:
+        seconds = cost(folds, per_family, families, wide_deep)
+        if seconds <= seconds_left or (folds, per_family, families, wide_deep) == options[-1]:
+            every = len(families) == len(cheapest_first)
+            return EnsemblePlan(folds, per_family, None if every else tuple(families), wide_deep, seconds)
+    raise AssertionError("unreachable: the last option is always returned")

@@ -12,7 +12,7 @@ import logging
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -50,21 +50,25 @@ class BuildInterrupted(KeyboardInterrupt):
 
 def build_ensemble(name: str, studies: list[str], storage_url: str | None = None, tracking_uri: str | None = None,
                    per_family: int = 2, folds: int = 5, correlation: float = 0.98, root: str | Path | None = None,
-                   on_step: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+                   on_step: Callable[[str], None] = lambda message: None, families: Iterable[str] | None = None,
+                   wide_deep: bool = True) -> dict[str, Any]:
     """Build, score once on test, log to MLflow and store the blends; returns the build record.
 
+    `families` limits the members to those families and `wide_deep=False` skips the jointly trained
+    blend: what `tuner run-all` does when its time budget cannot pay for them.
     Ctrl-C raises `BuildInterrupted`, which says whether the test look was counted.
     """
     looks: dict[str, int] = {}
     try:
-        return _build(name, studies, storage_url, tracking_uri, per_family, folds, correlation, root, on_step, looks)
+        return _build(name, studies, storage_url, tracking_uri, per_family, folds, correlation, root, on_step, looks,
+                      None if families is None else set(families), wide_deep)
     except KeyboardInterrupt:
         raise BuildInterrupted(dict(looks)) from None
 
 
 def _build(name: str, studies: list[str], storage_url: str | None, tracking_uri: str | None, per_family: int,
            folds: int, correlation: float, root: str | Path | None, on_step: Callable[[str], None],
-           looks: dict[str, int]) -> dict[str, Any]:
+           looks: dict[str, int], families: set[str] | None, with_wide_deep: bool) -> dict[str, Any]:
     """`build_ensemble`'s work; `looks` fills in as each study's test look is counted."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise TunerError(f"ensemble name {name!r} must be letters, digits, '.', '_' or '-' (it names a folder)")
@@ -73,7 +77,7 @@ def _build(name: str, studies: list[str], storage_url: str | None, tracking_uri:
     from tuner.tracking import Tracker
 
     sources = open_sources(studies, storage_url)
-    candidates = gather_candidates(sources, per_family)
+    candidates = gather_candidates(sources, per_family, families)
     tracker = Tracker(tracking_uri)
     tracker.check()
     first = sources[0]
@@ -92,10 +96,12 @@ def _build(name: str, studies: list[str], storage_url: str | None, tracking_uri:
     predictions = [oof[c.label] for c in chosen]
 
     tree, plan = best_tree(chosen), plan_deep_part(chosen)
-    on_step(f"wide-and-deep blend out of fold (deep part {plan.origin}; wide part "
-            f"{'+ leaves of ' + tree.label if tree else 'raw features only'})")
-    wide_deep_oof = out_of_fold(dataset, task, rows, ids,
-                                {"wide_deep": lambda part, encoder: fit_wide_deep(tree, plan, part, encoder)})["wide_deep"]
+    blends = BLENDS if with_wide_deep else tuple(b for b in BLENDS if b != "wide_deep")
+    if with_wide_deep:
+        on_step(f"wide-and-deep blend out of fold (deep part {plan.origin}; wide part "
+                f"{'+ leaves of ' + tree.label if tree else 'raw features only'})")
+        blend_oof_wide_deep = out_of_fold(
+            dataset, task, rows, ids, {"wide_deep": lambda part, encoder: fit_wide_deep(tree, plan, part, encoder)})
 
     full, _, preprocessor, encoder = prepare_parts(dataset, task, rows, {})
     weighting, weights, blend_oof = _weighted(predictions, y, ids, metric, task)
@@ -103,17 +109,17 @@ def _build(name: str, studies: list[str], storage_url: str | None, tracking_uri:
         "best_single": predictions[0],
         "average": np.mean(predictions, axis=0),
         "stacked": stacked_out_of_fold(predictions, y, task, ids),
-        "wide_deep": wide_deep_oof,
+        **(blend_oof_wide_deep if with_wide_deep else {}),
     })
-    blend_scores = {blend: metric.score(y, blend_oof[blend]) for blend in BLENDS}
-    chosen_blend = BLENDS[0]
-    for blend in BLENDS[1:]:
+    blend_scores = {blend: metric.score(y, blend_oof[blend]) for blend in blends}
+    chosen_blend = blends[0]
+    for blend in blends[1:]:
         if metric.better(blend_scores[blend], blend_scores[chosen_blend]):
             chosen_blend = blend
 
     on_step(f"refitting {len(chosen)} members and the learned blends on all {len(rows)} train + validation rows")
     fitted = [fit_candidate(c, full, encoder) for c in chosen]
-    wide_deep = fit_wide_deep(tree, plan, full, encoder)
+    wide_deep = fit_wide_deep(tree, plan, full, encoder) if with_wide_deep else None
     classes = None if encoder is None else list(encoder.classes_)
     example = full.raw[:EXAMPLE_ROWS]
 
@@ -128,8 +134,9 @@ def _build(name: str, studies: list[str], storage_url: str | None, tracking_uri:
         "weighted": ensemble("weighted", [m for m, u in zip(fitted, used) if u],
                              WeightedAverage(weights[used] / weights[used].sum())),
         "stacked": ensemble("stacked", fitted, fit_stacked(predictions, y, task)),
-        "wide_deep": ensemble("wide_deep", wide_deep.members, wide_deep.combiner),
     }
+    if wide_deep is not None:
+        ensembles["wide_deep"] = ensemble("wide_deep", wide_deep.members, wide_deep.combiner)
 
     on_step("scoring every member and blend once on the sealed test split")
     for source in sources:  # counted before any test row is read; `looks` tells a Ctrl-C what was counted
@@ -158,7 +165,7 @@ def _build(name: str, studies: list[str], storage_url: str | None, tracking_uri:
                     "folder": blend, "members": [m.label for m in ensembles[blend].members],
                     "weights": (ensembles[blend].combiner.weights.tolist()
                                 if isinstance(ensembles[blend].combiner, WeightedAverage) else None)}
-            for blend in BLENDS
+            for blend in blends
         },
         "members": [
             {"label": c.label, "study": c.study, "trial": c.trial.number, "family": c.family, "params": c.params,
@@ -169,7 +176,8 @@ def _build(name: str, studies: list[str], storage_url: str | None, tracking_uri:
         "dropped": [{"dropped": d.dropped, "kept": d.kept, "correlation": d.correlation,
                      "oof": member_oof[d.dropped]} for d in dropped],
         "correlation": {"members": [c.label for c in chosen], "matrix": matrix.round(4).tolist()},
-        "wide_deep": {"deep_part": wide_deep.combiner.deep_part, "tree": tree.label if tree else None},
+        "wide_deep": ({"deep_part": wide_deep.combiner.deep_part, "tree": tree.label if tree else None}
+                      if wide_deep is not None else None),  # None: skipped, as the time budget asked
         "fingerprint": split.fingerprint, "split_digest": split.digest, "test_looks": looks,
         "built_at": time.strftime("%Y-%m-%d %H:%M:%S"),
     }

@@ -68,14 +68,15 @@ def open_sources(names: list[str], storage_url: str | None = None) -> list[Seale
     return sources
 
 
-def gather_candidates(sources: list[SealedStudy], per_family: int) -> list[Candidate]:
-    """The `per_family` best complete trials (by validation) of every family of every study."""
+def gather_candidates(sources: list[SealedStudy], per_family: int, families: set[str] | None = None) -> list[Candidate]:
+    """The `per_family` best complete trials (by validation) of every family (or of `families`) of every study."""
     candidates = []
     for source in sources:
         study = source.study
         sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
         complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: -sign * t.value)
-        for family in sorted({t.user_attrs["family"] for t in complete}):
+        found = {t.user_attrs["family"] for t in complete}
+        for family in sorted(found if families is None else found & families):
             candidates += [Candidate(source, t) for t in complete if t.user_attrs["family"] == family][:per_family]
     if not candidates:
         names = ", ".join(s.config.name for s in sources)

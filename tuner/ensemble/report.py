@@ -94,11 +94,14 @@ def render_markdown(record: dict[str, Any]) -> str:
         lines += ["", f"## Dropped near-duplicates (out-of-fold correlation above {record['correlation_threshold']})", ""]
         lines += [f"- {d['dropped']} (oof_{m} {d['oof']:.4f}): r={d['correlation']:.3f} with {d['kept']}, kept"
                   for d in record["dropped"]]
-    deep = record["wide_deep"]["deep_part"]
-    lines += ["", "## Wide and deep", "",
-              f"- deep part: {deep['family']} from {deep['origin']}, {deep['steps']} epochs",
-              f"- wide part: raw tabular features" + (f" + one-hot leaves of {record['wide_deep']['tree']}"
-                                                       if record["wide_deep"]["tree"] else " (no tree member)")]
+    lines += ["", "## Wide and deep", ""]
+    if record["wide_deep"] is None:
+        lines.append("- not built: the time budget could not pay for it (`tuner run-all --budget`)")
+    else:
+        deep = record["wide_deep"]["deep_part"]
+        lines += [f"- deep part: {deep['family']} from {deep['origin']}, {deep['steps']} epochs",
+                  f"- wide part: raw tabular features" + (f" + one-hot leaves of {record['wide_deep']['tree']}"
+                                                           if record["wide_deep"]["tree"] else " (no tree member)")]
     return "\n".join(lines) + "\n"
 
 
