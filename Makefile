@@ -28,7 +28,7 @@ test: $(BIN)/tuner
 test-fast: $(BIN)/tuner
 	$(BIN)/python -m pytest -q -m "not slow"
 
-## The quick benchmarks (about 10 minutes on 2 cores): quality at a 30 s budget on three data sets,
+## The quick benchmarks (about 10 minutes on 2 cores): quality at a 60 s budget on three data sets,
 ## per-trial overhead, pruning savings and RAM. Full versions: see the README's Benchmarks section.
 bench-quick: $(BIN)/tuner
 	$(BIN)/python benchmarks/quality.py --quick

@@ -7,7 +7,7 @@ fitted on the non-test rows and scored once on the test rows:
 - tuner's best single model after `finalize` and its exported blend, from `tuner run-all --budget`.
 Defaults take the seconds they need (well under the budget); tuner spends the budget.
 
-Usage: python benchmarks/quality.py [--budget 60] [--datasets breast_cancer,wine,...] [--quick]
+Usage: python benchmarks/quality.py [--budget 120] [--datasets breast_cancer,wine,...] [--quick]
 Prints a table and writes benchmarks/results/quality.csv.
 """
 
@@ -101,12 +101,12 @@ def _tuner(name: str, budget: float, folder: Path) -> dict[str, tuple[float, flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=float, default=60.0, help="seconds for tuner's whole run-all per dataset")
+    parser.add_argument("--budget", type=float, default=120.0, help="seconds for tuner's whole run-all per dataset")
     parser.add_argument("--datasets", default=",".join(DATASETS))
-    parser.add_argument("--quick", action="store_true", help="three datasets, 30-second budget")
+    parser.add_argument("--quick", action="store_true", help="three datasets, 60-second budget")
     args = parser.parse_args()
     names = ["breast_cancer", "wine", "diabetes"] if args.quick else args.datasets.split(",")
-    budget = 30.0 if args.quick else args.budget
+    budget = 60.0 if args.quick else args.budget
     RESULTS.mkdir(exist_ok=True)
     print(f"machine: {platform.machine()}, {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB; "
           f"budget {budget:.0f} s per dataset")
@@ -129,11 +129,31 @@ def main() -> None:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    _print_bar(rows)
     print("\n| dataset | contender | test score | ± SE | seconds | better than best default by |")
     print("|---|---|---:|---:|---:|---:|")
     for row in rows:
         print(f"| {row['dataset']} | {row['contender']} | {row['metric']} {row['score']:.4f} | {row['se']:.4f} | "
               f"{row['seconds']:.1f} | {row['vs_best_default']:+.4f} |")
+
+
+def _print_bar(rows: list[dict]) -> None:
+    """The issue's bar per dataset: the blend against every default and against tuner's own best single model."""
+    print("\n| dataset | blend vs best default | blend vs tuner best single (1 SE = blend's test SE) |")
+    print("|---|---|---|")
+    beats = 0
+    datasets = list(dict.fromkeys(row["dataset"] for row in rows))
+    for name in datasets:
+        mine = [row for row in rows if row["dataset"] == name]
+        blend = next(row for row in mine if row["contender"].startswith("tuner blend"))
+        single = next(row for row in mine if row["contender"].startswith("tuner best single"))
+        over_single = blend["vs_best_default"] - single["vs_best_default"]  # both signed: + is better
+        beats += blend["vs_best_default"] > 0
+        verdict = ("better" if over_single > 0 else "equal" if over_single == 0
+                   else "worse within 1 SE" if -over_single <= blend["se"] else "worse by more than 1 SE")
+        print(f"| {name} | {blend['vs_best_default']:+.4f} ({'beats every default' if blend['vs_best_default'] > 0 else 'does not beat them all'}) "
+              f"| {over_single:+.4f} ({verdict}) |")
+    print(f"\nthe blend beats every default on {beats} of {len(datasets)} datasets")
 
 
 if __name__ == "__main__":
