@@ -19,14 +19,16 @@ install: $(BIN)/tuner
 quickstart: $(BIN)/tuner
 	$(BIN)/tuner run-all studies/breast-cancer.yaml
 
-## The whole test suite, slow end-to-end tests included (what CI runs).
+## The whole test suite, slow end-to-end tests included (what CI runs), on up to 4 cores.
+PYTEST := $(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist worksteal
+
 test: $(BIN)/tuner
 	bash .ci/services
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 ## The quick tests only (no end-to-end training runs).
 test-fast: $(BIN)/tuner
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 ## The quick benchmarks (about 10 minutes on 2 cores): quality at a 60 s budget on three data sets,
 ## per-trial overhead, pruning savings and RAM. Full versions: see the README's Benchmarks section.

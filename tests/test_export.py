@@ -388,7 +388,9 @@ def test_a_regression_model_returns_values(tmp_path, tracking_uri):
     predicted = mlflow.pyfunc.load_model(str(folder)).predict(rest.raw)
 
     assert list(predicted.columns) == ["prediction"]
-    np.testing.assert_array_equal(predicted["prediction"], ensemble.predict_frame(rest.raw)["prediction"])
+    # a Keras member computes in float32 and its summation order follows the thread pool: values agree to
+    # float32 precision (classification labels above compare exactly)
+    np.testing.assert_allclose(predicted["prediction"], ensemble.predict_frame(rest.raw)["prediction"], rtol=1e-6)
 
 
 def _free_port() -> int:

@@ -290,7 +290,7 @@ def export(name: str = typer.Argument(..., help="a built ensemble (`tuner ensemb
                   f"to {result.folder}" + (f": {scores}" if scores else ""))
     console.print(f"registered {published.uri} (alias @champion) from MLflow run {published.run_id}")
     console.print(f"next: tuner predict {result.folder} data.csv   |   "
-                  f"mlflow models serve -m {result.folder} --env-manager local -h 127.0.0.1 -p 5001")
+                  f"mlflow models serve -m {result.folder} --env-manager local -h 127.0.0.1 -p 5001", soft_wrap=True)
 
 
 @app.command("predict")
@@ -408,7 +408,7 @@ def run_all(
                                     on_step=lambda message: (status.update(message),
                                                              None if console.is_terminal else console.print(message)))
     except KeyboardInterrupt:
-        errors.print(f"interrupted: finished work is kept; resume with: tuner run-all {study_file}")
+        errors.print(f"interrupted: finished work is kept; resume with: tuner run-all {study_file}", soft_wrap=True)
         raise typer.Exit(130) from None
     run = result.run
     console.print(f"[bold]search[/]: {result.trials} trials, best {run.score_name} {run.best_value:.4f} "
@@ -425,7 +425,8 @@ def run_all(
         console.print(f"shown from the earlier run (no new test look): {', '.join(result.reused)}")
     timing = ", ".join(f"{stage} {s:.0f} s" for stage, s in result.stage_seconds.items())
     console.print(f"time: {timing}" + (f" (budget {budget:.0f} s)" if budget else ""))
-    console.print(f"next: tuner ui   |   tuner report {run.study_name}   |   tuner predict {model} data.csv")
+    console.print(f"next: tuner ui   |   tuner report {run.study_name}   |   tuner predict {model} data.csv",
+                  soft_wrap=True)
 
 
 @app.command("datasets")
@@ -460,7 +461,8 @@ def ui(tracking_uri: Optional[str] = TrackingOption, storage: Optional[str] = St
     if _has_optuna_dashboard():
         from tuner.study import resolve_storage_url
 
-        console.print(f"optuna-dashboard is installed too: optuna-dashboard {resolve_storage_url(storage)}")
+        console.print(f"optuna-dashboard is installed too: optuna-dashboard {resolve_storage_url(storage)}",
+                      soft_wrap=True)  # a command to copy: never broken across lines
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}  # GenAI job runners: 7 idle processes
     raise typer.Exit(subprocess.call(command, env=env))
 
