@@ -57,10 +57,11 @@ def one_run(folder: Path, tracking_uri: str, dataset: str, seed: int, trials: in
     result = run_study(path, storage, tracking_uri)
     report = finalize_study(result.study_name, storage, tracking_uri, top=1)
     sealed = open_sealed(result.study_name, storage)
-    complete = sealed.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    chosen = random.Random(seed).choice(complete)
-    [randomly] = score_on_test(sealed, [chosen])
     winner = report.winner
+    others = [t for t in sealed.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+              if t.number != winner.trial]  # a configuration nobody selected: the winner is not a candidate
+    chosen = random.Random(seed).choice(others)
+    [randomly] = score_on_test(sealed, [chosen])
     return {
         "dataset": dataset, "metric": report.metric, "score": report.score_name, "seed": seed,
         "trials_complete": report.trials_complete, "winner_family": winner.family,
