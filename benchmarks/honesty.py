@@ -2,7 +2,7 @@
 
 For each data set and seed: run a study (by default linear, random forest, XGBoost and a dense
 network of at most 10 epochs; `--families` narrows it), finalize it (the winner refitted on train + validation and scored once on the sealed test split),
-and score one randomly chosen complete trial the same way (refit, test score) inside this script,
+and score one randomly chosen complete trial other than the winner the same way (refit, test score) inside this script,
 so the study's own test-look count stays 1. Selecting the best of N validation scores favours
 configurations validation happens to flatter, so the winner's gap (val - test, in the metric's
 units, + = validation flattered) should exceed a random configuration's, whose expected gap is ~0.
