@@ -255,3 +255,50 @@ def _trials_done(storage: str, name: str, n: int) -> bool:
     except KeyError:
         return False
     return sum(t.state.is_finished() for t in study.trials) >= n
+
+
+@pytest.fixture
+def password_postgres():
+    """A throwaway PostgreSQL cluster that checks passwords (the machine's own server trusts every
+    local login, so a wrong password could not fail there): user `tuner`, password `right`."""
+    import glob
+    import shutil
+    import tempfile
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    assert found, "PostgreSQL's server binaries (initdb, pg_ctl) are needed: apt-get install postgresql"
+    bin_dir = found[-1]
+    folder = Path(tempfile.mkdtemp(prefix="tuner-pgpass-"))
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    (folder / "pw").write_text("right\n")
+    if as_postgres:
+        shutil.chown(folder, "postgres")
+        shutil.chown(folder / "pw", "postgres")
+    port = free_port()
+    data = folder / "data"
+    subprocess.run([*as_postgres, f"{bin_dir}/initdb", "-D", str(data), "-A", "scram-sha-256", "-U", "tuner",
+                    "--pwfile", str(folder / "pw")], check=True, capture_output=True)
+    subprocess.run([*as_postgres, f"{bin_dir}/pg_ctl", "-D", str(data), "-w", "-l", str(folder / "log"), "-o",
+                    f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    try:
+        yield port
+    finally:
+        subprocess.run([*as_postgres, f"{bin_dir}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_wrong_password_is_one_line_naming_the_storage_and_writes_nothing(password_postgres, write_study, tmp_path):
+    import psycopg
+
+    path = write_study(tiny_study("guarded", families=["linear"], budget={"trials": 1}))
+    tracking = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    url = f"postgresql+psycopg://tuner:wrong@127.0.0.1:{password_postgres}/postgres"
+    result = run_cli("study", "run", str(path), "--storage", url, "--tracking-uri", tracking)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and 'password authentication failed for user "tuner"' in result.stderr
+    assert "wrong" not in result.stderr and "tuner:***@" in result.stderr  # the password is never echoed
+    assert not (tmp_path / "mlruns").exists()
+    with psycopg.connect(f"postgresql://tuner:right@127.0.0.1:{password_postgres}/postgres") as right:
+        tables = right.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'").fetchone()
+    assert tables == (0,)  # no Optuna schema was created either
