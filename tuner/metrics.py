@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn import metrics as skm
 
 
@@ -31,7 +32,17 @@ def _labels(pred: np.ndarray) -> np.ndarray:
 
 
 def _roc_auc(y: np.ndarray, proba: np.ndarray) -> float:
-    return float(skm.roc_auc_score(y, proba[:, 1]))
+    """The Mann-Whitney form of scikit-learn's ROC AUC (ties count half): the same value, computed
+    from ranks, so the thousands of bootstrap resamples behind every test interval stay cheap."""
+    positive = np.asarray(y) == 1
+    n_positive = int(positive.sum())
+    n_negative = len(positive) - n_positive
+    if n_positive == 0 or n_negative == 0:
+        raise ValueError("Only one class present in y_true. ROC AUC score is not defined in that case.")
+    if not np.isfinite(proba[:, 1]).all():
+        raise ValueError("Input contains NaN or infinity.")
+    ranks = rankdata(proba[:, 1])
+    return float((ranks[positive].sum() - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative))
 
 
 def _accuracy(y: np.ndarray, proba: np.ndarray) -> float:

@@ -30,8 +30,15 @@ class SklearnMember(Member):
         """MLflow's scikit-learn format (a folder with MLmodel and the pickled estimator)."""
         import mlflow.sklearn
 
+        import cloudpickle
+        import sklearn
+
         path = Path(path)
-        mlflow.sklearn.save_model(self.estimator, str(path), serialization_format="cloudpickle")
+        # requirements named, not inferred (MLflow infers them in a subprocess, seconds per member); an
+        # exported ensemble pins its own environment
+        mlflow.sklearn.save_model(self.estimator, str(path), serialization_format="cloudpickle",
+                                  pip_requirements=[f"scikit-learn=={sklearn.__version__}",
+                                                    f"cloudpickle=={cloudpickle.__version__}"])
         (path / "member.json").write_text(json.dumps({"classification": self.classification}))
         return path
 
