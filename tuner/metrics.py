@@ -6,12 +6,15 @@ the same direction; the final score of a trial is always the scikit-learn value 
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 from scipy.stats import rankdata
 from sklearn import metrics as skm
+from sklearn.exceptions import UndefinedMetricWarning
 
 
 @dataclass(frozen=True)
@@ -37,8 +40,10 @@ def _roc_auc(y: np.ndarray, proba: np.ndarray) -> float:
     positive = np.asarray(y) == 1
     n_positive = int(positive.sum())
     n_negative = len(positive) - n_positive
-    if n_positive == 0 or n_negative == 0:
-        raise ValueError("Only one class present in y_true. ROC AUC score is not defined in that case.")
+    if n_positive == 0 or n_negative == 0:  # as scikit-learn: undefined, said once, NaN
+        warnings.warn("Only one class is present in y_true. ROC AUC score is not defined in that case.",
+                      UndefinedMetricWarning, stacklevel=2)
+        return math.nan
     if not np.isfinite(proba[:, 1]).all():
         raise ValueError("Input contains NaN or infinity.")
     ranks = rankdata(proba[:, 1])
