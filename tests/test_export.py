@@ -23,7 +23,7 @@ import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import run_cli
 from tests.ensemble_fixtures import learned_blends, tiny_ensemble
 from tuner import export as export_module
 from tuner.ensemble import WeightedAverage

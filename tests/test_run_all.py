@@ -44,7 +44,7 @@ def test_the_ensemble_is_planned_from_each_familys_median_trial_time(storage_url
     """Costs: 8 s fixed + (folds + 1) x (per_family x (linear 1 s + dense 11 s) + wide-and-deep 11 s)."""
     from optuna.trial import TrialState, create_trial
 
-    from tuner.pipeline import EnsemblePlan, plan_ensemble
+    from tuner.pipeline import plan_ensemble
 
     study = optuna.create_study(study_name="sized", storage=storage_url, direction="maximize")
     for family, seconds in [("linear", 1.0), ("linear", 1.0), ("dense", 10.0), ("dense", 12.0)]:

@@ -4,7 +4,6 @@ PostgreSQL database, dropped afterwards."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

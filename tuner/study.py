@@ -29,9 +29,8 @@ from tuner.config import StudyConfig, load_study_file
 from tuner.data import TRAIN, VALID, Dataset, SealedSplit, check_task, infer_task, load_dataset, make_split, prepare_parts
 from tuner.data.preprocess import probe_shapes
 from tuner.errors import SplitMismatchError, StorageError, StudyFileError, TunerError
-from tuner.metrics import METRICS
 from tuner.models import FAMILIES, ProblemSpec
-from tuner.objective import Fold, Objective, TrialFailed, counts_toward_budget, score_name
+from tuner.objective import Fold, Objective, TrialFailed, counts_toward_budget
 from tuner.search import make_pruner, make_sampler
 from tuner.tracking import DESCRIPTION, Tracker, check_server, resolve_tracking_uri
 

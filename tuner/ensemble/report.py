@@ -100,7 +100,7 @@ def render_markdown(record: dict[str, Any]) -> str:
     else:
         deep = record["wide_deep"]["deep_part"]
         lines += [f"- deep part: {deep['family']} from {deep['origin']}, {deep['steps']} epochs",
-                  f"- wide part: raw tabular features" + (f" + one-hot leaves of {record['wide_deep']['tree']}"
+                  "- wide part: raw tabular features" + (f" + one-hot leaves of {record['wide_deep']['tree']}"
                                                            if record["wide_deep"]["tree"] else " (no tree member)")]
     return "\n".join(lines) + "\n"
 
