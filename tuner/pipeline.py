@@ -137,8 +137,8 @@ def plan_ensemble(name: str, storage_url: str | None, seconds_left: float | None
 
     Each member costs about (folds + 1) fits of its family's median trial time (K out-of-fold fits
     and the final refit); the wide-and-deep blend as much per fit as the slowest Keras family, or,
-    with none searched, a dense network trained for the study's `epochs` (`budget.epochs`); scoring, saving and
-    logging cost `ENSEMBLE_FIXED_S`. When even 2 folds of one member per family do not fit, the
+    with none searched, a dense network trained for `epochs` (the study's `budget.epochs`);
+    scoring, saving and logging cost `ENSEMBLE_FIXED_S`. When even 2 folds of one member per family do not fit, the
     wide-and-deep blend goes first, then the slowest families. Without a budget: 5 folds, 2 per
     family, everything.
     """
@@ -153,15 +153,14 @@ def plan_ensemble(name: str, storage_url: str | None, seconds_left: float | None
     deep_s = max(keras, default=epochs * DENSE_EPOCH_S)
     cheapest_first = sorted(medians, key=medians.get)
 
-    def cost(folds: int, per_family: int, families: list[str], wide_deep: bool) -> float:
+    def plan(folds: int, per_family: int, families: list[str], wide_deep: bool) -> EnsemblePlan:
         fits = per_family * sum(medians[f] for f in families) + (deep_s if wide_deep else 0.0)
-        return ENSEMBLE_FIXED_S + (folds + 1) * fits
+        every = len(families) == len(cheapest_first)
+        return EnsemblePlan(folds, per_family, None if every else tuple(families), wide_deep,
+                            ENSEMBLE_FIXED_S + (folds + 1) * fits)
 
-    options = [(folds, per_family, cheapest_first, True) for folds, per_family in ((5, 2), (3, 2), (3, 1), (2, 1))]
-    options += [(2, 1, cheapest_first[:n], False) for n in range(len(cheapest_first), 0, -1)]
-    for folds, per_family, families, wide_deep in options:
-        seconds = cost(folds, per_family, families, wide_deep)
-        if seconds <= seconds_left or (folds, per_family, families, wide_deep) == options[-1]:
-            every = len(families) == len(cheapest_first)
-            return EnsemblePlan(folds, per_family, None if every else tuple(families), wide_deep, seconds)
-    raise AssertionError("unreachable: the last option is always returned")
+    richest_first = [plan(folds, per_family, cheapest_first, True)
+                     for folds, per_family in ((5, 2), (3, 2), (3, 1), (2, 1))]
+    richest_first += [plan(2, 1, cheapest_first[:n], False) for n in range(len(cheapest_first), 0, -1)]
+    # the first that fits; when none does, the cheapest, whose expected cost the caller prints
+    return next((p for p in richest_first if p.seconds <= seconds_left), richest_first[-1])

@@ -97,20 +97,19 @@ def _build(name: str, studies: list[str], storage_url: str | None, tracking_uri:
 
     tree, plan = best_tree(chosen), plan_deep_part(chosen)
     blends = BLENDS if with_wide_deep else tuple(b for b in BLENDS if b != "wide_deep")
-    if with_wide_deep:
-        on_step(f"wide-and-deep blend out of fold (deep part {plan.origin}; wide part "
-                f"{'+ leaves of ' + tree.label if tree else 'raw features only'})")
-        blend_oof_wide_deep = out_of_fold(
-            dataset, task, rows, ids, {"wide_deep": lambda part, encoder: fit_wide_deep(tree, plan, part, encoder)})
-
-    full, _, preprocessor, encoder = prepare_parts(dataset, task, rows, {})
     weighting, weights, blend_oof = _weighted(predictions, y, ids, metric, task)
     blend_oof.update({
         "best_single": predictions[0],
         "average": np.mean(predictions, axis=0),
         "stacked": stacked_out_of_fold(predictions, y, task, ids),
-        **(blend_oof_wide_deep if with_wide_deep else {}),
     })
+    if with_wide_deep:
+        on_step(f"wide-and-deep blend out of fold (deep part {plan.origin}; wide part "
+                f"{'+ leaves of ' + tree.label if tree else 'raw features only'})")
+        blend_oof.update(out_of_fold(
+            dataset, task, rows, ids, {"wide_deep": lambda part, encoder: fit_wide_deep(tree, plan, part, encoder)}))
+
+    full, _, preprocessor, encoder = prepare_parts(dataset, task, rows, {})
     blend_scores = {blend: metric.score(y, blend_oof[blend]) for blend in blends}
     chosen_blend = blends[0]
     for blend in blends[1:]:
