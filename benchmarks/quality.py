@@ -1,160 +1,243 @@
-"""Test scores at equal wall-clock budget: library defaults against tuner's search and blend.
+"""Quality at equal wall-clock budget, measured the way a user would: rows the product never saw.
 
-For each dataset one sealed split (tuner's own `make_split`, seed 0) is made; every contender is
-fitted on the non-test rows and scored once on the test rows:
-- scikit-learn defaults: logistic regression / ridge, random forest;
-- XGBoost defaults; a default Keras MLP (2 x 64 relu, Adam, early stopping on the validation part);
-- tuner's best single model after `finalize` and its exported blend, from `tuner run-all --budget`.
-Defaults take the seconds they need (well under the budget); tuner spends the budget.
+For each generated table (benchmarks/tables.py: real-looking, never downloaded) the rows are cut
+once into a user's file (80 %) and rows held back from everything (20 %). Each contender learns
+from the user's file only and is scored once on the held-back rows:
+- tuner: `tuner run-all study.yaml --budget B` as a fresh process (its wall time includes start-up),
+  then `tuner predict` of the export on the held-back rows; beside it tuner's own best single
+  trial (the build's `best_single` blend) on the same rows;
+- scikit-learn defaults (logistic regression / ridge, random forest, HistGradientBoosting) on
+  imputed, one-hot inputs, and XGBoost defaults on pandas categoricals (`enable_categorical`);
+- FLAML's `AutoML` with `time_budget=B` on the same two cores, when installed (`pip install -e '.[bench]'`).
 
-Usage: python benchmarks/quality.py [--budget 120] [--datasets breast_cancer,wine,...] [--quick]
-Prints a table and writes benchmarks/results/quality.csv.
+Usage: python benchmarks/quality.py [--budgets 60,300] [--tables churn,land_use,...] [--no-flaml]
+Prints one table per budget with the bar per table, and writes benchmarks/results/quality.csv.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
+import os
 import platform
+import re
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import psutil
 import yaml
 
-import tuner._quiet  # noqa: F401  (quiet TensorFlow)
-from tuner.data import TEST, TRAIN, VALID, infer_task, load_dataset, make_split, prepare_parts
-from tuner.finalize import bootstrap_interval
-from tuner.metrics import METRICS, default_metric
-from tuner.models import FAMILIES, ProblemSpec
+sys.path.insert(0, str(Path(__file__).parent))
+from tables import TABLES  # noqa: E402
+
+from tuner.finalize import bootstrap_interval  # noqa: E402
+from tuner.metrics import METRICS  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-DATASETS = ["breast_cancer", "wine", "digits", "diabetes", "generated_mixed", "generated_text"]
-MLP = {"layers": 2, "units": 64, "activation": "relu", "dropout": 0.0, "regularizer": "none", "batch_norm": False,
-       "optimizer": "adam", "learning_rate": 1e-3, "batch_size": 32}
-FAMILIES_SEARCHED = {"digits": ["linear", "xgboost", "dense", "convnet"],
-                     "generated_text": ["linear", "xgboost", "dense", "sequence"]}
-DEFAULT_FAMILIES = ["linear", "random_forest", "xgboost", "dense"]
+FAMILIES = ["linear", "random_forest", "xgboost", "hist_boosting", "dense"]
+FLAML_METRIC = {"roc_auc": "roc_auc", "accuracy": "accuracy", "rmse": "rmse"}
+TUNER, RF, XGB = "tuner export", "random forest defaults", "XGBoost defaults"
 
 
-def _defaults(dataset, task: str, metric: str, split) -> dict[str, tuple[float, float, float]]:
-    """Each default contender's (test score, test standard error, seconds)."""
-    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+def user_rows(name: str, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, str, str]:
+    """The user's file (features and `target`) and the held-back rows, cut once per table."""
+    from sklearn.model_selection import train_test_split
+
+    make, task, metric = TABLES[name]
+    X, y = make()
+    frame = X.copy()
+    frame["target"] = y
+    train, held = train_test_split(frame, test_size=0.2, random_state=seed,
+                                   stratify=y if task != "regression" else None)
+    return train.reset_index(drop=True), held.reset_index(drop=True), task, metric
+
+
+def score(metric: str, classes: list | None, y: pd.Series, predicted: np.ndarray) -> tuple[float, float]:
+    """Held-back score and its bootstrap standard error; `predicted` are probabilities in `classes` order."""
+    m = METRICS[metric]
+    truth = np.asarray(y, dtype=np.float64) if classes is None else np.searchsorted(classes, np.asarray(y))
+    _, _, se = bootstrap_interval(m, truth, predicted)
+    return m.score(truth, predicted), se
+
+
+def _defaults(train: pd.DataFrame, held: pd.DataFrame, task: str, metric: str, classes) -> dict:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import (HistGradientBoostingClassifier, HistGradientBoostingRegressor,
+                                  RandomForestClassifier, RandomForestRegressor)
+    from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
     from xgboost import XGBClassifier, XGBRegressor
 
-    fit_rows = np.sort(np.concatenate([split.rows(TRAIN), split.rows(VALID)]))
-    fit, parts, preprocessor, encoder = prepare_parts(dataset, task, fit_rows, {
-        "test": split.rows(TEST), "train": split.rows(TRAIN), "val": split.rows(VALID)})
+    X, y, Xh = train.drop(columns="target"), train["target"], held.drop(columns="target")
+    categorical = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])]
+    numeric = [c for c in X.columns if c not in categorical]
+    encode = lambda: ColumnTransformer([  # noqa: E731
+        ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
+        ("categorical", make_pipeline(SimpleImputer(strategy="most_frequent"),
+                                      OneHotEncoder(handle_unknown="ignore", sparse_output=False)), categorical)])
     classify = task != "regression"
+    label = (lambda v: np.searchsorted(classes, np.asarray(v))) if classify else (lambda v: np.asarray(v, float))
     contenders = {
-        "logistic / ridge defaults": LogisticRegression(max_iter=2000) if classify else Ridge(),
-        "random forest defaults": (RandomForestClassifier if classify else RandomForestRegressor)(n_jobs=-1, random_state=0),
-        "xgboost defaults": (XGBClassifier if classify else XGBRegressor)(n_jobs=0, random_state=0),
+        "logistic / ridge defaults": make_pipeline(encode(), LogisticRegression(max_iter=2000) if classify else Ridge()),
+        RF: make_pipeline(encode(), (RandomForestClassifier if classify else RandomForestRegressor)(n_jobs=-1, random_state=0)),
+        "HistGradientBoosting defaults": make_pipeline(encode(), (HistGradientBoostingClassifier if classify
+                                                                  else HistGradientBoostingRegressor)(random_state=0)),
     }
-    test = parts["test"]
     results = {}
     for name, model in contenders.items():
         started = time.perf_counter()
-        model.fit(fit.X("tabular"), fit.y)
-        scores = model.predict_proba(test.X("tabular")) if classify else model.predict(test.X("tabular"))
-        results[name] = _scored(metric, test.y, scores, time.perf_counter() - started)
+        model.fit(X, label(y))
+        predicted = model.predict_proba(Xh) if classify else model.predict(Xh)
+        results[name] = (*score(metric, classes, held["target"], predicted), time.perf_counter() - started)
+    as_categories = lambda frame: frame.astype({c: "category" for c in categorical})  # noqa: E731
     started = time.perf_counter()
-    spec = ProblemSpec(task=task, metric=metric, n_classes=len(encoder.classes_) if classify else 0,
-                       n_features=fit.X("tabular").shape[1], max_epochs=200, patience=10,
-                       **preprocessor.input_shapes())
-    mlp = FAMILIES["dense"].build(MLP, spec).fit(parts["train"].X("tabular"), parts["train"].y,
-                                               parts["val"].X("tabular"), parts["val"].y)
-    results["Keras MLP defaults"] = _scored(metric, test.y, mlp.predict_scores(test.X("tabular")),
-                                            time.perf_counter() - started)
+    booster = (XGBClassifier if classify else XGBRegressor)(enable_categorical=True, tree_method="hist", n_jobs=0,
+                                                           random_state=0)
+    booster.fit(as_categories(X), label(y))
+    Xh_cat = as_categories(Xh)
+    for c in categorical:  # the held-back rows' categories in the training rows' order
+        Xh_cat[c] = pd.Categorical(Xh[c], categories=as_categories(X)[c].cat.categories)
+    predicted = booster.predict_proba(Xh_cat) if classify else booster.predict(Xh_cat)
+    results[XGB] = (*score(metric, classes, held["target"], predicted), time.perf_counter() - started)
     return results
 
 
-def _scored(metric: str, y: np.ndarray, scores: np.ndarray, seconds: float) -> tuple[float, float, float]:
-    _, _, se = bootstrap_interval(METRICS[metric], y, scores)
-    return METRICS[metric].score(y, scores), se, seconds
+def _flaml(train: pd.DataFrame, held: pd.DataFrame, task: str, metric: str, classes, budget: float) -> dict:
+    from flaml import AutoML
 
-
-def _tuner(name: str, budget: float, folder: Path) -> dict[str, tuple[float, float, float]]:
-    from tuner.pipeline import run_all
-
-    families = FAMILIES_SEARCHED.get(name, DEFAULT_FAMILIES)
-    study = {"name": f"quality-{name}", "data": {"source": f"builtin:{name}"},
-             "split": {"test_fraction": 0.2, "validation_fraction": 0.2, "seed": 0},
-             "families": families, "budget": {"trials": 10_000, "epochs": 60},
-             "pruner": {"name": "hyperband", "warmup_steps": 3}}
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(study))
+    X, y, Xh = train.drop(columns="target"), train["target"], held.drop(columns="target")
+    categorical = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])]
+    X, Xh = X.astype({c: "category" for c in categorical}), Xh.astype({c: "category" for c in categorical})
     started = time.perf_counter()
-    result = run_all(path, budget, storage_url=f"sqlite:///{folder}/optuna.db",
-                     tracking_uri=f"sqlite:///{folder}/mlflow.db", ensembles_root=folder / "ensembles")
-    seconds = time.perf_counter() - started
-    print(f"{name:<16} tuner run-all stages: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.stage_seconds.items())
-          + f" (budget {budget:.0f} s)")
-    single = result.finalize.winner
-    blend = result.build["blends"][result.build["chosen"]]
-    return {f"tuner best single ({single.family})": (single.test, (single.test_high - single.test_low) / 3.92, seconds),
-            f"tuner blend ({result.build['chosen']}, {result.trials} trials)": (blend["test"], blend.get("test_se", float("nan")), seconds)}
+    automl = AutoML()
+    automl.fit(X, y, task="regression" if task == "regression" else "classification", time_budget=budget,
+               metric=FLAML_METRIC[metric], verbose=0, seed=0)
+    if task == "regression":
+        predicted = automl.predict(Xh)
+    else:
+        proba = automl.predict_proba(Xh)
+        order = [list(automl.classes_).index(c) for c in classes]
+        predicted = proba[:, order]
+    return {f"FLAML ({automl.best_estimator})": (*score(metric, classes, held["target"], predicted),
+                                                 time.perf_counter() - started)}
+
+
+def _tuner(name: str, train: pd.DataFrame, held: pd.DataFrame, task: str, metric: str, classes, budget: float,
+           folder: Path) -> tuple[dict, dict]:
+    data = folder / f"{name}.csv"
+    train.to_csv(data, index=False)
+    held.drop(columns="target").to_csv(folder / f"{name}-new.csv", index=False)
+    study = {"name": f"{name}-{budget:.0f}", "data": {"source": data.name, "target": "target"},
+             "families": FAMILIES, "budget": {"trials": 10_000}}
+    path = folder / f"{name}-{budget:.0f}.yaml"
+    path.write_text(yaml.safe_dump(study))
+    stores = ["--storage", f"sqlite:///{folder}/optuna.db", "--tracking-uri", f"sqlite:///{folder}/mlflow.db",
+              "--root", str(folder / "ensembles")]
+    started = time.perf_counter()
+    run = subprocess.run([sys.executable, "-m", "tuner", "run-all", str(path), "--budget", str(budget), *stores],
+                         capture_output=True, text=True, cwd=folder)
+    wall = time.perf_counter() - started
+    if run.returncode != 0:
+        raise RuntimeError(f"tuner run-all failed on {name}: {run.stderr[-2000:]}")
+    model = folder / "ensembles" / study["name"]
+    started = time.perf_counter()
+    predicted_file = folder / f"{name}-predictions.csv"
+    subprocess.run([sys.executable, "-m", "tuner", "predict", str(model), str(folder / f"{name}-new.csv"),
+                    "-o", str(predicted_file)], check=True, capture_output=True, cwd=folder)
+    predict_s = time.perf_counter() - started
+    predictions = pd.read_csv(predicted_file)
+    columns = [f"proba_{c}" for c in classes] if classes is not None else ["prediction"]
+    exported = predictions[columns].to_numpy() if classes is not None else predictions["prediction"].to_numpy()
+    from tuner.ensemble.fitted import FittedEnsemble
+
+    best = FittedEnsemble.load(folder / "ensembles" / ".built" / study["name"] / "best_single")
+    single = best.predict_scores(held.drop(columns="target"))
+    manifest = json.loads((model / "manifest.json").read_text())
+    trials = next((line for line in run.stdout.splitlines() if re.match(r"search: \d+ trials", line)), "")
+    facts = {"wall_s": wall, "predict_s": predict_s, "blend": manifest["blend"], "trials": trials.split(",")[0],
+             "timing": next((line for line in run.stdout.splitlines() if line.startswith("time:")), "")}
+    return ({TUNER: (*score(metric, classes, held["target"], exported), wall),
+             f"tuner best single trial ({best.members[0].family})": (*score(metric, classes, held["target"], single), wall)},
+            facts)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=float, default=120.0, help="seconds for tuner's whole run-all per dataset")
-    parser.add_argument("--datasets", default=",".join(DATASETS))
-    parser.add_argument("--quick", action="store_true", help="three datasets, 60-second budget")
+    parser.add_argument("--budgets", default="60,300", help="seconds of `tuner run-all --budget` (and FLAML's)")
+    parser.add_argument("--tables", default=",".join(TABLES))
+    parser.add_argument("--no-flaml", action="store_true")
     args = parser.parse_args()
-    names = ["breast_cancer", "wine", "diabetes"] if args.quick else args.datasets.split(",")
-    budget = 60.0 if args.quick else args.budget
+    budgets = [float(b) for b in args.budgets.split(",")]
+    try:
+        import flaml  # noqa: F401
+        with_flaml = not args.no_flaml
+    except ImportError:
+        with_flaml = False
     RESULTS.mkdir(exist_ok=True)
     print(f"machine: {platform.machine()}, {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB; "
-          f"budget {budget:.0f} s per dataset")
+          f"budgets {', '.join(f'{b:.0f}' for b in budgets)} s; FLAML {'on' if with_flaml else 'off'}", flush=True)
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in names:
-            dataset = load_dataset(f"builtin:{name}")
-            task = infer_task(dataset.y)
-            metric = default_metric(task)
-            split = make_split(dataset.y, task, 0.2, 0.2, 0, dataset.fingerprint)
-            results = {**_defaults(dataset, task, metric, split), **_tuner(name, budget, Path(tmp))}
-            sign = 1 if METRICS[metric].direction == "maximize" else -1
-            best_default = max((v[0] for k, v in results.items() if "defaults" in k), key=lambda v: sign * v)
-            for contender, (score, se, seconds) in results.items():
-                rows.append({"dataset": name, "metric": f"test_{metric}", "contender": contender,
-                             "score": score, "se": se, "seconds": seconds,
-                             "vs_best_default": sign * (score - best_default)})
-                print(f"{name:<16} {contender:<44} test_{metric} {score:.4f} +/- {se:.4f}  {seconds:6.1f} s")
+    for budget in budgets:
+        for name in args.tables.split(","):
+            train, held, task, metric = user_rows(name)
+            classes = None if task == "regression" else sorted(pd.unique(train["target"]))
+            results = _defaults(train, held, task, metric, classes)
+            with tempfile.TemporaryDirectory() as tmp:
+                mine, facts = _tuner(name, train, held, task, metric, classes, budget, Path(tmp))
+            results.update(mine)
+            if with_flaml:
+                results.update(_flaml(train, held, task, metric, classes, budget))
+            for contender, (value, se, seconds) in results.items():
+                rows.append({"budget": budget, "table": name, "metric": metric, "contender": contender, "score": value,
+                             "se": se, "seconds": seconds, **({k: v for k, v in facts.items()} if contender == TUNER else {})})
+                print(f"{budget:4.0f} s  {name:<15} {contender:<40} {metric} {value:.4f} +/- {se:.4f}  {seconds:6.1f} s",
+                      flush=True)
+            print(f"{budget:4.0f} s  {name:<15} tuner: {facts['trials']}; blend {facts['blend']}; "
+                  f"predict {facts['predict_s']:.1f} s; {facts['timing']}", flush=True)
+    fields = sorted({k for row in rows for k in row}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
     with open(RESULTS / "quality.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    _print_bar(rows)
-    print("\n| dataset | contender | test score | ± SE | seconds | better than best default by |")
-    print("|---|---|---:|---:|---:|---:|")
-    for row in rows:
-        print(f"| {row['dataset']} | {row['contender']} | {row['metric']} {row['score']:.4f} | {row['se']:.4f} | "
-              f"{row['seconds']:.1f} | {row['vs_best_default']:+.4f} |")
+    for budget in budgets:
+        _print_table([r for r in rows if r["budget"] == budget], budget)
 
 
-def _print_bar(rows: list[dict]) -> None:
-    """The issue's bar per dataset: the blend against every default and against tuner's own best single model."""
-    print("\n| dataset | blend vs best default | blend vs tuner best single (1 SE = blend's test SE) |")
-    print("|---|---|---|")
-    beats = 0
-    datasets = list(dict.fromkeys(row["dataset"] for row in rows))
-    for name in datasets:
-        mine = [row for row in rows if row["dataset"] == name]
-        blend = next(row for row in mine if row["contender"].startswith("tuner blend"))
-        single = next(row for row in mine if row["contender"].startswith("tuner best single"))
-        over_single = blend["vs_best_default"] - single["vs_best_default"]  # both signed: + is better
-        beats += blend["vs_best_default"] > 0
-        verdict = ("better" if over_single > 0 else "equal" if over_single == 0
-                   else "worse within 1 SE" if -over_single <= blend["se"] else "worse by more than 1 SE")
-        print(f"| {name} | {blend['vs_best_default']:+.4f} ({'beats every default' if blend['vs_best_default'] > 0 else 'does not beat them all'}) "
-              f"| {over_single:+.4f} ({verdict}) |")
-    print(f"\nthe blend beats every default on {beats} of {len(datasets)} datasets")
+def _print_table(rows: list[dict], budget: float) -> None:
+    """One line per table: every contender's held-back score, and the bar."""
+    tables = list(dict.fromkeys(r["table"] for r in rows))
+    contenders = list(dict.fromkeys(r["contender"].split(" (")[0] for r in rows))
+    print(f"\n### budget {budget:.0f} s\n")
+    print("| table (metric) | " + " | ".join(contenders) + " | tuner wall s | export vs RF / XGB defaults | vs own best trial |")
+    print("|---|" + "---:|" * len(contenders) + "---:|---|---|")
+    better = 0
+    for table in tables:
+        mine = {r["contender"].split(" (")[0]: r for r in rows if r["table"] == table}
+        sign = 1 if METRICS[mine[TUNER]["metric"]].direction == "maximize" else -1
+        export = mine[TUNER]
+
+        def versus(other: dict) -> str:
+            gain = sign * (export["score"] - other["score"])
+            return "better" if gain > 0 else ("worse within 1 SE" if -gain <= export["se"] else "WORSE beyond 1 SE")
+
+        verdicts = [versus(mine[RF]), versus(mine[XGB])]
+        better += all(v == "better" for v in verdicts)
+        single = versus(next(r for k, r in mine.items() if k.startswith("tuner best single")))
+        cells = [f"{mine[c]['score']:.4f}" if c in mine else "-" for c in contenders]
+        held = "held" if export["wall_s"] <= budget * 1.05 else "OVER"
+        print(f"| {table} ({export['metric']}) | " + " | ".join(cells)
+              + f" | {export['wall_s']:.0f} ({held}) | {' / '.join(verdicts)} | {single} |")
+    print(f"\nbetter than both the RF and XGBoost defaults on {better} of {len(tables)} tables at {budget:.0f} s")
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     main()

@@ -261,7 +261,7 @@ def test_the_report_embeds_each_ensembles_weights_and_correlation_plots(tmp_path
 
 
 def test_ensemble_plots_go_to_each_source_studys_run_without_stale_ones(tmp_path):
-    from tuner.ensemble.build import _show_on_studies
+    from tuner.ensemble.judge import _show_on_studies
     from tuner.tracking import Tracker
 
     tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db")

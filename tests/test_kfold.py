@@ -34,7 +34,7 @@ def cv_study(name: str, folds: int = 3, repeats: int = 1, **overrides) -> dict:
 class TestStudyFile:
     @pytest.mark.parametrize("split, expected", [
         ({"folds": 5, "validation_fraction": 0.2}, "validation_fraction is unused with folds"),
-        ({"repeats": 2}, "repeats needs folds"),
+        ({"repeats": 2, "validation_fraction": 0.2}, "repeats needs folds"),
         ({"folds": 1}, "greater than or equal to 2"),
         ({"thresholdout": {"budget": 5}}, "thresholdout needs holdout_fraction"),
         ({"test_fraction": 0.4, "holdout_fraction": 0.2, "validation_fraction": 0.2}, "at least 30% for training"),

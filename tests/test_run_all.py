@@ -17,7 +17,7 @@ def test_run_all_searches_finalizes_blends_and_exports_then_reruns_without_a_new
     path = write_study(tiny_study("everything", families=["linear", "random_forest", "xgboost"],
                                   budget={"trials": 5, "rounds": 30, "patience": 2}))
     common = ["--storage", storage_url, "--tracking-uri", tracking_uri, "--root", str(tmp_path / "ensembles")]
-    first = run_cli("run-all", str(path), "--budget", "30", *common)  # a small budget: 3 folds, fewer members
+    first = run_cli("run-all", str(path), "--budget", "60", *common)  # a budget: the plan is printed, plots drawn last
     assert first.returncode == 0, first.stderr
     for printed in ("test_roc_auc", "oof_roc_auc", "exported blend", "alias @champion", "time: search"):
         assert printed in first.stdout

@@ -11,7 +11,7 @@ description: Tiny study for dashboard tests.
 data: {{source: builtin:breast_cancer}}
 task: binary
 metric: roc_auc
-split: {{seed: 1}}
+split: {{seed: 1, validation_fraction: 0.2}}
 families: [linear, random_forest, xgboost]
 budget: {{trials: {trials}, rounds: 20}}
 """

@@ -1,4 +1,4 @@
-"""Spending a time budget well: every family tried early, cheapest first, and no trial started
+"""Spending a time budget well: every family's default tried first, cheapest first, and no trial started
 that its family's own record says cannot finish before the deadline.
 
 Optuna's `timeout` only stops *starting* trials; a 40-second network begun at second 55 of a
@@ -18,21 +18,30 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.models import FAMILIES
+from tuner.models import FAMILIES, ProblemSpec
 
 MIN_RECORD = 1  # finished trials of a family before its duration is trusted
 
 
-def enqueue_each_family_once(study: optuna.Study, families: list[str], trials: int) -> None:
-    """On a new study, one trial per family (at most `trials`): linear and trees first, then networks.
+CHEAPEST_FIRST = ("linear", "hist_boosting", "xgboost", "random_forest")  # then the rest, Keras families last
 
-    A cheap baseline lands in seconds, and every family has a duration on record early, which is
-    what `TimeBudget` needs to judge the rest.
+
+def enqueue_portfolio(study: optuna.Study, families: list[str], trials: int, spec: ProblemSpec) -> None:
+    """On a new study, each family's library default first (at most `trials`), cheapest family first.
+
+    The first seconds of any budget then hold what a user would get from the defaults (a default
+    random forest, XGBoost, HistGradientBoosting), every family has a duration on record early
+    (what `TimeBudget` judges the rest by), and the sampler starts from sound points, as FLAML's
+    low-cost start points and AutoGluon's default portfolio do.
     """
-    if len(families) < 2 or study.trials:
+    if study.trials:
         return
-    for name in sorted(families, key=lambda n: (FAMILIES[n].uses_keras, n))[:trials]:
-        study.enqueue_trial({"family": name}, skip_if_exists=True)
+    order = sorted(families, key=lambda n: (FAMILIES[n].uses_keras,
+                                            CHEAPEST_FIRST.index(n) if n in CHEAPEST_FIRST else len(CHEAPEST_FIRST), n))
+    for name in order[:trials]:
+        defaults = FAMILIES[name].default_params(spec) or {}
+        study.enqueue_trial({"family": name, **{f"{name}.{key}": value for key, value in defaults.items()}},
+                            user_attrs={"portfolio": "default"}, skip_if_exists=True)
 
 
 @dataclass

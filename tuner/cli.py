@@ -398,6 +398,8 @@ def run_all(
     tracking_uri: Optional[str] = TrackingOption,
 ) -> None:
     """Search, finalize (one test look), ensemble and export a study in one command."""
+    import psutil
+
     from tuner.pipeline import run_all as run_everything
     from tuner.study import interrupt_on_signals
 
@@ -406,14 +408,18 @@ def run_all(
         with console.status("searching") as status:
             result = run_everything(study_file, budget, storage, tracking_uri, root, force,
                                     on_step=lambda message: (status.update(message),
-                                                             None if console.is_terminal else console.print(message)))
+                                                             None if console.is_terminal else console.print(message)),
+                                    started_at=psutil.Process().create_time())  # the budget counts start-up
     except KeyboardInterrupt:
         errors.print(f"interrupted: finished work is kept; resume with: tuner run-all {study_file}", soft_wrap=True)
         raise typer.Exit(130) from None
     run = result.run
     console.print(f"[bold]search[/]: {result.trials} trials, best {run.score_name} {run.best_value:.4f} "
                   f"(trial {run.best_trial}, {run.best_family})")
-    _print_finalize(result.finalize)
+    if result.finalize is not None:
+        _print_finalize(result.finalize)
+    for stage, why in result.skipped.items():
+        console.print(f"[bold]{stage}[/]: skipped: {why}", soft_wrap=True)
     _print_build(result.build)
     from tuner.ensemble.store import ensembles_root
 

@@ -41,6 +41,7 @@ class DataConfig(_Strict):
 
 
 DEFAULT_VALIDATION_FRACTION = 0.2
+DEFAULT_FOLDS = 5  # a split that names neither validation_fraction nor folds bags every trial 5-fold
 
 
 class ThresholdoutConfig(_Strict):
@@ -55,7 +56,9 @@ class SplitConfig(_Strict):
     """How the rows are sealed: a test part the search never sees, and validation or K folds.
 
     With `folds` the non-test rows are rotated through K (stratified) folds, `repeats` times, and
-    `validation_fraction` has no meaning, so setting both is refused. `holdout_fraction` carves a
+    `validation_fraction` has no meaning, so setting both is refused. Naming neither gives
+    `folds: 5`: every trial is then a bag of 5 fold models whose out-of-fold predictions the
+    ensemble stage selects from, AutoGluon's design (tuner.bags). `holdout_fraction` carves a
     second sealed part that only `tuner study holdout` reads, through Thresholdout.
     """
 
@@ -66,6 +69,13 @@ class SplitConfig(_Strict):
     repeats: int = Field(1, ge=1, le=20, description="repeated K-fold: the folds are redrawn this many times")
     holdout_fraction: float | None = Field(None, gt=0.0, lt=0.5, description="sealed reusable-holdout part")
     thresholdout: ThresholdoutConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bagged_by_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("folds") is None and data.get("validation_fraction") is None:
+            return {**data, "folds": DEFAULT_FOLDS}
+        return data
 
     @model_validator(mode="after")
     def _leaves_training_rows(self) -> SplitConfig:

@@ -19,6 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from scipy.stats import spearmanr
 
+from tuner.bags import TrialBags, artifact_root, assemble_bags, has_oof
 from tuner.data import TEST, prepare_parts
 from tuner.errors import TunerError
 from tuner.metrics import METRICS, Metric
@@ -147,13 +148,18 @@ def finalize_study(name: str, storage_url: str | None = None, tracking_uri: str 
 
 def refit_predictions(sealed: SealedStudy, trials: list[FrozenTrial], fit_rows: np.ndarray, scored_rows: np.ndarray,
                       part: str) -> Iterator[tuple[FrozenTrial, np.ndarray, np.ndarray]]:
-    """Each trial's configuration refitted on `fit_rows` with the step count early stopping found;
-    yields (trial, encoded targets of `scored_rows` (the `part`: test or holdout), its predictions for them)."""
+    """Each trial's configuration refitted on `fit_rows` with the step count early stopping found (a
+    bagged trial of a K-fold study: its stored fold models, averaged, instead); yields (trial, encoded targets of `scored_rows` (the `part`: test or holdout), its predictions for them)."""
     if sealed.metric not in METRICS:
         raise TunerError(f"study {sealed.config.name!r} is scored by the custom monitor {sealed.metric!r}, which has "
                          "no counterpart outside the search; this needs a study `metric:`")
     fit, parts, preprocessor, encoder = prepare_parts(sealed.dataset, sealed.task, fit_rows, {part: scored_rows})
     scored = parts[part]
+    if trials and all(map(has_oof, trials)):  # bagged trials: their own fold models, nothing refitted
+        bags, _ = assemble_bags(sealed, trials, TrialBags(artifact_root(sealed.storage_url)))
+        for trial, bag in zip(trials, bags):
+            yield trial, scored.y, bag.predict_scores(scored.raw)
+        return
     for trial in trials:
         family = FAMILIES[trial.user_attrs["family"]]
         steps = trial.user_attrs.get("best_step")

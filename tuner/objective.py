@@ -43,6 +43,27 @@ def score_name(config: StudyConfig, spec: ProblemSpec) -> str:
     return config.split.score_prefix() + name
 
 
+class OutOfFold:
+    """Each search row's prediction from the fold model that did not see it (averaged over repeats)."""
+
+    def __init__(self, rows: np.ndarray) -> None:
+        self.rows = rows
+        self.total: np.ndarray | None = None
+        self.count = np.zeros(len(rows))
+
+    def add(self, fold_rows: np.ndarray, scores: np.ndarray) -> None:
+        scores = np.asarray(scores, dtype=np.float64)
+        if self.total is None:
+            self.total = np.zeros((len(self.rows), *scores.shape[1:]))
+        at = np.searchsorted(self.rows, fold_rows)
+        self.total[at] += scores
+        self.count[at] += 1
+
+    def mean(self) -> np.ndarray:
+        shape = (-1,) + (1,) * (self.total.ndim - 1)
+        return self.total / np.maximum(self.count, 1).reshape(shape)
+
+
 class TrialFailed(Exception):
     """A trial whose fit raised; Optuna records it as FAIL and the search continues."""
 
@@ -58,8 +79,13 @@ def counts_toward_budget(trial: FrozenTrial) -> bool:
 
 class Objective:
     def __init__(self, config: StudyConfig, folds: list[Fold], tracker: Any, experiment_id: str,
-                 parent_run_id: str, run_tags: dict[str, str], budget: TimeBudget | None = None) -> None:
+                 parent_run_id: str, run_tags: dict[str, str], budget: TimeBudget | None = None,
+                 bags: Any = None, search_rows: np.ndarray | None = None) -> None:
+        """`bags` (a `tuner.bags.TrialBags`) keeps each K-fold trial's out-of-fold predictions of
+        `search_rows` and its fold models, so ensembles are built from the search itself."""
         self.config = config
+        self.bags = bags if config.split.cross_validated else None
+        self.search_rows = search_rows
         self.folds = folds
         self.spec = folds[0].spec  # what the search space sees; each fold builds with its own spec
         self.cross_validated = config.split.cross_validated
@@ -83,27 +109,40 @@ class Objective:
         curves: dict[str, list[float]] = {}
         fold_scores: list[float] = []
         steps: list[int | None] = []
+        fold_members: list[Any] = []
+        oof = OutOfFold(self.search_rows) if self.bags is not None else None
         try:
             for index, fold in enumerate(self.folds):
+                if index:
+                    self._check_time_left(trial, index, started)
                 # per-epoch pruning only without folds: with folds the pruner sees the running mean per fold
                 member = self._fit(family, params, fold, trial.number, None if self.cross_validated else trial,
                                    curves if index == 0 else {})
                 value = getattr(member, "validation_score_", None)  # a custom model scored by its monitor
+                predicted = None
+                if value is None or oof is not None:
+                    predicted = member.predict_scores(fold.val.X(family.view_for(fold.spec)))
                 if value is None:
-                    value = self.metric.score(fold.val.y, member.predict_scores(fold.val.X(family.view_for(fold.spec))))
+                    value = self.metric.score(fold.val.y, predicted)
                 if not math.isfinite(value):
                     raise ValueError(f"validation {self.fold_score_name} is {value}" + (
                         f" on fold {index + 1}" if self.cross_validated else ""))
                 fold_scores.append(float(value))
                 steps.append(member.best_step_)
+                if oof is not None:
+                    oof.add(fold.val.rows, predicted)
+                    fold_members.append(member)  # a bag keeps every fold model
                 del member
-                if family.uses_keras and index < len(self.folds) - 1:
+                if family.uses_keras and oof is None and index < len(self.folds) - 1:
                     from tuner.models.keras_training import release_memory
 
                     release_memory()  # this fold's model, before the next one is built
                 if self.cross_validated:
                     self._report_fold(trial, fold_scores)
             value = float(np.mean(fold_scores))
+            if oof is not None:
+                trial.set_user_attr("fold_steps", steps)
+                self.bags.save(trial, oof.mean(), fold_members)
         except optuna.TrialPruned:
             self._finish(trial, run_id, "PRUNED", curves, fold_scores, started)
             raise
@@ -123,7 +162,22 @@ class Objective:
         if all(step is not None for step in steps):
             trial.set_user_attr("best_step", int(round(float(np.median(steps)))))  # finalize refits with it
         self._finish(trial, run_id, "COMPLETE", curves, fold_scores, started, value=value)
+        if self.bags is not None:
+            sign = 1 if trial.study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+            done = [(t.number, t.value, t.user_attrs) for t in
+                    trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+            self.bags.let_go([*done, (trial.number, value, {"family": family_name, **{
+                key: trial.user_attrs[key] for key in ("bag_artifact",) if key in trial.user_attrs}})], sign)
         return value
+
+    def _check_time_left(self, trial: optuna.Trial, index: int, started: float) -> None:
+        """A bag whose folds so far say the rest cannot finish before the deadline stops now (pruned)."""
+        per_fold = (time.perf_counter() - started) / index
+        needed = per_fold * (len(self.folds) - index)
+        if needed > self.budget.remaining():
+            trial.set_user_attr("cut", f"{len(self.folds) - index} more fold(s) need about {needed:.0f} s; "
+                                       f"{max(self.budget.remaining(), 0):.0f} s were left")
+            raise optuna.TrialPruned(trial.user_attrs["cut"])
 
     def _fit(self, family: Family, params: dict[str, Any], fold: Fold, number: int, trial: optuna.Trial | None,
              curves: dict[str, list[float]]) -> Any:

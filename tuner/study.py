@@ -24,7 +24,8 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.budget import TimeBudget, enqueue_each_family_once
+from tuner.bags import TrialBags, artifact_root
+from tuner.budget import TimeBudget, enqueue_portfolio
 from tuner.config import StudyConfig, load_study_file
 from tuner.data import TRAIN, VALID, Dataset, SealedSplit, check_task, infer_task, load_dataset, make_split, prepare_parts
 from tuner.data.preprocess import probe_shapes
@@ -362,13 +363,19 @@ def progress_of(study: optuna.Study, total: int) -> Progress:
 
 def run_study(study_file: str | Path, storage_url: str | None = None, tracking_uri: str | None = None,
               trials: int | None = None, timeout: float | None = None, jobs: int = 1,
-              on_progress: Callable[[Progress], None] | None = None) -> RunResult:
-    """Launch or resume a study until it holds `trials` trials (the budget is the study's total)."""
+              on_progress: Callable[[Progress], None] | None = None, deadline: float | None = None,
+              inputs: tuple[Dataset, str] | None = None, plots: bool = True) -> RunResult:
+    """Launch or resume a study until it holds `trials` trials (the budget is the study's total).
+
+    `deadline` (a `time.monotonic()` value) ends the search at that moment, however long opening
+    the stores took (`run-all --budget`); `inputs` are `load_inputs`' result when already loaded;
+    `plots=False` leaves drawing the study's plots to the caller (run-all draws them last, if time is left).
+    """
     config, base_dir = load_study_file(study_file)
     budget = trials or config.budget.trials
     timeout = timeout or config.budget.timeout
     # refusals that need no store first, then the remote ones, so a bad input creates no local file
-    inputs = load_inputs(config, base_dir)
+    inputs = inputs or load_inputs(config, base_dir)
     storage_url = _normalize_url(resolve_storage_url(storage_url))
     check_server(resolve_tracking_uri(tracking_uri))
     storage = open_storage(storage_url)
@@ -380,6 +387,8 @@ def run_study(study_file: str | Path, storage_url: str | None = None, tracking_u
     started = time.perf_counter()
     before = progress_of(sealed.study, budget).done
     status = "FINISHED"
+    if deadline is not None:
+        timeout = max(deadline - time.monotonic(), 0.01)
     try:
         if jobs <= 1:
             _optimize(sealed, tracker, experiment_id, parent_run_id, budget, timeout, worker=0, on_progress=on_progress)
@@ -390,7 +399,7 @@ def run_study(study_file: str | Path, storage_url: str | None = None, tracking_u
         raise
     finally:
         result = summarize_run(sealed, budget, before, time.perf_counter() - started)
-        if status == "FINISHED":
+        if status == "FINISHED" and plots:
             from tuner.dashboard import refresh_after_run
 
             refresh_after_run(tracker, sealed.study, sealed.score_name, experiment_id, parent_run_id)
@@ -446,8 +455,9 @@ def _optimize(sealed: SealedStudy, tracker: Tracker, experiment_id: str, parent_
     objective = Objective(config, folds, tracker, experiment_id, parent_run_id,
                           {**{k: v for k, v in device_tags(uses_keras).items() if not k.startswith("version.")},
                            **worker_tags(worker), "split_digest": sealed.split.digest},  # the split it verified
-                          budget=TimeBudget.from_timeout(timeout))
-    enqueue_each_family_once(study, list(config.families), budget)
+                          budget=TimeBudget.from_timeout(timeout), bags=trial_bags(sealed),
+                          search_rows=sealed.split.search_rows())
+    enqueue_portfolio(study, list(config.families), budget, folds[0].spec)
     first = len(study.trials)
     shared = other_worker_at_work(study.get_trials(deepcopy=False), first)
     study.sampler = make_sampler(config.sampler, sampler_seed(config, first, worker, shared))
@@ -609,6 +619,11 @@ def _run_status(trial: FrozenTrial) -> str:
     if trial.state == TrialState.FAIL:
         return "FAILED" if "error" in trial.user_attrs else "KILLED"
     return "FINISHED"
+
+
+def trial_bags(sealed: SealedStudy) -> TrialBags | None:
+    """The store of a K-fold study's bagged trials (out-of-fold predictions, fold models); None otherwise."""
+    return TrialBags(artifact_root(sealed.storage_url)) if sealed.config.split.cross_validated else None
 
 
 def search_folds(sealed: SealedStudy) -> list[Fold]:

@@ -2,6 +2,10 @@
 
 Families ask for a *view* of the features:
 - `tabular`: a float32 matrix (images and series flattened, text as capped TF-IDF, tokens as counts);
+- `native`: for gradient-boosted trees, a float32 matrix of the raw numbers (missing values left as
+  NaN for the booster to route) and each categorical column as one integer code (NaN when missing
+  or unseen), then the text columns' TF-IDF; other data as in `tabular`. `native_categorical` in
+  `input_shapes()` says which columns are codes;
 - `image`: N x H x W x C, standardised with training statistics;
 - `sequence`: N x T x F float series, each feature standardised on training rows;
 - `tokens`: N x T integer token ids (study file `data.kind: tokens`), 0 = padding;
@@ -25,10 +29,11 @@ from sklearn.preprocessing import KBinsDiscretizer, LabelEncoder, OneHotEncoder,
 
 from tuner.data.sources import Dataset
 
-VIEWS = ("tabular", "image", "sequence", "tokens", "text", "columns")
+VIEWS = ("tabular", "native", "image", "sequence", "tokens", "text", "columns")
 TEXT_MIN_MEAN_WORDS = 4  # an object column averaging this many words is free text, not a category
 TEXT_MAX_TERMS = 256  # TF-IDF terms per text column in the tabular view, so trees and dense stay small
 MAX_CATEGORIES = 50  # integer codes per categorical column in the columns view; rarer values share one
+NATIVE_MAX_CATEGORIES = 64  # codes per categorical column in the native view (boosters split on them directly)
 BUCKETS = 8  # quantile bins per numeric column (wide & deep crosses them)
 TOKEN_COUNT_COLUMNS = 1000  # token ids counted in the tabular view of token data
 
@@ -58,10 +63,10 @@ def text_columns(X: pd.DataFrame) -> list[str]:
 def detect_views(X: pd.DataFrame | np.ndarray, kind: str = "auto") -> tuple[str, ...]:
     """The views these raw features offer, without fitting anything (used to vet families early)."""
     if isinstance(X, pd.DataFrame):
-        return ("tabular", "columns", "text") if text_columns(X) else ("tabular", "columns")
+        return ("tabular", "native", "columns", "text") if text_columns(X) else ("tabular", "native", "columns")
     if kind == "tokens":
-        return ("tabular", "tokens")
-    return {4: ("tabular", "image"), 3: ("tabular", "sequence")}.get(X.ndim, ("tabular",))
+        return ("tabular", "native", "tokens")
+    return {4: ("tabular", "native", "image"), 3: ("tabular", "native", "sequence")}.get(X.ndim, ("tabular", "native"))
 
 
 def probe_shapes(X: pd.DataFrame | np.ndarray, kind: str = "auto") -> dict:
@@ -125,6 +130,9 @@ class FeaturePreprocessor:
             sparse_threshold=0.0,
         ).fit(cleaned)
         if categorical:
+            self.native_codes_ = OrdinalEncoder(
+                handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan,
+                max_categories=NATIVE_MAX_CATEGORIES, dtype=np.float32).fit(cleaned[categorical])
             self.codes_ = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
                                          max_categories=MAX_CATEGORIES).fit(cleaned[categorical].fillna("(missing)"))
         if numeric:
@@ -166,6 +174,8 @@ class FeaturePreprocessor:
         cleaned = self._clean(X)
         if view == "tabular":
             return self.table_.transform(cleaned).astype(np.float32)
+        if view == "native":
+            return self._native(cleaned)
         if view == "text":
             return self._joined_text(cleaned)
         inputs: dict[str, np.ndarray] = {}
@@ -178,6 +188,16 @@ class FeaturePreprocessor:
         if self.text_columns_:
             inputs["text"] = self._joined_text(cleaned)
         return inputs
+
+    def _native(self, cleaned: pd.DataFrame) -> np.ndarray:
+        """Numbers as they are (NaN kept), categorical codes (NaN = missing or unseen), text TF-IDF."""
+        blocks = [cleaned[self.numeric_].to_numpy(dtype=np.float32, na_value=np.nan)] if self.numeric_ else []
+        if self.categorical_:
+            blocks.append(self.native_codes_.transform(cleaned[self.categorical_]).astype(np.float32))
+        for column in self.text_columns_:
+            blocks.append(self.table_.named_transformers_[f"text:{column}"].transform(cleaned[column]).toarray()
+                          .astype(np.float32))
+        return np.hstack(blocks) if blocks else np.zeros((len(cleaned), 0), dtype=np.float32)
 
     def _joined_text(self, cleaned: pd.DataFrame) -> np.ndarray:
         joined = cleaned[self.text_columns_].agg(" ".join, axis=1) if len(self.text_columns_) > 1 else cleaned[self.text_columns_[0]]
@@ -199,6 +219,8 @@ class FeaturePreprocessor:
                         "vocabulary_size": getattr(self, "vocabulary_size_", 0)}
         if hasattr(self, "table_"):
             shapes["n_numeric"] = len(self.numeric_)
+            start = len(self.numeric_)
+            shapes["native_categorical"] = tuple(range(start, start + len(self.categorical_)))
             if self.categorical_:
                 shapes["categorical_sizes"] = tuple(n + 1 for n in self._code_counts())
             if self.numeric_:

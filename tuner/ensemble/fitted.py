@@ -10,6 +10,8 @@ pickles the ensemble object itself; `load(folder)` gives identical predictions.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,7 @@ from tuner.data.preprocess import FeaturePreprocessor
 from tuner.models import Member
 
 DESCRIPTION = "ensemble.json"
+RAW_VIEW = "raw"  # a member that preprocesses rows itself (a bag: one preprocessing per fold) reads them raw
 PREPROCESSOR = "preprocessor.joblib"
 EXAMPLE_TABLE, EXAMPLE_ARRAY = "example.parquet", "example.npy"
 
@@ -124,7 +127,7 @@ class FittedEnsemble:
 
     def transform(self, X: pd.DataFrame | np.ndarray) -> dict[str, Any]:
         needed = {m.view for m in self.members} | self.combiner.views()
-        return {view: self.preprocessor.transform(X, view) for view in sorted(needed)}
+        return {view: X if view == RAW_VIEW else self.preprocessor.transform(X, view) for view in sorted(needed)}
 
     def predict_scores(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Class probabilities (N x classes) or values (N,) from raw rows shaped like the training data."""
@@ -158,13 +161,23 @@ class FittedEnsemble:
                 "classes": None if self.classes is None else [_plain(c) for c in self.classes],
                 "members": members, "weights": weights, "preprocessing": inputs}
 
-    def save(self, folder: str | Path) -> Path:
+    def save(self, folder: str | Path, saved: dict[int, Path] | None = None) -> Path:
+        """Write the ensemble; `saved` (member id -> where it was written) lets blends that share a
+        member hard-link its files instead of writing them again."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=False)
-        (folder / "members").mkdir()  # Keras and XGBoost write files into it; they do not make folders
         members = []
         for index, fitted in enumerate(self.members):
-            path = fitted.member.save(folder / "members" / f"{index:02d}-{fitted.family}")
+            home = folder / "members" / f"{index:02d}-{fitted.family}"  # one folder per member, whatever it writes
+            earlier = None if saved is None else saved.get(id(fitted.member))
+            if earlier is not None:
+                shutil.copytree(earlier.parent, home, copy_function=os.link)
+                path = home / earlier.name
+            else:
+                home.mkdir(parents=True)
+                path = fitted.member.save(home / "member")
+                if saved is not None:
+                    saved[id(fitted.member)] = path
             members.append({**fitted.record(), "path": str(path.relative_to(folder)),
                             "member_class": f"{type(fitted.member).__module__}:{type(fitted.member).__name__}"})
         joblib.dump(self.preprocessor, folder / PREPROCESSOR)

@@ -96,7 +96,8 @@ def render_markdown(record: dict[str, Any]) -> str:
                   for d in record["dropped"]]
     lines += ["", "## Wide and deep", ""]
     if record["wide_deep"] is None:
-        lines.append("- not built: the time budget could not pay for it (`tuner run-all --budget`)")
+        lines.append("- " + record.get("wide_deep_note", "not built: the time budget could not pay for it "
+                                                         "(`tuner run-all --budget`)"))
     else:
         deep = record["wide_deep"]["deep_part"]
         lines += [f"- deep part: {deep['family']} from {deep['origin']}, {deep['steps']} epochs",

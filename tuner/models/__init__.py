@@ -19,7 +19,7 @@ def get_family(name: str) -> Family:
 
 
 from tuner.models import (  # noqa: E402,F401  (registers them)
-    convnet, custom, dense, linear, multi_input, random_forest, sequence, wide_deep, xgboost,
+    convnet, custom, dense, hist_boosting, linear, multi_input, random_forest, sequence, wide_deep, xgboost,
 )
 
 __all__ = ["FAMILIES", "Family", "Member", "ProblemSpec", "ScopedTrial", "get_family", "register"]

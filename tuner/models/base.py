@@ -36,6 +36,7 @@ class ProblemSpec:
     n_numeric: int = 0
     categorical_sizes: tuple[int, ...] = ()  # codes per categorical column, 0 = missing / unseen
     bucket_sizes: tuple[int, ...] = ()  # quantile bins per numeric column
+    native_categorical: tuple[int, ...] = ()  # columns of the native view that are categorical codes
     # training options from the study file
     batch_size: int | None = None  # fixed batch size; None: each Keras family searches it
     reduce_lr: str = "off"  # ReduceLROnPlateau: "off", "on" or "search"
@@ -65,6 +66,7 @@ class Member(ABC):
 
     best_step_: int | None = None  # epochs / rounds early stopping kept; None for one-shot fits
     curves_: dict[str, list[float]]
+    picklable: ClassVar[bool] = True  # joblib can write it (a bag's fold models); Keras models cannot
 
     def __init__(self) -> None:
         self.curves_ = {}
@@ -117,6 +119,14 @@ class Family(ABC):
     @abstractmethod
     def build(self, params: dict[str, Any], spec: ProblemSpec) -> Member:
         """An unfitted member from params alone."""
+
+    def default_params(self, spec: ProblemSpec) -> dict[str, Any] | None:
+        """The values `search_space` should suggest to give the library's well-known default model.
+
+        Every study tries this first (a portfolio, as FLAML's low-cost start points and AutoGluon's
+        defaults do), so the first seconds of any budget already hold a sound model. None: no default.
+        """
+        return None
 
     def view_for(self, spec: ProblemSpec) -> str:
         """The view this family reads for this data; families that take several kinds override it."""

@@ -27,6 +27,11 @@ class DenseFamily(Family):
             params["regularization"] = trial.suggest_float("regularization", 1e-6, 1e-2, log=True)
         return params
 
+    def default_params(self, spec: ProblemSpec) -> dict:
+        """The book's first network (chapter 4): two Dense(64, relu) layers, RMSprop at 1e-3, batches of 32."""
+        return {"layers": 2, "units": 64, "activation": "relu", "dropout": 0.0, "regularizer": "none",
+                "batch_norm": False, "optimizer": "rmsprop", "learning_rate": 1e-3, "batch_size": 32}
+
     def build(self, params: dict, spec: ProblemSpec) -> KerasMember:
         k = keras()
         layers = k.layers

@@ -141,6 +141,8 @@ class KerasMember(Member):
     (`validation_score_`) instead of the study metric.
     """
 
+    picklable = False  # a TensorFlow graph: saved as `.keras`
+
     def __init__(self, model, spec: ProblemSpec, batch_size: int, reduce_lr: bool = False,
                  adapt: tuple = (), monitor: str | None = None, mode: str = "min",
                  score_monitor: bool = False) -> None:

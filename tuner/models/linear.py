@@ -18,6 +18,10 @@ class LinearFamily(Family):
             return {"C": trial.suggest_float("C", 1e-4, 1e2, log=True)}
         return {"alpha": trial.suggest_float("alpha", 1e-4, 1e3, log=True)}
 
+    def default_params(self, spec: ProblemSpec) -> dict:
+        """scikit-learn's defaults: C = 1 for logistic regression, alpha = 1 for ridge."""
+        return {"C": 1.0} if spec.is_classification else {"alpha": 1.0}
+
     def build(self, params: dict, spec: ProblemSpec) -> SklearnMember:
         if spec.is_classification:
             return SklearnMember(LogisticRegression(C=params["C"], max_iter=2000), classification=True)

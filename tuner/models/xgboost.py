@@ -1,4 +1,9 @@
-"""Gradient boosted trees with XGBoost: early stopping on the study's metric, per-round pruning."""
+"""Gradient boosted trees with XGBoost: early stopping on the study's metric, per-round pruning.
+
+It reads the `native` view: raw numbers with their missing values left to the booster, and each
+categorical column as one code that XGBoost splits on directly (`enable_categorical`), not a
+one-hot block per level.
+"""
 
 from __future__ import annotations
 
@@ -58,15 +63,19 @@ class XGBoostMember(Member):
 
             callbacks.append(XGBoostPruningCallback(trial, f"validation_0-{logged_name}"))
         model_class = xgb.XGBClassifier if self.spec.is_classification else xgb.XGBRegressor
+        categorical = set(self.spec.native_categorical)
         self.model_ = model_class(
             **self.params, n_estimators=self.spec.max_rounds, tree_method="hist",
             eval_metric=metric, callbacks=callbacks, random_state=self.spec.seed, n_jobs=0,
+            enable_categorical=bool(categorical),
+            feature_types=["c" if i in categorical else "q" for i in range(X.shape[1])] if categorical else None,
         )
         if X_val is None:
             self.model_.fit(X, y, verbose=False)
             self.best_step_ = self.spec.max_rounds
             return self
         self.model_.fit(X, y, eval_set=[(X_val, y_val)], verbose=False)  # a pruned fit raises here
+        self.model_.set_params(callbacks=None)  # they hold the trial and the clock: a bag pickles the model
         self.curves_ = {f"val_{logged_name}": list(self.model_.evals_result()["validation_0"][logged_name])}
         self.best_step_ = int(self.model_.best_iteration) + 1
         return self
@@ -99,7 +108,8 @@ class XGBoostMember(Member):
 
 class XGBoostFamily(Family):
     name = "xgboost"
-    description = "XGBoost gradient boosted trees (hist), per-round pruning"
+    view = "native"
+    description = "XGBoost gradient boosted trees (hist, native categoricals and missing values), per-round pruning"
     requires = {"xgboost": "xgboost", "optuna_integration": "optuna-integration"}
 
     def search_space(self, trial, spec: ProblemSpec) -> dict:
@@ -112,6 +122,11 @@ class XGBoostFamily(Family):
             "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
             "reg_alpha": trial.suggest_float("reg_alpha", 1e-3, 10.0, log=True),
         }
+
+    def default_params(self, spec: ProblemSpec) -> dict:
+        """XGBoost's own defaults (eta 0.3, depth 6, no sampling, lambda 1; alpha at the range's floor)."""
+        return {"learning_rate": 0.3, "max_depth": 6, "min_child_weight": 1.0, "subsample": 1.0,
+                "colsample_bytree": 1.0, "reg_lambda": 1.0, "reg_alpha": 1e-3}
 
     def build(self, params: dict, spec: ProblemSpec) -> XGBoostMember:
         return XGBoostMember(params, spec)

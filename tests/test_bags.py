@@ -1,0 +1,159 @@
+"""Ensembles from the search itself: bagged K-fold trials keep their out-of-fold predictions and fold
+models; selection runs over every trial; the export averages fold models; nothing is refitted."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from tuner.bags import BAG_ATTR, OOF_ATTR, TrialBags, artifact_root
+from tuner.config import load_study_file
+from tuner.data import SealedSplit, load_dataset
+from tuner.ensemble.build import build_ensemble
+from tuner.metrics import METRICS
+from tuner.models import FAMILIES
+from tuner.study import open_sealed, run_study
+
+from conftest import run_cli, tiny_study
+
+FAST = {"rounds": 20, "patience": 2, "epochs": 2}
+
+
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory) -> str:
+    """This module's own MLflow store: its ensemble builds must not show up in other modules' store."""
+    return f"sqlite:///{tmp_path_factory.mktemp('bags-mlruns') / 'mlflow.db'}"
+
+
+def bagged_study(name: str, families: list[str], trials: int, **overrides) -> dict:
+    """tiny_study bagged 3-fold: the split names no validation part."""
+    return tiny_study(name, split={"folds": 3, "seed": 1}, families=families, budget={"trials": trials, **FAST},
+                      **overrides)
+
+
+def test_a_split_naming_neither_validation_nor_folds_bags_five_fold(write_study):
+    config, _ = load_study_file(write_study(tiny_study("default", split={"seed": 1})))
+    assert config.split.folds == 5 and config.split.cross_validated
+    explicit, _ = load_study_file(write_study(tiny_study("holdout")))
+    assert explicit.split.folds is None and explicit.split.validation_share == 0.2
+
+
+def test_the_first_trials_are_each_familys_library_defaults_cheapest_first(write_study, storage_url, tracking_uri):
+    families = ["random_forest", "xgboost", "hist_boosting", "linear"]
+    run_study(write_study(bagged_study("portfolio", families, trials=4)), storage_url, tracking_uri)
+    sealed = open_sealed("portfolio", storage_url)
+    spec = sealed.problem_spec(2, 30, None)
+    trials = sorted(sealed.study.trials, key=lambda t: t.number)
+    assert [t.user_attrs["family"] for t in trials] == ["linear", "hist_boosting", "xgboost", "random_forest"]
+    for trial in trials:
+        family = trial.user_attrs["family"]
+        assert trial.user_attrs["params"] == FAMILIES[family].default_params(spec), family
+        assert trial.user_attrs["portfolio"] == "default"
+
+
+def test_bagged_trials_keep_float32_out_of_fold_predictions_across_a_resume(write_study, storage_url, tracking_uri):
+    path = write_study(bagged_study("resumed", ["linear", "xgboost"], trials=2))
+    run_study(path, storage_url, tracking_uri)
+    run_study(path, storage_url, tracking_uri, trials=4)
+    sealed = open_sealed("resumed", storage_url)
+    rows = sealed.split.search_rows()
+    bags = TrialBags(artifact_root(storage_url))
+    complete = sealed.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(complete) == 4
+    y = sealed.dataset.y[rows]
+    for trial in complete:
+        oof = bags.oof(trial)
+        assert oof.dtype == np.float32 and oof.shape == (len(rows), 2)
+        # each row predicted by the fold model that did not see it: the mean of the fold scores is close to it
+        assert METRICS["roc_auc"].score(y, oof) == pytest.approx(trial.value, abs=0.02)
+        models = bags.fold_models(trial)
+        assert models is not None and len(models) == 3 and trial.user_attrs["fold_steps"]
+    assert (artifact_root(storage_url) / complete[0].user_attrs[BAG_ATTR]).exists()
+
+
+def test_only_the_best_bags_keep_their_fold_models(tmp_path, monkeypatch):
+    import tuner.bags as bags_module
+
+    monkeypatch.setattr(bags_module, "KEEP_BAGS", 2)
+    bags = TrialBags(tmp_path)
+    records = []
+    for number, (family, value) in enumerate([("linear", 0.7), ("xgboost", 0.9), ("xgboost", 0.8), ("xgboost", 0.6)]):
+        artifact = f"bag-{number}"
+        (tmp_path / artifact).write_bytes(b"x")
+        records.append((number, value, {"family": family, BAG_ATTR: artifact}))
+    bags.let_go(records, direction_sign=1)
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert kept == ["bag-0", "bag-1", "bag-2"]  # the best two, and linear's best although it ranks third
+
+
+def test_selection_runs_over_every_trial_and_never_falls_below_the_best_one(write_study, storage_url, tracking_uri,
+                                                                             tmp_path):
+    run_study(write_study(bagged_study("every", ["linear", "xgboost", "random_forest"], trials=6)),
+              storage_url, tracking_uri)
+    record = build_ensemble("every", ["every"], storage_url, tracking_uri, root=tmp_path)
+    sealed = open_sealed("every", storage_url)
+    complete = sealed.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert record["bagged"] and record["candidates"] == len(complete) == 6
+    metric = METRICS["roc_auc"]
+    best = max(record["members"], key=lambda m: m["oof"])
+    assert record["best_single_member"] == best["label"]
+    chosen = record["blends"][record["chosen"]]
+    assert chosen["oof"] >= record["blends"]["best_single"]["oof"]  # the best trial is always a candidate
+    assert record["test_looks"] == {"every": 1} and record["rebuilt"] == []
+    assert record["wide_deep"] is None and "training pass of its own" in record["wide_deep_note"]
+    assert metric.direction == "maximize"
+
+
+def test_a_trial_whose_fold_models_were_let_go_is_rebuilt_from_its_fold_steps(write_study, storage_url,
+                                                                               tracking_uri, tmp_path):
+    from tuner.bags import assemble_bags
+
+    run_study(write_study(bagged_study("rebuilt", ["xgboost"], trials=1)), storage_url, tracking_uri)
+    sealed = open_sealed("rebuilt", storage_url)
+    [trial] = sealed.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    bags = TrialBags(artifact_root(storage_url))
+    [stored], _ = assemble_bags(sealed, [trial], bags)
+    (artifact_root(storage_url) / trial.user_attrs[BAG_ATTR]).unlink()
+    [again], rebuilt = assemble_bags(sealed, [trial], bags)
+    assert rebuilt == [trial.number]
+    rows = sealed.dataset.X.iloc[:50]
+    np.testing.assert_allclose(again.predict_scores(rows), stored.predict_scores(rows), atol=1e-6)
+
+
+def test_a_bagged_ensemble_exports_and_predicts_as_in_process(write_study, storage_url, tracking_uri, tmp_path):
+    import mlflow
+
+    from tuner.ensemble.fitted import FittedEnsemble
+    from tuner.export import export_ensemble
+
+    run_study(write_study(bagged_study("exported", ["linear", "hist_boosting", "xgboost"], trials=4,
+                                       data={"source": "builtin:generated_mixed"})), storage_url, tracking_uri)
+    record = build_ensemble("exported", ["exported"], storage_url, tracking_uri, root=tmp_path)
+    result = export_ensemble("exported", tracking_uri=tracking_uri, root=tmp_path)
+    dataset = load_dataset("builtin:generated_mixed")
+    rows = dataset.X.iloc[:60].copy()
+    rows.loc[:5, "plan"] = None  # a missing category reaches the boosters as missing
+    in_process = FittedEnsemble.load(tmp_path / ".built" / "exported" / record["chosen"]).predict_frame(rows)
+    served = mlflow.pyfunc.load_model(str(result.folder)).predict(rows)
+    pd.testing.assert_frame_equal(served.reset_index(drop=True), in_process, check_exact=False, atol=1e-9)
+    csv = tmp_path / "new.csv"
+    rows.to_csv(csv, index=False)
+    predicted = run_cli("predict", str(result.folder), str(csv), "-o", str(tmp_path / "out.csv"))
+    assert predicted.returncode == 0, predicted.stderr
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "out.csv")["proba_yes"], in_process["proba_yes"], atol=1e-9)
+
+
+@pytest.mark.slow
+def test_two_workers_store_every_trials_predictions_in_one_artifact_store(write_study, storage_url, tracking_uri):
+    path = write_study(bagged_study("pair", ["linear", "random_forest"], trials=6))
+    done = run_cli("study", "run", str(path), "--jobs", "2", "--storage", storage_url, "--tracking-uri", tracking_uri)
+    assert done.returncode == 0, done.stderr
+    sealed = open_sealed("pair", storage_url)
+    complete = sealed.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(complete) == 6 and len({t.user_attrs["worker"] for t in complete}) == 2
+    bags = TrialBags(artifact_root(storage_url))
+    assert all(bags.oof(t).shape[0] == len(sealed.split.search_rows()) for t in complete)
+    assert all(OOF_ATTR in t.user_attrs for t in complete)
+    SealedSplit.from_record(sealed.study.user_attrs["tuner.split"])  # one sealed split for both workers

@@ -1,0 +1,107 @@
+"""Ensembles of a K-fold study from the search itself: selection over every trial's stored predictions.
+
+Every complete trial of a K-fold study left its out-of-fold predictions and its fold models
+(`tuner.bags`). Here Caruana's ensemble selection with replacement runs over the out-of-fold
+predictions of all of them (not of a pre-picked few); the optimised-weight, average and stacked
+blends work on the members it picked; every blend is scored out of fold, cross-fitted over the
+study's own folds, and the best is the one to export. A member is its trial's bag: the fold models
+averaged, each behind its own fold's preprocessing, so nothing is refitted (a trial whose fold
+models were let go is rebuilt from its params and per-fold step counts, and the build says so).
+
+The jointly trained wide-and-deep blend needs a training pass of its own, so it is not built here;
+`tuner ensemble build` of a holdout study builds it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from tuner.bags import TrialBags, artifact_root, assemble_bags, has_oof
+from tuner.data.preprocess import encode_target, fit_target_encoder, prepare_parts
+from tuner.ensemble.blends import fit_stacked, stacked_out_of_fold
+from tuner.ensemble.fitted import RAW_VIEW, FittedEnsemble, FittedMember, WeightedAverage
+from tuner.ensemble.judge import Blended, choose_blend
+from tuner.ensemble.selection import cross_fitted, greedy_selection, optimised_weights
+from tuner.errors import TunerError
+from tuner.metrics import METRICS
+from tuner.study import SealedStudy
+
+EXAMPLE_ROWS = 5
+NO_WIDE_DEEP = "not built from bagged trials: it would need a training pass of its own"
+
+
+def blend_bagged_trials(source: SealedStudy, on_step: Callable[[str], None]) -> tuple[Blended, Any, Any]:
+    """Choose and assemble the blends of a K-fold study; returns them with the target encoder and
+    a preprocessor fitted on every search row (the export's input contract)."""
+    split, dataset, task, metric = source.split, source.dataset, source.task, METRICS[source.metric]
+    study = source.study
+    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if has_oof(t)]
+    if not trials:
+        raise TunerError(f"study {source.config.name!r} has no complete bagged trial; run `tuner study run` first")
+    started = time.perf_counter()
+    bags = TrialBags(artifact_root(source.storage_url))
+    rows = split.search_rows()
+    encoder = fit_target_encoder(dataset.y[rows], task)
+    y = encode_target(encoder, dataset.y[rows])
+    ids = split.folds[0][rows].astype(np.int64)  # the study's own first-repeat folds
+    sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+    trials.sort(key=lambda t: (-sign * t.value, t.number))
+    predictions = [bags.oof(t).astype(np.float64) for t in trials]
+    oof_score = [metric.score(y, p) for p in predictions]
+    order = sorted(range(len(trials)), key=lambda i: (-sign * oof_score[i], i))  # best out of fold first
+    trials, predictions, oof_score = [trials[i] for i in order], [predictions[i] for i in order], [oof_score[i] for i in order]
+    on_step(f"ensemble selection over the out-of-fold predictions of all {len(trials)} complete trials")
+
+    caruana = greedy_selection(predictions, y, metric)
+    picked = [i for i in range(len(trials)) if caruana[i] > 0 or i == 0]
+    pool = [predictions[i] for i in picked]
+    classification = task != "regression"
+    blend_oof = {
+        "best_single": predictions[0],
+        "average": np.mean(pool, axis=0),
+        "stacked": stacked_out_of_fold(pool, y, task, ids),
+    }
+    caruana_oof = cross_fitted(lambda p, t: greedy_selection(p, t, metric), predictions, y, ids)
+    optimised_oof = cross_fitted(lambda p, t: optimised_weights(p, t, classification), pool, y, ids)
+    if metric.better(metric.score(y, optimised_oof), metric.score(y, caruana_oof)):
+        weighting, pool_weights, blend_oof["weighted"] = "optimised weights (SLSQP)", optimised_weights(pool, y, classification), optimised_oof
+    else:
+        weighting, pool_weights, blend_oof["weighted"] = "greedy selection (Caruana)", caruana[picked], caruana_oof
+    selection_s = time.perf_counter() - started
+
+    on_step(f"assembling {len(picked)} bagged member(s) from their stored fold models")
+    bagged, rebuilt = assemble_bags(source, [trials[i] for i in picked], bags)
+    members = [FittedMember(source.config.name, t.number, t.user_attrs["family"], t.user_attrs.get("params", {}),
+                            bag.best_step_, RAW_VIEW, bag) for t, bag in zip([trials[i] for i in picked], bagged)]
+    full, _, preprocessor, _ = prepare_parts(dataset, task, rows, {})
+    classes = None if encoder is None else list(encoder.classes_)
+
+    def ensemble(blend: str, chosen: list[FittedMember], combiner) -> FittedEnsemble:
+        return FittedEnsemble(blend, task, metric.name, classes, preprocessor, chosen, combiner, dataset.fingerprint,
+                              split.digest, example=full.raw[:EXAMPLE_ROWS])
+
+    used = pool_weights > 0
+    ensembles = {
+        "best_single": ensemble("best_single", members[:1], WeightedAverage(np.ones(1))),
+        "average": ensemble("average", members, WeightedAverage(np.full(len(members), 1.0 / len(members)))),
+        "weighted": ensemble("weighted", [m for m, u in zip(members, used) if u],
+                             WeightedAverage(pool_weights[used] / pool_weights[used].sum())),
+        "stacked": ensemble("stacked", members, fit_stacked(pool, y, task)),
+    }
+    oof_scores = {blend: metric.score(y, blend_oof[blend]) for blend in ensembles}
+    member_rows = [{"label": f"{source.config.name}#{t.number} {t.user_attrs['family']}", "study": source.config.name,
+                    "trial": t.number, "family": t.user_attrs["family"], "params": t.user_attrs.get("params", {}),
+                    "steps": t.user_attrs.get("best_step"), "val": t.value, "oof": oof_score[i]}
+                   for i, t in zip(picked, [trials[i] for i in picked])]
+    blended = Blended(members, member_rows, pool_weights, pool, ensembles, oof_scores,
+                      choose_blend(oof_scores, metric), weighting, {
+                          "folds": split.n_folds, "bagged": True, "candidates": len(trials),
+                          "selection_seconds": round(selection_s, 2), "rebuilt": rebuilt,
+                          "wide_deep_note": NO_WIDE_DEEP,
+                      })
+    return blended, encoder, preprocessor
