@@ -23,7 +23,8 @@ from tuner.data import TEST, prepare_parts
 from tuner.errors import TunerError
 from tuner.metrics import METRICS, Metric
 from tuner.models import FAMILIES
-from tuner.study import ATTR, SealedStudy, count_test_look, open_sealed
+from tuner.sealed import ATTR, SealedStudy, open_sealed
+from tuner.studies import count_test_look
 
 BOOTSTRAP_SAMPLES = 1000
 

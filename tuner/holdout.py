@@ -140,7 +140,7 @@ def query_holdout(name: str, storage_url: str | None = None, top: int | None = N
     holdout scores is fitted on those rows too; a K-fold study's cv score speaks for every search row.
     """
     from tuner.finalize import refit_predictions
-    from tuner.study import open_sealed
+    from tuner.sealed import open_sealed
 
     sealed = open_sealed(name, storage_url, study_file)
     config = sealed.config.split.reusable_holdout

@@ -24,7 +24,10 @@ from optuna.trial import TrialState
 
 from tuner.config import load_study_file
 from tuner.models import FAMILIES
-from tuner.study import ATTR, RunResult, load_existing, run_study
+from tuner.runner import RunResult
+from tuner.sealed import ATTR
+from tuner.storage import load_existing
+from tuner.study import run_study
 
 SEARCH_SHARE = 0.4
 FINALIZE_TOP = 3

@@ -31,7 +31,8 @@ from tuner.ensemble.store import write_build
 from tuner.errors import TunerError
 from tuner.finalize import BOOTSTRAP_SAMPLES, bootstrap_interval
 from tuner.metrics import METRICS, Metric
-from tuner.study import ATTR, count_test_look
+from tuner.sealed import ATTR
+from tuner.studies import count_test_look
 
 RUN_PLOTS = {"weights": "plots/member_weights.png", "correlation": "plots/prediction_correlation.png"}
 log = logging.getLogger("tuner")
