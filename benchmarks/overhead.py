@@ -87,7 +87,7 @@ def _seconds_per_trial(study: optuna.Study) -> float:
 
 
 def _storage_of(url: str):
-    from tuner.study import open_storage
+    from tuner.storage import open_storage
 
     return open_storage(url)
 

@@ -14,7 +14,8 @@ from tuner.data import SealedSplit, load_dataset
 from tuner.ensemble.build import build_ensemble
 from tuner.metrics import METRICS
 from tuner.models import FAMILIES
-from tuner.study import open_sealed, run_study
+from tuner.sealed import open_sealed
+from tuner.study import run_study
 
 from conftest import run_cli, tiny_study
 

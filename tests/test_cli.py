@@ -156,11 +156,12 @@ def test_the_resume_line_after_ctrl_c_hides_passwords(monkeypatch):
 
     import tuner.cli
     import tuner.study
+    import tuner.workers
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tuner.study, "interrupt_on_signals", lambda: None)  # keep pytest's own handlers
+    monkeypatch.setattr(tuner.workers, "interrupt_on_signals", lambda: None)  # keep pytest's own handlers
     monkeypatch.setattr(tuner.study, "run_study", interrupted)
     argv = ["tuner", "study", "run", "s.yaml", "--storage", "postgresql+psycopg://tuner:secret@db:5432/studies",
             "--tracking-uri=https://me:token@mlflow.example.com"]

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from tiny_study import make_tiny_study
 
 from tuner.cli import main
-from tuner.study import describe_study
+from tuner.studies import describe_study
 from tuner.tracking import Tracker
 
 

@@ -126,7 +126,7 @@ def test_ctrl_c_during_a_build_says_whether_the_test_look_was_counted(write_stud
 
 def _sealed_study(write_study, storage_url, name, seed):
     from tuner.config import load_study_file
-    from tuner.study import open_study
+    from tuner.sealed import open_study
 
     path = write_study(tiny_study(name, split={"test_fraction": 0.2, "validation_fraction": 0.2, "seed": seed}),
                        f"{name}.yaml")

@@ -13,7 +13,9 @@ from tuner.finalize import (
     AlreadyFinalized, FinalRow, _judge, bootstrap_interval, finalize_study, render_markdown, select_finalists,
 )
 from tuner.metrics import METRICS
-from tuner.study import count_test_look, open_sealed, run_study
+from tuner.sealed import open_sealed
+from tuner.studies import count_test_look
+from tuner.study import run_study
 from tuner.tracking import Tracker
 
 from conftest import run_cli, tiny_study

@@ -10,7 +10,8 @@ import tuner.finalize as finalize_module
 from tuner.config import ThresholdoutConfig
 from tuner.data import HOLDOUT, TEST, TRAIN
 from tuner.holdout import HoldoutBudgetSpent, NoHoldoutPart, Thresholdout, ThresholdoutState, query_holdout
-from tuner.study import open_sealed, run_study
+from tuner.sealed import open_sealed
+from tuner.study import run_study
 
 from conftest import run_cli, tiny_study
 

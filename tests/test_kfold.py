@@ -6,15 +6,17 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-import tuner.study as study_module
+import tuner.runner as runner_module
 from tuner.config import PrunerConfig, StudyConfig, load_study_file
 from tuner.data import HOLDOUT, TEST, VALID, SealedSplit, load_dataset, make_split
 from tuner.errors import DataError, SplitMismatchError, StudyFileError
 from tuner.finalize import finalize_study
 from tuner.metrics import Metric
 from tuner.objective import Objective
+from tuner.runner import search_folds
 from tuner.search import make_pruner
-from tuner.study import open_study, run_study, search_folds
+from tuner.sealed import open_sealed, open_study
+from tuner.study import run_study
 
 from conftest import run_cli, tiny_study
 
@@ -124,7 +126,7 @@ def seen_folds(monkeypatch):
             seen.append(folds)
             super().__init__(config, folds, *args, **kwargs)
 
-    monkeypatch.setattr(study_module, "Objective", Recording)
+    monkeypatch.setattr(runner_module, "Objective", Recording)
     return seen
 
 
@@ -177,7 +179,7 @@ def test_kfold_finalize_refits_on_every_search_row_but_not_the_holdout(write_stu
     monkeypatch.setattr(finalize_module, "prepare_parts",
                         lambda dataset, task, rows, other: fitted_on.append((rows, other)) or real(dataset, task, rows, other))
     finalize_study("kfold-fin", storage_url, tracking_uri, top=1)
-    split = study_module.open_sealed("kfold-fin", storage_url).split
+    split = open_sealed("kfold-fin", storage_url).split
     [(rows, other)] = fitted_on
     np.testing.assert_array_equal(rows, split.search_rows())
     assert set(other) == {"test"} and not set(rows) & set(split.rows(HOLDOUT))

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 import tuner.finalize as finalize_module
-import tuner.study as study_module
+import tuner.runner as runner_module
 from tuner.data import HOLDOUT, TEST, SealedSplit, make_split
 from tuner.errors import SplitMismatchError
 from tuner.finalize import finalize_study
@@ -34,7 +34,7 @@ def test_the_objective_never_sees_test_or_holdout_rows(tmp_path, write_study, st
             seen.extend(folds)
             super().__init__(config, folds, *args, **kwargs)
 
-    monkeypatch.setattr(study_module, "Objective", Recording)
+    monkeypatch.setattr(runner_module, "Objective", Recording)
     _, path = csv_study(tmp_path, write_study, "no-peek", holdout_fraction=0.2)
     run_study(path, storage_url, tracking_uri, trials=1)
     study = optuna.load_study(study_name="no-peek", storage=storage_url)

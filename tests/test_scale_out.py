@@ -242,7 +242,7 @@ def test_sigterm_marks_the_trial_closes_its_run_and_says_how_to_resume(tmp_path,
 
 
 def test_sqlite_on_a_network_disk_is_refused(tmp_path):
-    from tuner.study import NETWORK_FILESYSTEMS, filesystem_type
+    from tuner.storage import NETWORK_FILESYSTEMS, filesystem_type
 
     mounts = f"/dev/sda1 / ext4 rw 0 0\nserver:/export {tmp_path} nfs4 rw 0 0\n"
     assert filesystem_type(tmp_path / "studies", mounts) in NETWORK_FILESYSTEMS
@@ -251,7 +251,7 @@ def test_sqlite_on_a_network_disk_is_refused(tmp_path):
 
 def test_journal_storage_with_heartbeats_is_refused(monkeypatch, tmp_path):
     from tuner.errors import StorageError
-    from tuner.study import open_storage
+    from tuner.storage import open_storage
 
     monkeypatch.setenv("TUNER_HEARTBEAT_S", "2")
     with pytest.raises(StorageError, match="journal storage cannot keep"):
@@ -297,8 +297,8 @@ def test_tuner_server_passes_the_allowed_hosts_to_mlflow(monkeypatch, tmp_path):
 
 
 def test_only_the_last_worker_to_finish_closes_the_parent_run(tmp_path, tracking_uri):
-    from tuner.study import parent_run_status, worker_label
     from tuner.tracking import Tracker
+    from tuner.workers import parent_run_status, worker_label
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="last")
     mine = study.ask()
@@ -332,15 +332,15 @@ def seeded_config(seed: int | None = 5):
 
 
 def test_a_seeded_process_alone_replays_its_seed_and_a_sharing_one_takes_its_own(monkeypatch):
-    import tuner.study as study_module
-    from tuner.study import sampler_seed
+    import tuner.workers as workers_module
+    from tuner.workers import sampler_seed
 
     config = seeded_config()
     assert sampler_seed(config, 3, worker=0) == sampler_seed(config, 3, worker=0) == 8  # alone: seed + trials so far
     assert sampler_seed(config, 3, worker=1) == 8  # the first `--jobs` slot
     seeds, unseeded = set(), set()
     for label in ("host-a:100", "host-a:101", "host-b:100"):
-        monkeypatch.setattr(study_module, "worker_label", lambda label=label: label)
+        monkeypatch.setattr(workers_module, "worker_label", lambda label=label: label)
         seeds |= {sampler_seed(config, 3, worker=0, shared=True), sampler_seed(config, 3, worker=2)}
         unseeded.add(sampler_seed(seeded_config(None), 3, worker=1))
     assert len(seeds) == 3 and 8 not in seeds  # each sharing process (host:pid) has its own seed
@@ -348,10 +348,10 @@ def test_a_seeded_process_alone_replays_its_seed_and_a_sharing_one_takes_its_own
 
 
 def test_another_workers_trial_is_seen_from_its_start_and_queued_ones_are_no_ones(monkeypatch):
-    import tuner.study as study_module
-    from tuner.study import other_worker_at_work
+    import tuner.workers as workers_module
+    from tuner.workers import other_worker_at_work
 
-    monkeypatch.setattr(study_module, "worker_label", lambda: "me:1")
+    monkeypatch.setattr(workers_module, "worker_label", lambda: "me:1")
     study = optuna.create_study()
     earlier = study.ask()
     earlier.set_user_attr("worker", "gone:7")  # a finished run of an earlier process
@@ -371,15 +371,15 @@ def test_another_workers_trial_is_seen_from_its_start_and_queued_ones_are_no_one
 
 def test_two_seeded_workers_started_together_propose_different_params(monkeypatch):
     """Both see an empty study and take the same seed; the second to start a trial sees the first's and reseeds."""
-    import tuner.study as study_module
+    import tuner.workers as workers_module
     from tuner.search import make_sampler
-    from tuner.study import ReseedOnJoin, sampler_seed
+    from tuner.workers import ReseedOnJoin, sampler_seed
 
     config = seeded_config()
     storage = optuna.storages.InMemoryStorage()
     optuna.create_study(storage=storage, study_name="together")
     now = {"label": ""}
-    monkeypatch.setattr(study_module, "worker_label", lambda: now["label"])
+    monkeypatch.setattr(workers_module, "worker_label", lambda: now["label"])
     workers = {}
     for label in ("host-a:1", "host-b:1"):
         study = optuna.load_study(study_name="together", storage=storage)

@@ -4,11 +4,13 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-import tuner.study as study_module
+import tuner.runner as runner_module
+import tuner.storage as storage_module
 from tuner.data import TEST, TRAIN, VALID, SealedSplit
 from tuner.errors import SplitMismatchError, StorageError, StudyFileError
 from tuner.objective import Objective
-from tuner.study import describe_study, list_studies, run_study
+from tuner.studies import describe_study, list_studies
+from tuner.study import run_study
 
 from conftest import tiny_study
 
@@ -23,7 +25,7 @@ def seen_rows(monkeypatch):
             seen.append([{"train": f.train.rows.copy(), "val": f.val.rows.copy()} for f in folds])
             super().__init__(config, folds, *args, **kwargs)
 
-    monkeypatch.setattr(study_module, "Objective", Recording)
+    monkeypatch.setattr(runner_module, "Objective", Recording)
     return seen
 
 
@@ -128,7 +130,7 @@ def test_bad_storage_urls(write_study, tracking_uri, url, expected):
 
 def test_postgres_password_is_not_printed():
     with pytest.raises(StorageError) as error:
-        study_module.open_storage("postgresql+psycopg://user:secret@127.0.0.1:1/db")
+        storage_module.open_storage("postgresql+psycopg://user:secret@127.0.0.1:1/db")
     assert "secret" not in str(error.value) and "***" in str(error.value)
 
 

@@ -54,7 +54,8 @@ def study_run(
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     if heartbeat is not None:
         os.environ["TUNER_HEARTBEAT_S"] = str(heartbeat)
-    from tuner.study import interrupt_on_signals, run_study
+    from tuner.study import run_study
+    from tuner.workers import interrupt_on_signals
 
     interrupt_on_signals()
 
@@ -94,7 +95,7 @@ def study_run(
 
 def resume_arguments(argv: list[str], study_file: Path) -> str:
     """The arguments that rerun this command, with any password in a URL hidden (the terminal may be logged)."""
-    from tuner.study import redact_url
+    from tuner.storage import redact_url
 
     if Path(argv[0]).name not in ("tuner", "__main__.py"):
         return f"study run {study_file}"
@@ -104,7 +105,7 @@ def resume_arguments(argv: list[str], study_file: Path) -> str:
 @study_app.command("list")
 def study_list(storage: Optional[str] = StorageOption) -> None:
     """Studies in the storage: trials as the budget counts them, best search score (val_ or cv_, never test)."""
-    from tuner.study import list_studies
+    from tuner.studies import list_studies
 
     rows = list_studies(storage)
     if not rows:
@@ -121,7 +122,7 @@ def study_list(storage: Optional[str] = StorageOption) -> None:
 @study_app.command("show")
 def study_show(name: str = typer.Argument(..., help="study name"), storage: Optional[str] = StorageOption) -> None:
     """Leaderboard by family, best params, trials by state."""
-    from tuner.study import describe_study
+    from tuner.studies import describe_study
 
     report = describe_study(name, storage)
     split = ", ".join(f"{k} {v}" for k, v in report.split_counts.items() if v or k != "val")
@@ -233,7 +234,7 @@ def study_holdout(
 def study_delete(name: str = typer.Argument(...), storage: Optional[str] = StorageOption,
                  yes: bool = typer.Option(False, "--yes", help="do not ask")) -> None:
     """Delete a study from Optuna storage (its MLflow runs stay)."""
-    from tuner.study import delete_study
+    from tuner.studies import delete_study
 
     if not yes and not typer.confirm(f"delete study {name!r} and all its trials?"):
         raise typer.Exit(1)
@@ -401,7 +402,7 @@ def run_all(
     import psutil
 
     from tuner.pipeline import run_all as run_everything
-    from tuner.study import interrupt_on_signals
+    from tuner.workers import interrupt_on_signals
 
     interrupt_on_signals()
     try:
@@ -465,7 +466,7 @@ def ui(tracking_uri: Optional[str] = TrackingOption, storage: Optional[str] = St
     console.print(f"a study's runs: http://{host}:{port}/#/experiments/ID/runs?workflowType=machine_learning "
                   "(or pick 'Model training' in the sidebar; MLflow 3 opens experiments on its GenAI view)")
     if _has_optuna_dashboard():
-        from tuner.study import resolve_storage_url
+        from tuner.storage import resolve_storage_url
 
         console.print(f"optuna-dashboard is installed too: optuna-dashboard {resolve_storage_url(storage)}",
                       soft_wrap=True)  # a command to copy: never broken across lines

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tuner.errors import StudyFileError
 from tuner.metrics import METRICS, default_metric
+from tuner.models import FAMILIES
 
 Task = Literal["binary", "multiclass", "regression"]
 
@@ -195,8 +196,6 @@ class StudyConfig(_Strict):
     @field_validator("families")
     @classmethod
     def _known_families(cls, value: dict[str, FamilyConfig]) -> dict[str, FamilyConfig]:
-        from tuner.models import FAMILIES
-
         if not value:
             raise ValueError(f"name at least one family: {', '.join(sorted(FAMILIES))}")
         unknown = sorted(set(value) - set(FAMILIES))

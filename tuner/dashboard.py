@@ -1,21 +1,31 @@
 """What a study shows in MLflow: plots and the HTML report on its parent run, and the best-run tag.
 
-The glue between the Optuna study (tuner.study), the figures (tuner.plots), the page
-(tuner.report) and MLflow (tuner.tracking): it decides what to draw and where it goes.
+The glue between the Optuna study (tuner.storage, tuner.studies), the figures (tuner.plots), the
+page (tuner.report) and MLflow (tuner.tracking): it decides what to draw and where it goes. A
+study run refreshes it as a subscriber of the runner (`refresh_when_finished`).
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import TrialState
 
+from tuner.ensemble.report import ensemble_sections
 from tuner.errors import StudyFileError
 from tuner.models import FAMILIES
 from tuner.plots import PlotSet, is_study_plot, score_label, study_plots
+from tuner.report import finalize_section, study_page
+from tuner.sealed import ATTR, stored_score_name
+from tuner.storage import load_existing
+from tuner.studies import describe_study
 from tuner.tracking import Tracker
+
+if TYPE_CHECKING:
+    from tuner.runner import RunEnded
 
 N_CURVES = 3  # learning curves of this many best Keras trials
 log = logging.getLogger("tuner")
@@ -57,9 +67,14 @@ def refresh_after_run(tracker: Tracker, study: optuna.Study, metric: str, experi
                     study.study_name)
 
 
-def _open(name: str, storage_url: str | None, tracking_uri: str | None):
-    from tuner.study import ATTR, load_existing, stored_score_name
+def refresh_when_finished(ended: RunEnded) -> None:
+    """The runner's subscriber: a run that finished (not one stopped by an error) refreshes the plots."""
+    if ended.status == "FINISHED":
+        refresh_after_run(ended.tracker, ended.sealed.study, ended.sealed.score_name, ended.experiment_id,
+                          ended.parent_run_id)
 
+
+def _open(name: str, storage_url: str | None, tracking_uri: str | None):
     study = load_existing(name, storage_url)
     if ATTR + "uid" not in study.user_attrs:
         raise StudyFileError(f"study {name!r} was not made by tuner; it has no plots or report")
@@ -81,10 +96,6 @@ def write_report(name: str, output: Path | None = None, storage_url: str | None 
 
     A finalized study gets its finalize section; ensembles built from the study (under
     $TUNER_ENSEMBLES or ./ensembles) get a section each."""
-    from tuner.ensemble.report import ensemble_sections
-    from tuner.report import finalize_section, study_page
-    from tuner.study import describe_study
-
     study, metric, tracker, experiment_id, run_id = _open(name, storage_url, tracking_uri)
     described = describe_study(name, storage_url)
     extra = ([finalize_section(described.finalize)] if described.finalize else []) + ensemble_sections(name)

@@ -24,7 +24,8 @@ from tuner.data import TEST, prepare_parts
 from tuner.errors import TunerError
 from tuner.metrics import METRICS, Metric
 from tuner.models import FAMILIES
-from tuner.study import ATTR, SealedStudy, count_test_look, open_sealed
+from tuner.sealed import ATTR, SealedStudy, open_sealed
+from tuner.studies import count_test_look
 
 BOOTSTRAP_SAMPLES = 1000
 
@@ -149,7 +150,8 @@ def finalize_study(name: str, storage_url: str | None = None, tracking_uri: str 
 def refit_predictions(sealed: SealedStudy, trials: list[FrozenTrial], fit_rows: np.ndarray, scored_rows: np.ndarray,
                       part: str) -> Iterator[tuple[FrozenTrial, np.ndarray, np.ndarray]]:
     """Each trial's configuration refitted on `fit_rows` with the step count early stopping found (a
-    bagged trial of a K-fold study: its stored fold models, averaged, instead); yields (trial, encoded targets of `scored_rows` (the `part`: test or holdout), its predictions for them)."""
+    bagged trial of a K-fold study: its stored fold models, averaged, instead); yields (trial,
+    encoded targets of `scored_rows` (the `part`: test or holdout), its predictions for them)."""
     if sealed.metric not in METRICS:
         raise TunerError(f"study {sealed.config.name!r} is scored by the custom monitor {sealed.metric!r}, which has "
                          "no counterpart outside the search; this needs a study `metric:`")

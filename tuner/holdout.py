@@ -23,10 +23,12 @@ from typing import Any
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner import finalize
 from tuner.config import ThresholdoutConfig
 from tuner.data import HOLDOUT, TRAIN
 from tuner.errors import TunerError
 from tuner.metrics import METRICS
+from tuner.sealed import open_sealed
 
 STATE_ATTR = "tuner.thresholdout"
 
@@ -139,9 +141,6 @@ def query_holdout(name: str, storage_url: str | None = None, top: int | None = N
     A holdout study's val score came from a model fitted on the training rows, so the model the
     holdout scores is fitted on those rows too; a K-fold study's cv score speaks for every search row.
     """
-    from tuner.finalize import refit_predictions
-    from tuner.study import open_sealed
-
     sealed = open_sealed(name, storage_url, study_file)
     config = sealed.config.split.reusable_holdout
     holdout_rows = sealed.split.rows(HOLDOUT)
@@ -159,7 +158,7 @@ def query_holdout(name: str, storage_url: str | None = None, top: int | None = N
     metric = METRICS[sealed.metric]
     fit_rows = sealed.split.search_rows() if sealed.split.folds is not None else sealed.split.rows(TRAIN)
     report = HoldoutReport(name, sealed.metric, sealed.score_name, len(holdout_rows), budget=config.budget)
-    for trial, y, predictions in refit_predictions(sealed, trials, fit_rows, holdout_rows, "holdout"):
+    for trial, y, predictions in finalize.refit_predictions(sealed, trials, fit_rows, holdout_rows, "holdout"):
         answer = thresholdout.query(trial.value, metric.score(y, predictions))
         study.set_user_attr(STATE_ATTR, asdict(thresholdout.state))  # saved per query: an interrupted run still counts
         report.rows.append(HoldoutRow(trial.number, trial.user_attrs["family"], trial.value, answer.value,

@@ -36,9 +36,13 @@ from typing import Any, Callable
 
 from optuna.trial import TrialState
 
+from tuner import runner
 from tuner.config import load_study_file
 from tuner.models import FAMILIES
-from tuner.study import ATTR, RunResult, load_existing, load_inputs, run_study
+from tuner.runner import RunResult
+from tuner.sealed import ATTR, load_inputs
+from tuner.storage import load_existing
+from tuner.study import run_study
 
 FINALIZE_TOP = 3
 ENSEMBLE_FIXED_S = 8.0  # a holdout study's build: scoring every member and blend on test, saving, MLflow, plots
@@ -120,8 +124,10 @@ def run_all(study_file: str | Path, budget: float | None = None, storage_url: st
                 f"(the budget's other stages need about {sum(after_search.values()):.0f} s)")
     else:
         on_step(f"search: up to {config.budget.trials} trials")
-    run = run_study(study_file, storage_url, tracking_uri, timeout=None if budget is not None else config.budget.timeout,
-                    deadline=deadline, inputs=inputs, plots=budget is None)
+    if budget is None:
+        run = run_study(study_file, storage_url, tracking_uri, timeout=config.budget.timeout, inputs=inputs)
+    else:  # the study's plots come last, if time is left (`_plots`): no dashboard subscribed
+        run = runner.run_study(study_file, storage_url, tracking_uri, deadline=deadline, inputs=inputs)
     seconds["search"] = time.monotonic() - mark
     result = RunAllResult(run, None, {}, None, _counted(run), stage_seconds=seconds)
     later = {name: s for name, s in after_search.items() if name != "plots"}

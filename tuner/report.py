@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from tuner.finalize import interval_text
 from tuner.plots import PlotSet, PlotSkipped, png_bytes, validation_vs_test
-from tuner.study import StudyReport
+from tuner.studies import StudyReport
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:72rem;color:#222;padding:0 1rem}

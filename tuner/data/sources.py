@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from tuner.data.generated import GENERATED
+from tuner.data.validation import validate_arrays, validate_table, validate_tokens
 from tuner.errors import DataError
 
 BUILTINS = {
@@ -44,8 +45,6 @@ class Dataset:
 def load_dataset(source: str, target: str | None = None, base_dir: Path | None = None,
                  kind: str = "auto") -> Dataset:
     """Load and validate a data source named in a study file."""
-    from tuner.data.validation import validate_arrays, validate_table, validate_tokens
-
     if source.startswith("builtin:"):
         X, y = _load_builtin(source.removeprefix("builtin:"))
     else:

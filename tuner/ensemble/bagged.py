@@ -29,7 +29,7 @@ from tuner.ensemble.judge import Blended, choose_blend
 from tuner.ensemble.selection import cross_fitted, greedy_selection, optimised_weights
 from tuner.errors import TunerError
 from tuner.metrics import METRICS
-from tuner.study import SealedStudy
+from tuner.sealed import SealedStudy
 
 EXAMPLE_ROWS = 5
 NO_WIDE_DEEP = "not built from bagged trials: it would need a training pass of its own"

@@ -35,7 +35,7 @@ from tuner.models import FAMILIES
 
 if TYPE_CHECKING:  # studies and candidates are only passed through; loading a blend needs neither
     from tuner.ensemble.candidates import Candidate
-    from tuner.study import SealedStudy
+    from tuner.sealed import SealedStudy
 
 TREE_FAMILIES = ("xgboost", "random_forest")  # whose `apply` gives leaf indices for the wide part
 MAX_LEAF_TREES = 64  # leaf indices of the first trees only, so the wide part stays small

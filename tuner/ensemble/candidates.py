@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import SplitMismatchError, TunerError
 from tuner.metrics import METRICS
-from tuner.study import SealedStudy, open_sealed
+from tuner.sealed import SealedStudy, open_sealed
 
 
 @dataclass

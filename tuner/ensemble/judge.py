@@ -24,7 +24,8 @@ from tuner.ensemble.selection import correlation_matrix
 from tuner.ensemble.store import write_build
 from tuner.finalize import BOOTSTRAP_SAMPLES, bootstrap_interval
 from tuner.metrics import Metric
-from tuner.study import ATTR, SealedStudy, count_test_look
+from tuner.sealed import ATTR, SealedStudy
+from tuner.studies import count_test_look
 
 BLENDS = ("best_single", "average", "weighted", "stacked", "wide_deep")  # ties go to the simpler, earlier one
 RUN_PLOTS = {"weights": "plots/member_weights.png", "correlation": "plots/prediction_correlation.png"}

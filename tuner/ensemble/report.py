@@ -6,11 +6,16 @@ split: `oof_` (out of fold, on train + validation) or `test_` (the sealed split,
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tuner.ensemble.store import BUILD_RECORD, ensembles_root
+from tuner.plots import ensemble_plots
+from tuner.report import Section, image, table
 
 BLEND_NOTES = {
     "best_single": "the best member by out-of-fold score",
@@ -108,8 +113,6 @@ def render_markdown(record: dict[str, Any]) -> str:
 
 def builds_for_study(study: str, root: str | Path | None = None) -> list[dict[str, Any]]:
     """Build records (build.json) of ensembles built from `study`, newest first."""
-    from tuner.ensemble.store import BUILD_RECORD, ensembles_root
-
     found = []
     for path in sorted((ensembles_root(root) / ".built").glob(f"*/{BUILD_RECORD}")):
         record = json.loads(path.read_text())
@@ -118,11 +121,8 @@ def builds_for_study(study: str, root: str | Path | None = None) -> list[dict[st
     return sorted(found, key=lambda r: r.get("built_at", ""), reverse=True)
 
 
-def ensemble_sections(study: str, root: str | Path | None = None) -> list:
+def ensemble_sections(study: str, root: str | Path | None = None) -> list[Section]:
     """Sections for `tuner report`: one per ensemble built from this study, with its plots."""
-    from tuner.plots import ensemble_plots
-    from tuner.report import Section, image, table
-
     sections = []
     for record in builds_for_study(study, root):
         m = record["metric"]
@@ -144,6 +144,4 @@ def ensemble_sections(study: str, root: str | Path | None = None) -> list:
 
 
 def _escape(text: str) -> str:
-    import html
-
     return html.escape(str(text))

@@ -1,1 +1,2 @@
-"""Builders for the custom family, shipped as worked examples (see studies/examples/)."""
+"""Worked examples: builders for the custom family (see studies/examples/) and a new family in one
+module (knn_family.py, see docs/architecture.md)."""

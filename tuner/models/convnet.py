@@ -7,7 +7,7 @@ halves the grid by max pooling or a strided convolution while the grid is larger
 
 from __future__ import annotations
 
-from tuner.models import register
+from tuner.models.registry import register
 from tuner.models.base import KERAS_PACKAGES, Family, ProblemSpec
 from tuner.models.keras_training import KerasMember, keras, member_for, output_head, training_params
 

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import optuna
 
 from tuner.errors import StudyFileError
-from tuner.models import register
+from tuner.models.registry import register
 from tuner.models.base import KERAS_PACKAGES, Family, ProblemSpec
 from tuner.models.keras_training import KerasMember, keras, output_head
 

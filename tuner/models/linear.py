@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sklearn.linear_model import LogisticRegression, Ridge
 
-from tuner.models import register
+from tuner.models.registry import register
 from tuner.models._sklearn import SklearnMember
 from tuner.models.base import Family, ProblemSpec
 

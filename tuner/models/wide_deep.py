@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from itertools import combinations
 
-from tuner.models import register
+from tuner.models.registry import register
 from tuner.models.base import KERAS_PACKAGES, Family, ProblemSpec
 from tuner.models.keras_training import (
     HEAD, KerasMember, keras, member_for, output_activation, output_units, training_params,

@@ -14,7 +14,7 @@ import numpy as np
 
 from tuner.deadline import past_deadline
 from tuner.metrics import METRICS
-from tuner.models import register
+from tuner.models.registry import register
 from tuner.models.base import Family, Member, ProblemSpec
 
 
