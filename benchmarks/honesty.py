@@ -37,7 +37,7 @@ FAMILIES = "linear,random_forest,xgboost,dense"
 
 
 def study_file(folder: Path, dataset: str, seed: int, trials: int, folds: int | None, families: list[str]) -> Path:
-    split = {"seed": seed, **({"folds": folds} if folds else {})}
+    split = {"seed": seed, **({"folds": folds} if folds else {"validation_fraction": 0.2})}
     spec = {
         "name": f"honesty-{dataset}-{seed}" + (f"-cv{folds}" if folds else ""),
         "data": {"source": f"builtin:{dataset}"}, "metric": METRIC[dataset], "split": split,

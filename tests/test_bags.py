@@ -158,3 +158,80 @@ def test_two_workers_store_every_trials_predictions_in_one_artifact_store(write_
     assert all(bags.oof(t).shape[0] == len(sealed.split.search_rows()) for t in complete)
     assert all(OOF_ATTR in t.user_attrs for t in complete)
     SealedSplit.from_record(sealed.study.user_attrs["tuner.split"])  # one sealed split for both workers
+
+
+def test_the_search_best_reaches_the_export_when_the_cheap_family_is_poor(write_study, storage_url, tracking_uri,
+                                                                          tmp_path):
+    """An XOR target: a linear model is at chance, a booster is not; whatever the blend, the booster is in it."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.uniform(-1, 1, (400, 2)), columns=["a", "b"])
+    frame["noise"] = rng.normal(size=400)
+    frame["y"] = np.where(frame["a"] * frame["b"] > 0, "same", "opposite")
+    frame.to_csv(tmp_path / "xor.csv", index=False)
+    path = write_study(bagged_study("xor", ["linear", "xgboost"], trials=3, data={"source": "xor.csv", "target": "y"}))
+    run_study(path, storage_url, tracking_uri)
+    record = build_ensemble("xor", ["xor"], storage_url, tracking_uri, root=tmp_path / "ens")
+    best = max(record["members"], key=lambda m: m["oof"])
+    assert best["family"] == "xgboost" and best["oof"] > 0.9
+    linear = [m for m in record["members"] if m["family"] == "linear"]
+    assert all(m["oof"] < 0.7 for m in linear)
+    chosen = record["blends"][record["chosen"]]
+    assert best["label"] in chosen["members"] and chosen["oof"] >= record["blends"]["best_single"]["oof"]
+
+
+def test_xgboost_and_hist_boosting_split_categoricals_natively_and_keep_missing_values():
+    from tuner.data.preprocess import FeaturePreprocessor
+
+    frame = pd.DataFrame({"x": [1.0, np.nan, 3.0, 4.0] * 30, "colour": ["red", "blue", None, "green"] * 30})
+    y = np.array([0, 1, 1, 0] * 30)
+    prep = FeaturePreprocessor().fit(frame)
+    native = prep.transform(frame, "native")
+    assert native.dtype == np.float32 and native.shape == (120, 2)
+    assert np.isnan(native[1, 0]) and np.isnan(native[2, 1])  # a missing number and a missing category stay missing
+    assert set(np.unique(native[~np.isnan(native[:, 1]), 1])) == {0.0, 1.0, 2.0}  # one code per colour
+    unseen = prep.transform(pd.DataFrame({"x": [2.0], "colour": ["purple"]}), "native")
+    assert np.isnan(unseen[0, 1])
+    shapes = prep.input_shapes()
+    assert shapes["native_categorical"] == (1,)
+    from tuner.models import ProblemSpec
+
+    spec = ProblemSpec(task="binary", metric="roc_auc", n_classes=2, n_features=2, max_rounds=30, patience=2, **shapes)
+    for name in ("xgboost", "hist_boosting"):
+        family = FAMILIES[name]
+        assert family.view_for(spec) == "native"
+        member = family.build(family.default_params(spec), spec).fit(native[:80], y[:80], native[80:], y[80:])
+        assert np.isfinite(member.predict_scores(native)).all()
+    assert member.model_.is_categorical_.tolist() == [False, True]
+    xgb = FAMILIES["xgboost"].build(FAMILIES["xgboost"].default_params(spec), spec).fit(native, y)
+    assert xgb.model_.get_booster().feature_types == ["q", "c"]
+
+
+def test_the_linear_familys_default_is_scikit_learns_default_model():
+    """The portfolio's first linear trial is exactly LogisticRegression() / Ridge() on the same inputs."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    from tuner.models import ProblemSpec
+
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(200, 5)), rng.integers(0, 3, 200)
+    for task, reference, target in (("multiclass", LogisticRegression(max_iter=2000), y),
+                                    ("regression", Ridge(), X[:, 0] * 2.0)):
+        spec = ProblemSpec(task=task, metric="accuracy" if task == "multiclass" else "rmse", n_classes=3,
+                           n_features=5)
+        member = FAMILIES["linear"].build(FAMILIES["linear"].default_params(spec), spec).fit(X, target)
+        expected = reference.fit(X, target)
+        got = member.predict_scores(X)
+        np.testing.assert_allclose(got, expected.predict_proba(X) if task == "multiclass" else expected.predict(X))
+
+
+def test_vectorised_scores_match_each_metric():
+    from tuner.metrics import score_many
+
+    rng = np.random.default_rng(2)
+    y2, y3, yr = rng.integers(0, 2, 300), rng.integers(0, 3, 300), rng.normal(size=300)
+    cases = {"roc_auc": (y2, rng.dirichlet([1, 1], (4, 300))), "accuracy": (y3, rng.dirichlet([1, 1, 1], (4, 300))),
+             "log_loss": (y3, rng.dirichlet([1, 1, 1], (4, 300))), "rmse": (yr, rng.normal(size=(4, 300))),
+             "mae": (yr, rng.normal(size=(4, 300))), "r2": (yr, rng.normal(size=(4, 300)))}
+    for name, (y, stacked) in cases.items():
+        expected = [METRICS[name].score(y, p) for p in stacked]
+        np.testing.assert_allclose(score_many(METRICS[name], y, stacked), expected, rtol=1e-10, err_msg=name)

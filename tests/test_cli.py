@@ -12,7 +12,7 @@ from conftest import REPO, run_cli, tiny_study
 def test_multi_family_study_end_to_end_with_mlflow_runs(tmp_path, storage_url, tracking_uri):
     spec = yaml.safe_load((REPO / "studies" / "breast-cancer.yaml").read_text())
     spec.update(name="e2e", budget={"trials": 6, "epochs": 5, "rounds": 50, "patience": 2},
-                sampler={"name": "random", "seed": 4})
+                sampler={"name": "random", "seed": 4}, split={"test_fraction": 0.2, "validation_fraction": 0.2, "seed": 42})
     path = tmp_path / "e2e.yaml"
     path.write_text(yaml.safe_dump(spec))
     run = run_cli("study", "run", str(path), "--storage", storage_url, "--tracking-uri", tracking_uri)

@@ -69,7 +69,7 @@ class TestThresholdout:
 @pytest.fixture
 def holdout_study(write_study, storage_url, tracking_uri):
     def make(name, **thresholdout):
-        split = {"seed": 1, "holdout_fraction": 0.15, **({"thresholdout": thresholdout} if thresholdout else {})}
+        split = {"seed": 1, "validation_fraction": 0.2, "holdout_fraction": 0.15, **({"thresholdout": thresholdout} if thresholdout else {})}
         spec = tiny_study(name, split=split, sampler={"name": "random", "seed": 3})
         run_study(write_study(spec), storage_url, tracking_uri, trials=3)
         return name

@@ -75,3 +75,55 @@ def test_without_a_keras_family_the_wide_and_deep_blend_is_costed_as_a_dense_net
     study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.9, user_attrs={"family": "xgboost", "duration_s": 2.0}))
     plan = plan_ensemble("trees", storage_url, 10_000, epochs=40)
     assert plan.wide_deep and plan.seconds == ENSEMBLE_FIXED_S + 6 * (2 * 2.0 + 40 * DENSE_EPOCH_S)
+
+
+def test_the_plan_never_drops_the_family_of_the_searchs_best_trial(storage_url):
+    """The slowest family won the search: short of time, the cheap ones go, not the winner's."""
+    from optuna.trial import TrialState, create_trial
+
+    from tuner.pipeline import plan_ensemble
+
+    study = optuna.create_study(study_name="slow-winner", storage=storage_url, direction="maximize")
+    for family, seconds, value in [("linear", 1.0, 0.6), ("random_forest", 2.0, 0.7), ("dense", 10.0, 0.9)]:
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=value,
+                                     user_attrs={"family": family, "duration_s": seconds}))
+    assert plan_ensemble("slow-winner", storage_url, 40, epochs=60).families == ("dense",)  # 8 + 3 x 10
+    assert plan_ensemble("slow-winner", storage_url, 5, epochs=60).families == ("dense",)
+
+
+def test_a_stage_the_budget_cannot_pay_for_is_skipped_whole_and_said(write_study, storage_url, tmp_path):
+    """The clock is started 25 s before the call of a 30 s budget: the search gets no time, finalize
+    and the plots are skipped with their reasons, and the ensemble and export still run from the
+    trials already on record, keeping the best one."""
+    import time
+
+    from tuner.pipeline import run_all
+    from tuner.study import run_study
+
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = write_study(tiny_study("late", split={"folds": 3, "seed": 1}, families=["linear", "xgboost"],
+                                  budget={"trials": 6, "rounds": 20, "patience": 2}))
+    run_study(path, storage_url, tracking, trials=2)
+    result = run_all(path, budget=30, storage_url=storage_url, tracking_uri=tracking,
+                     ensembles_root=tmp_path / "ens", started_at=time.time() - 25)
+    assert set(result.skipped) == {"finalize", "plots"}
+    assert "finalize, ensemble and export need about" in result.skipped["finalize"]
+    assert "tuner study plots late" in result.skipped["plots"]
+    assert result.finalize is None and result.export is not None
+    study = optuna.load_study(study_name="late", storage=storage_url)
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 2  # no time for a new one
+    best = study.best_trial
+    assert result.build["best_single_member"] == f"late#{best.number} {best.user_attrs['family']}"
+    assert study.user_attrs["tuner.test_lookers"] == ["ensemble build late"]
+
+
+def test_a_budget_that_leaves_no_time_for_one_trial_is_one_clear_error(write_study, storage_url, tmp_path):
+    import time
+
+    from tuner.errors import TunerError
+    from tuner.pipeline import run_all
+
+    path = write_study(tiny_study("hopeless", split={"folds": 3, "seed": 1}, families=["linear"]))
+    with pytest.raises(TunerError, match="no time for a single complete trial.*raise --budget"):
+        run_all(path, budget=20, storage_url=storage_url, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                ensembles_root=tmp_path / "ens", started_at=time.time() - 19)

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from scipy.stats import rankdata
 from sklearn.exceptions import UndefinedMetricWarning
 
 
@@ -31,6 +30,21 @@ class Metric:
 
 def _labels(pred: np.ndarray) -> np.ndarray:
     return pred.argmax(axis=1) if pred.ndim == 2 else pred
+
+
+def rankdata(values: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """Average ranks from 1, ties sharing the mean of their ranks (scipy.stats.rankdata's default),
+    in numpy: importing scipy.stats costs a second of every command's start-up."""
+    values = np.asarray(values)
+    if axis is not None:
+        return np.apply_along_axis(rankdata, axis, values)
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    group = np.r_[True, ordered[1:] != ordered[:-1]].cumsum()  # 1, 1, 2, 3, 3, ... per distinct value
+    ends = np.cumsum(np.bincount(group))  # ends[g]: how many values are in groups 1..g
+    ranks = np.empty(len(values))
+    ranks[order] = (ends[group] + ends[group - 1] + 1) / 2
+    return ranks
 
 
 def _roc_auc(y: np.ndarray, proba: np.ndarray) -> float:

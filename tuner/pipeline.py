@@ -42,7 +42,6 @@ from tuner.models import FAMILIES
 from tuner.runner import RunResult
 from tuner.sealed import ATTR, load_inputs
 from tuner.storage import load_existing
-from tuner.study import run_study
 
 FINALIZE_TOP = 3
 ENSEMBLE_FIXED_S = 8.0  # a holdout study's build: scoring every member and blend on test, saving, MLflow, plots
@@ -125,10 +124,17 @@ def run_all(study_file: str | Path, budget: float | None = None, storage_url: st
     else:
         on_step(f"search: up to {config.budget.trials} trials")
     if budget is None:
+        from tuner.study import run_study  # the runner with the dashboard subscribed: plots after the search
+
         run = run_study(study_file, storage_url, tracking_uri, timeout=config.budget.timeout, inputs=inputs)
     else:  # the study's plots come last, if time is left (`_plots`): no dashboard subscribed
         run = runner.run_study(study_file, storage_url, tracking_uri, deadline=deadline, inputs=inputs)
     seconds["search"] = time.monotonic() - mark
+    if budget is not None and run.best_value is None:
+        from tuner.errors import TunerError
+
+        raise TunerError(f"the budget left no time for a single complete trial ({clock.elapsed():.0f} s of "
+                         f"{budget:.0f} s went to starting up and searching); raise --budget")
     result = RunAllResult(run, None, {}, None, _counted(run), stage_seconds=seconds)
     later = {name: s for name, s in after_search.items() if name != "plots"}
     _finalize(result, config.name, storage_url, tracking_uri, force, clock, later, on_step)
