@@ -37,4 +37,4 @@ bench-quick: $(BIN)/tuner
 	$(BIN)/python benchmarks/overhead.py --quick
 
 clean-stores:
-	rm -rf studies/*.db mlruns/mlflow.db mlruns/artifacts
+	rm -rf studies/*.db studies/*.db-wal studies/*.db-shm mlruns/mlflow.db mlruns/mlflow.db-wal mlruns/mlflow.db-shm mlruns/artifacts

@@ -31,9 +31,9 @@ from tuner.ensemble import FittedEnsemble, WeightedAverage
 from tuner.ensemble.fitted import DESCRIPTION
 from tuner.ensemble.store import built_dir, ensembles_root, read_build, swap_folder
 from tuner.errors import TunerError
+from tuner.predict import ARTIFACT  # the blend folder's name in context.artifacts (tuner/serving.py)
 from tuner.tracking import CHAMPION, PublishedModel, Tracker
 
-ARTIFACT = "ensemble"  # the blend folder's name in context.artifacts (tuner/serving.py)
 MANIFEST = "manifest.json"
 SERVING_CODE = Path(__file__).with_name("serving.py")
 VERSIONED = ("tuner", "mlflow", "tensorflow", "keras", "xgboost", "scikit-learn", "numpy", "pandas")

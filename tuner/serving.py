@@ -9,19 +9,17 @@ this module: it registers the model with `mlflow.models.set_model` when executed
 
 Inputs: tables are a DataFrame of the raw training columns (strings for categoricals and text,
 missing values allowed anywhere). Images, series and token ids arrive flattened, one column per
-value (a DataFrame, or an (N, values) array) and are reshaped to the training shape here.
+value (a DataFrame, or an (N, values) array) and are reshaped to the training shape. The checks and
+the prediction are `tuner.predict`'s, which `tuner predict` runs without MLflow.
 """
 
 from __future__ import annotations
 
 import mlflow
-import numpy as np
 import pandas as pd
 
 from tuner.ensemble import FittedEnsemble
-from tuner.errors import TunerError
-
-ARTIFACT = "ensemble"
+from tuner.predict import ARTIFACT, check_config, predict_rows
 
 
 class EnsembleModel(mlflow.pyfunc.PythonModel):
@@ -33,31 +31,7 @@ class EnsembleModel(mlflow.pyfunc.PythonModel):
     # load); the saved signature validates the input, and array models get the (N, values) ndarray
     # their tensor signature describes.
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        frame = self.ensemble.predict_frame(raw_rows(self.ensemble, model_input))
-        return frame.infer_objects()  # labels as int / str columns, not object
-
-
-def check_config(config: dict | None, ensemble: FittedEnsemble) -> None:
-    """Refuse a `model_config` that disagrees with the blend artifact (edited MLmodel, override at load).
-
-    Exports made before tuner wrote a `model_config` carry none and load unchecked.
-    """
-    if not config:
-        return
-    actual = ensemble.serving_config()
-    wrong = [key for key in sorted(set(config) | set(actual)) if config.get(key) != actual.get(key)]
-    if wrong:
-        raise TunerError(f"model_config disagrees with the blend artifact {ensemble.name!r} on {', '.join(wrong)}: "
-                         "it describes the artifact and cannot change it; load without model_config, or re-export")
-
-
-def raw_rows(ensemble: FittedEnsemble, model_input) -> pd.DataFrame | np.ndarray:
-    """What the ensemble's preprocessor takes: the training columns, or arrays of the training shape."""
-    example = ensemble.example
-    if isinstance(example, pd.DataFrame):
-        return model_input[list(example.columns)]
-    values = model_input.to_numpy() if isinstance(model_input, pd.DataFrame) else np.asarray(model_input)
-    return values.reshape(len(values), *example.shape[1:]).astype(example.dtype)
+        return predict_rows(self.ensemble, model_input)
 
 
 mlflow.models.set_model(EnsembleModel())
