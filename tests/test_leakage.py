@@ -22,7 +22,7 @@ def csv_study(tmp_path, write_study, name, rows=120, **split):
     frame["y"] = (frame["a"] + rng.normal(size=rows) > 5).astype(int)
     frame.to_csv(tmp_path / "rows.csv", index=False)
     spec = tiny_study(name, data={"source": "rows.csv", "target": "y"}, families=["linear"],
-                      split={"seed": 1, **split})
+                      split={"seed": 1, "validation_fraction": 0.2, **split})
     return frame, write_study(spec)
 
 

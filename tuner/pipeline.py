@@ -46,7 +46,7 @@ from tuner.storage import load_existing
 FINALIZE_TOP = 3
 ENSEMBLE_FIXED_S = 8.0  # a holdout study's build: scoring every member and blend on test, saving, MLflow, plots
 DENSE_EPOCH_S = 0.25  # a dense network's epoch on a small table on CPU (docs/families.md), when none was timed
-SAFETY_S = 1.0  # kept back from the search for the interpreter's exit and the last output
+SAFETY_S = 2.0  # kept back from the search for the interpreter's exit (MLflow and Optuna close their stores)
 
 
 @dataclass(frozen=True)

@@ -71,10 +71,13 @@ def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
     interval = heartbeat_interval()
     for attempt in range(8):
         try:
-            return optuna.storages.RDBStorage(
+            storage = optuna.storages.RDBStorage(
                 url, engine_kwargs=engine_kwargs, heartbeat_interval=interval, grace_period=interval * 4,
                 heartbeat_stale_trial_callback=StaleTrials(),
             )
+            if url.startswith("sqlite:///"):
+                sync_at_checkpoints(storage.engine)
+            return storage
         except Exception as exc:  # SQLAlchemy raises ArgumentError, OperationalError, NoSuchModuleError...
             if _is_creation_race(exc) and attempt < 7:
                 time.sleep(0.1 * 2 ** attempt + random.random() * 0.2)
@@ -83,6 +86,23 @@ def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
             first = re.sub(r"^\([\w.]+\) ", "", first)[:240]  # SQLAlchemy's "(psycopg.OperationalError) " prefix
             raise StorageError(f"storage {redact_url(url)} cannot be opened ({first}); check --storage") from None
     raise AssertionError("unreachable")
+
+
+def sync_at_checkpoints(engine: Any) -> None:
+    """`synchronous=NORMAL` on a WAL SQLite engine's connections: a commit then waits for no disk sync
+    (the log is synced at checkpoints), a few ms saved per trial write. A killed process loses
+    nothing; a power cut may lose the last commits, never the database."""
+    from sqlalchemy import event
+
+    if not event.contains(engine, "connect", _synchronous_normal):  # engines may be shared per URL
+        event.listen(engine, "connect", _synchronous_normal)
+        engine.dispose()  # connections opened before now reconnect with it
+
+
+def _synchronous_normal(connection: Any, record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql")

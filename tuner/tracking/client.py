@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from tuner.errors import StorageError
+from tuner.storage import sync_at_checkpoints
 from tuner.tracking.server import HTTP_DEFAULTS, artifact_root_for, check_server, resolve_tracking_uri
 
 log = logging.getLogger("tuner")
@@ -139,20 +140,8 @@ def _write_ahead_log(uri: str) -> None:
 
 
 def _sync_at_checkpoints(client, uri: str) -> None:
-    """`synchronous=NORMAL` on the client's SQLite connections: in WAL mode a commit then waits for no
-    disk sync (the log is synced at checkpoints). A killed process loses nothing; a power cut may
-    lose the last commits, never the database. Skipped where MLflow keeps its engine elsewhere."""
+    """The client's SQLite connections in `synchronous=NORMAL` (tuner.storage.sync_at_checkpoints);
+    skipped where MLflow keeps its engine elsewhere."""
     engine = getattr(getattr(getattr(client, "_tracking_client", None), "store", None), "engine", None)
-    if not uri.startswith("sqlite:///") or engine is None:
-        return
-    from sqlalchemy import event
-
-    if not event.contains(engine, "connect", _synchronous_normal):  # MLflow shares one engine per URI
-        event.listen(engine, "connect", _synchronous_normal)
-        engine.dispose()  # connections opened while MLflow checked the schema reconnect with it
-
-
-def _synchronous_normal(connection, record) -> None:
-    cursor = connection.cursor()
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
+    if uri.startswith("sqlite:///") and engine is not None:
+        sync_at_checkpoints(engine)
