@@ -103,8 +103,9 @@ def _defaults(train: pd.DataFrame, held: pd.DataFrame, task: str, metric: str, c
                                                            random_state=0)
     booster.fit(as_categories(X), label(y))
     Xh_cat = as_categories(Xh)
-    for c in categorical:  # the held-back rows' categories in the training rows' order
-        Xh_cat[c] = pd.Categorical(Xh[c], categories=as_categories(X)[c].cat.categories)
+    for c in categorical:  # the held-back rows' categories in the training rows' order, unseen ones missing
+        seen = as_categories(X)[c].cat.categories
+        Xh_cat[c] = pd.Categorical(Xh[c].where(Xh[c].isin(seen)), categories=seen)
     predicted = booster.predict_proba(Xh_cat) if classify else booster.predict(Xh_cat)
     results[XGB] = (*score(metric, classes, held["target"], predicted), time.perf_counter() - started)
     return results

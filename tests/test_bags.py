@@ -107,6 +107,15 @@ def test_selection_runs_over_every_trial_and_never_falls_below_the_best_one(writ
     assert metric.direction == "maximize"
 
 
+def test_refit_replaces_each_bag_by_one_model_on_every_search_row_and_says_its_cost(write_study, storage_url,
+                                                                                    tracking_uri, tmp_path):
+    run_study(write_study(bagged_study("refit", ["linear", "xgboost"], trials=2)), storage_url, tracking_uri)
+    record = build_ensemble("refit", ["refit"], storage_url, tracking_uri, root=tmp_path, refit=True)
+    assert record["refit_seconds"] > 0 and record["rebuilt"] == []
+    assert {m["view"] for m in record["members"]} <= {"tabular", "native"}  # single models, not bags
+    assert record["candidates"] == 2
+
+
 def test_a_trial_whose_fold_models_were_let_go_is_rebuilt_from_its_fold_steps(write_study, storage_url,
                                                                                tracking_uri, tmp_path):
     from tuner.bags import assemble_bags

@@ -323,22 +323,29 @@ def ensemble_build(
     per_family: int = typer.Option(2, "--per-family", min=1, help="best complete trials taken from each family"),
     folds: int = typer.Option(5, "--folds", min=2, help="folds of the out-of-fold predictions"),
     correlation: float = typer.Option(0.98, "--correlation", help="drop a member correlating above this with a better one"),
+    refit: bool = typer.Option(False, "--refit", help="K-fold study: refit each picked member on every search row "
+                                                      "instead of averaging its fold models (one fit each, timed)"),
     root: Optional[Path] = RootOption,
     storage: Optional[str] = StorageOption,
     tracking_uri: Optional[str] = TrackingOption,
 ) -> None:
-    """Blend the studies' best members out of fold, refit them on train + val, score the sealed test split once."""
+    """Blend trials out of fold (a K-fold study: over every trial's stored predictions, nothing refitted),
+    score the sealed test split once."""
     from tuner.ensemble.build import BuildInterrupted, build_ensemble
 
     try:
         with console.status("gathering candidates") as status:
             record = build_ensemble(name, studies, storage, tracking_uri, per_family, folds, correlation, root,
                                     on_step=lambda message: (status.update(message),
-                                                             None if console.is_terminal else console.print(message)))
+                                                             None if console.is_terminal else console.print(message)),
+                                    refit=refit)
     except BuildInterrupted as stop:
         _print_build_interrupted(name, studies, stop.test_looks)
         raise typer.Exit(130) from None
     _print_build(record)
+    if record.get("refit_seconds") is not None:
+        console.print(f"refit: {len(record['members'])} member(s) refitted on every search row in "
+                      f"{record['refit_seconds']:.1f} s (instead of averaging their fold models)")
     console.print(f"stored in {record['path']}; MLflow run ensemble/{name} ({record['tracking_run_id']})")
 
 

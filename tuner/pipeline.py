@@ -52,7 +52,8 @@ SAFETY_S = 2.0  # kept back from the search for the interpreter's exit (MLflow a
 @dataclass(frozen=True)
 class Stage:
     """One step of `run-all`: its inputs and outputs in words, and its measured cost on two cores
-    (`fixed_s` plus `per_1k_rows_s` for every thousand rows of the table)."""
+    (`fixed_s` plus `per_1k_rows_s` for every thousand rows of the table and predicted column:
+    one per class beyond the first; `benchmarks/quality.py` prints each stage's seconds)."""
 
     name: str
     reads: str
@@ -60,20 +61,20 @@ class Stage:
     fixed_s: float
     per_1k_rows_s: float
 
-    def expected_seconds(self, rows: int) -> float:
-        return self.fixed_s + self.per_1k_rows_s * rows / 1000
+    def expected_seconds(self, rows: int, outputs: int = 1) -> float:
+        return self.fixed_s + self.per_1k_rows_s * rows * outputs / 1000
 
 
 STAGES = (
     Stage("search", "the study file; the sealed split's search rows",
           "trials with their out-of-fold predictions and fold models", 0.0, 0.0),
     Stage("finalize", f"the top {FINALIZE_TOP} trials' bags; the sealed test rows (one counted look)",
-          "the finalize report (study attributes, MLflow run `finalize`)", 2.0, 0.6),
+          "the finalize report (study attributes, MLflow run `finalize`)", 1.5, 0.2),
     Stage("ensemble", "every trial's out-of-fold predictions; the picked members' bags; the test rows (one counted look)",
-          "ensembles/.built/NAME and the MLflow run `ensemble/NAME`", 5.0, 1.2),
-    Stage("export", "the chosen blend", "ensembles/NAME (MLflow pyfunc), a registered model version @champion", 4.0, 0.2),
+          "ensembles/.built/NAME and the MLflow run `ensemble/NAME`", 2.0, 0.6),
+    Stage("export", "the chosen blend", "ensembles/NAME (MLflow pyfunc), a registered model version @champion", 1.5, 0.1),
     Stage("plots", "the study's trials and curves", "the study run's plots in MLflow (`tuner study plots` redraws them)",
-          4.0, 0.0),
+          3.0, 0.0),
 )
 
 
@@ -111,8 +112,9 @@ def run_all(study_file: str | Path, budget: float | None = None, storage_url: st
     config, base_dir = load_study_file(study_file)
     clock = Clock(budget, time.time() if started_at is None else started_at)
     inputs = load_inputs(config, base_dir)
-    rows = len(inputs[0].y)
-    after_search = {stage.name: stage.expected_seconds(rows) for stage in STAGES[1:]}
+    rows, task = len(inputs[0].y), inputs[1]
+    outputs = max(len(set(inputs[0].y)) - 1, 1) if task != "regression" else 1
+    after_search = {stage.name: stage.expected_seconds(rows, outputs) for stage in STAGES[1:]}
     seconds: dict[str, float] = {}
 
     mark = time.monotonic()
