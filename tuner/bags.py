@@ -71,6 +71,11 @@ class TrialBags:
             trial.set_user_attr(BAG_ATTR, upload_artifact(artifact_store=self.store, file_path=str(bag_file),
                                                           study_or_trial=trial))
 
+    def holds_oof(self, trial: FrozenTrial) -> bool:
+        """Whether this folder has the trial's predictions (a worker elsewhere may have written them
+        to a folder this machine does not share)."""
+        return (self.root / str(trial.user_attrs.get(OOF_ATTR))).exists()
+
     def oof(self, trial: FrozenTrial) -> np.ndarray:
         with self.store.open_reader(trial.user_attrs[OOF_ATTR]) as reader:
             return np.load(reader)

@@ -59,6 +59,11 @@ def blend_bagged_trials(source: SealedStudy, on_step: Callable[[str], None],
     ids = split.folds[0][rows].astype(np.int64)  # the study's own first-repeat folds
     sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
     trials.sort(key=lambda t: (-sign * t.value, t.number))
+    unreachable = [t.number for t in trials if not bags.holds_oof(t)]  # another machine's folder, not shared
+    if len(unreachable) == len(trials):
+        raise TunerError(f"no stored out-of-fold predictions of study {source.config.name!r} are in {bags.root}; "
+                         "point $TUNER_ARTIFACTS at the folder the workers wrote to")
+    trials = [t for t in trials if t.number not in unreachable]
     predictions = [bags.oof(t).astype(np.float64) for t in trials]
     oof_score = [metric.score(y, p) for p in predictions]
     order = sorted(range(len(trials)), key=lambda i: (-sign * oof_score[i], i))  # best out of fold first
@@ -116,7 +121,7 @@ def blend_bagged_trials(source: SealedStudy, on_step: Callable[[str], None],
     blended = Blended(members, member_rows, pool_weights, pool, ensembles, oof_scores,
                       choose_blend(oof_scores, metric), weighting, {
                           "folds": split.n_folds, "bagged": True, "candidates": len(trials),
-                          "selection_seconds": round(selection_s, 2), "rebuilt": rebuilt, "refit_seconds": refit_s,
+                          "selection_seconds": round(selection_s, 2), "unreachable": unreachable, "rebuilt": rebuilt, "refit_seconds": refit_s,
                           "wide_deep_note": NO_WIDE_DEEP,
                       })
     return blended, encoder, preprocessor
