@@ -227,6 +227,8 @@ def _print_table(rows: list[dict], budget: float) -> None:
 
         def versus(other: dict) -> str:
             gain = sign * (export["score"] - other["score"])
+            if gain == 0:
+                return "equal"
             return "better" if gain > 0 else ("worse within 1 SE" if -gain <= export["se"] else "WORSE beyond 1 SE")
 
         verdicts = [versus(mine[RF]), versus(mine[XGB])]

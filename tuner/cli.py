@@ -1,4 +1,7 @@
-"""The `tuner` command: parses, calls the library, prints with Rich. No logic of its own."""
+"""The `tuner` command: parses, calls the library, prints with Rich. No logic of its own.
+
+Over 400 lines because every command's options and output live here, one short function each.
+"""
 
 from __future__ import annotations
 

@@ -46,6 +46,8 @@ from tuner.storage import load_existing
 FINALIZE_TOP = 3
 ENSEMBLE_FIXED_S = 8.0  # a holdout study's build: scoring every member and blend on test, saving, MLflow, plots
 DENSE_EPOCH_S = 0.25  # a dense network's epoch on a small table on CPU (docs/families.md), when none was timed
+KERAS_BAGS_S = 12.0  # TensorFlow's import and loading, predicting and saving the Keras bags a blend picks
+# (churn at --budget 300: an ensemble stage of 21 s with dense bags against 2-7 s without)
 SAFETY_S = 2.0  # kept back from the search for the interpreter's exit (MLflow and Optuna close their stores)
 
 
@@ -140,7 +142,8 @@ def run_all(study_file: str | Path, budget: float | None = None, storage_url: st
     result = RunAllResult(run, None, {}, None, _counted(run), stage_seconds=seconds)
     later = {name: s for name, s in after_search.items() if name != "plots"}
     _finalize(result, config.name, storage_url, tracking_uri, force, clock, later, on_step)
-    _ensemble(result, config, storage_url, tracking_uri, ensembles_root, clock, on_step)
+    _ensemble(result, config, storage_url, tracking_uri, ensembles_root, clock,
+              after_search["ensemble"] + after_search["export"], on_step)
     _export(result, config.name, tracking_uri, ensembles_root, on_step)
     if budget is not None:
         _plots(result, config.name, storage_url, tracking_uri, clock, after_search["plots"], on_step)
@@ -173,7 +176,7 @@ def _finalize(result: RunAllResult, name: str, storage_url: str | None, tracking
 
 
 def _ensemble(result: RunAllResult, config: Any, storage_url: str | None, tracking_uri: str | None,
-              ensembles_root: str | Path | None, clock: Clock, on_step: Callable[[str], None]) -> None:
+              ensembles_root: str | Path | None, clock: Clock, ensemble_s: float, on_step: Callable[[str], None]) -> None:
     from tuner.ensemble.build import build_ensemble
     from tuner.ensemble.store import read_build
     from tuner.errors import TunerError
@@ -193,8 +196,14 @@ def _ensemble(result: RunAllResult, config: Any, storage_url: str | None, tracki
         on_step("ensemble: already built from these trials; shown again without a new test look")
         result.reused.append("ensemble")
     elif config.split.cross_validated:
-        on_step("ensemble: selection over every bagged trial's out-of-fold predictions, nothing refitted")
-        build = build_ensemble(name, [name], storage_url, tracking_uri, root=ensembles_root, on_step=on_step)
+        families = affordable_bags(name, storage_url, clock.left(), ensemble_s)
+        if families is not None:
+            result.skipped["keras bags"] = (f"{max(clock.left(), 0):.0f} s were left and Keras bags cost about "
+                                            f"{KERAS_BAGS_S:.0f} s more; the search's best trial is not one")
+        on_step("ensemble: selection over every bagged trial's out-of-fold predictions, nothing refitted"
+                + ("" if families is None else f" (Keras bags left out: {result.skipped['keras bags']})"))
+        build = build_ensemble(name, [name], storage_url, tracking_uri, root=ensembles_root, on_step=on_step,
+                               families=families)
     else:
         plan = plan_ensemble(name, storage_url, clock.left(), config.budget.epochs)
         on_step(f"ensemble: {plan.describe()}")
@@ -202,6 +211,21 @@ def _ensemble(result: RunAllResult, config: Any, storage_url: str | None, tracki
                                families=plan.families, wide_deep=plan.wide_deep, root=ensembles_root, on_step=on_step)
     result.build = build
     result.stage_seconds["ensemble"] = time.monotonic() - mark
+
+
+def affordable_bags(name: str, storage_url: str | None, seconds_left: float | None,
+                    expected_s: float) -> set[str] | None:
+    """The families a K-fold study's ensemble may pick from when time is short: Keras bags cost
+    `KERAS_BAGS_S` more, so they go first, unless the search's best trial is one. None: all of them."""
+    study = load_existing(name, storage_url)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    families = {t.user_attrs.get("family") for t in complete}
+    keras = {f for f in families if f in FAMILIES and FAMILIES[f].uses_keras}
+    if not keras or seconds_left is None or seconds_left >= expected_s + KERAS_BAGS_S:
+        return None
+    if study.best_trial.user_attrs.get("family") in keras:
+        return None  # the search's best always reaches the export
+    return families - keras
 
 
 def _export(result: RunAllResult, name: str, tracking_uri: str | None, ensembles_root: str | Path | None,

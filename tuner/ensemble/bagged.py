@@ -37,18 +37,20 @@ EXAMPLE_ROWS = 5
 NO_WIDE_DEEP = "not built from bagged trials: it would need a training pass of its own"
 
 
-def blend_bagged_trials(source: SealedStudy, on_step: Callable[[str], None],
-                        refit: bool = False) -> tuple[Blended, Any, Any]:
+def blend_bagged_trials(source: SealedStudy, on_step: Callable[[str], None], refit: bool = False,
+                        families: set[str] | None = None) -> tuple[Blended, Any, Any]:
     """Choose and assemble the blends of a K-fold study; returns them with the target encoder and
     a preprocessor fitted on every search row (the export's input contract).
 
     `refit=True` replaces each picked bag by one model refitted on every search row (its params,
     the median step count of its folds): one fit per member, timed in the record (`refit_seconds`);
-    selection and out-of-fold scores stay those of the bags.
+    selection and out-of-fold scores stay those of the bags. `families` limits the candidates
+    (what `run-all` asks when its budget cannot pay for Keras bags).
     """
     split, dataset, task, metric = source.split, source.dataset, source.task, METRICS[source.metric]
     study = source.study
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if has_oof(t)]
+    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if has_oof(t) and (families is None or t.user_attrs["family"] in families)]
     if not trials:
         raise TunerError(f"study {source.config.name!r} has no complete bagged trial; run `tuner study run` first")
     started = time.perf_counter()

@@ -77,7 +77,7 @@ def _build(name: str, studies: list[str], storage_url: str | None, tracking_uri:
     tracker = Tracker(tracking_uri)
     if len(sources) == 1 and any(map(has_oof, sources[0].study.get_trials(deepcopy=False))):
         tracker.check()
-        blended, encoder, preprocessor = blend_bagged_trials(sources[0], on_step, refit)
+        blended, encoder, preprocessor = blend_bagged_trials(sources[0], on_step, refit, families)
         return judge(name, sources, blended, METRICS[sources[0].metric], encoder, preprocessor, tracker, looks, root,
                      on_step)
     candidates = gather_candidates(sources, per_family, families)
