@@ -33,6 +33,7 @@ def test_mixed_table_study_runs_wide_deep_multi_input_and_trees_together(tmp_pat
 @pytest.mark.slow
 def test_custom_monitor_study_records_the_monitored_loss_as_its_value(tmp_path):
     study = {"name": "vae", "data": {"source": "builtin:digits"}, "direction": "minimize",
+             "split": {"validation_fraction": 0.2},
              "families": {"custom": {"builder": "tuner.examples.vae:build_vae", "monitor": "val_loss"}},
              "budget": {"epochs": 2, "patience": 2, "batch_size": 128}}
     result, stored = run(tmp_path, study, 2)

@@ -23,10 +23,10 @@ from optuna.trial import TrialState
 
 from tuner.bags import TrialBags, artifact_root, assemble_bags, has_oof
 from tuner.data.preprocess import encode_target, fit_target_encoder, prepare_parts
-from tuner.ensemble.blends import fit_stacked, stacked_out_of_fold
+from tuner.ensemble.blends import stacked_out_of_fold
 from tuner.ensemble.candidates import Candidate
-from tuner.ensemble.fitted import RAW_VIEW, FittedEnsemble, FittedMember, WeightedAverage
-from tuner.ensemble.judge import Blended, choose_blend
+from tuner.ensemble.fitted import RAW_VIEW, FittedEnsemble, FittedMember
+from tuner.ensemble.judge import Blended, choose_blend, standard_blends
 from tuner.ensemble.oof import fit_candidate
 from tuner.ensemble.selection import cross_fitted, greedy_selection, optimised_weights
 from tuner.errors import TunerError
@@ -107,14 +107,7 @@ def blend_bagged_trials(source: SealedStudy, on_step: Callable[[str], None], ref
         return FittedEnsemble(blend, task, metric.name, classes, preprocessor, chosen, combiner, dataset.fingerprint,
                               split.digest, example=full.raw[:EXAMPLE_ROWS])
 
-    used = pool_weights > 0
-    ensembles = {
-        "best_single": ensemble("best_single", members[:1], WeightedAverage(np.ones(1))),
-        "average": ensemble("average", members, WeightedAverage(np.full(len(members), 1.0 / len(members)))),
-        "weighted": ensemble("weighted", [m for m, u in zip(members, used) if u],
-                             WeightedAverage(pool_weights[used] / pool_weights[used].sum())),
-        "stacked": ensemble("stacked", members, fit_stacked(pool, y, task)),
-    }
+    ensembles = standard_blends(ensemble, members, pool_weights, pool, y, task)
     oof_scores = {blend: metric.score(y, blend_oof[blend]) for blend in ensembles}
     member_rows = [{"label": f"{source.config.name}#{t.number} {t.user_attrs['family']}", "study": source.config.name,
                     "trial": t.number, "family": t.user_attrs["family"], "params": t.user_attrs.get("params", {}),

@@ -20,15 +20,15 @@ import numpy as np
 from tuner.data import TRAIN, VALID
 from tuner.data.preprocess import encode_target, fit_target_encoder, prepare_parts
 from tuner.ensemble.blends import (
-    best_tree, fit_stacked, fit_wide_deep, plan_deep_part, stacked_out_of_fold,
+    best_tree, fit_wide_deep, plan_deep_part, stacked_out_of_fold,
 )
 from tuner.ensemble.candidates import gather_candidates, open_sources
-from tuner.ensemble.fitted import FittedEnsemble, FittedMember, WeightedAverage
+from tuner.ensemble.fitted import FittedEnsemble, FittedMember
 from tuner.ensemble.oof import fit_candidate, fold_ids, member_fitter, out_of_fold
 from tuner.ensemble.selection import cross_fitted, drop_near_duplicates, greedy_selection, optimised_weights
 from tuner.bags import has_oof
 from tuner.ensemble.bagged import blend_bagged_trials
-from tuner.ensemble.judge import BLENDS, Blended, choose_blend, judge
+from tuner.ensemble.judge import BLENDS, Blended, choose_blend, judge, standard_blends
 from tuner.errors import TunerError
 from tuner.metrics import METRICS, Metric
 
@@ -123,14 +123,7 @@ def _build(name: str, studies: list[str], storage_url: str | None, tracking_uri:
         return FittedEnsemble(blend, task, metric.name, classes, preprocessor, members, combiner, dataset.fingerprint,
                               split.digest, example=example)
 
-    used = weights > 0
-    ensembles = {
-        "best_single": ensemble("best_single", fitted[:1], WeightedAverage(np.ones(1))),
-        "average": ensemble("average", fitted, WeightedAverage(np.full(len(fitted), 1.0 / len(fitted)))),
-        "weighted": ensemble("weighted", [m for m, u in zip(fitted, used) if u],
-                             WeightedAverage(weights[used] / weights[used].sum())),
-        "stacked": ensemble("stacked", fitted, fit_stacked(predictions, y, task)),
-    }
+    ensembles = standard_blends(ensemble, fitted, weights, predictions, y, task)
     if wide_deep is not None:
         ensembles["wide_deep"] = ensemble("wide_deep", wide_deep.members, wide_deep.combiner)
     rows_of = [{"label": c.label, "study": c.study, "trial": c.trial.number, "family": c.family, "params": c.params,

@@ -19,6 +19,7 @@ from sklearn.preprocessing import LabelEncoder
 
 from tuner.data import TEST, Part
 from tuner.data.preprocess import FeaturePreprocessor, encode_target, take_rows
+from tuner.ensemble.blends import fit_stacked
 from tuner.ensemble.fitted import RAW_VIEW, FittedEnsemble, FittedMember, WeightedAverage
 from tuner.ensemble.selection import correlation_matrix
 from tuner.ensemble.store import write_build
@@ -51,6 +52,22 @@ class Blended:
     chosen: str
     weighting: str
     record: dict[str, Any] = field(default_factory=dict)
+
+
+def standard_blends(make: Callable[[str, list[FittedMember], Any], FittedEnsemble], members: list[FittedMember],
+                    weights: np.ndarray, predictions: list[np.ndarray], y: np.ndarray,
+                    task: str) -> dict[str, FittedEnsemble]:
+    """The best single member, the plain average, the weighted blend (`weights`, one per member) and
+    the stacked blend on the members' out-of-fold `predictions`; `make(blend, members, combiner)`
+    wraps each as the build's FittedEnsemble."""
+    used = weights > 0
+    return {
+        "best_single": make("best_single", members[:1], WeightedAverage(np.ones(1))),
+        "average": make("average", members, WeightedAverage(np.full(len(members), 1.0 / len(members)))),
+        "weighted": make("weighted", [m for m, u in zip(members, used) if u],
+                         WeightedAverage(weights[used] / weights[used].sum())),
+        "stacked": make("stacked", members, fit_stacked(predictions, y, task)),
+    }
 
 
 def choose_blend(oof_scores: dict[str, float], metric: Metric) -> str:
