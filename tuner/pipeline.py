@@ -20,9 +20,9 @@ says which and why. The ensemble stage is never skipped and always keeps the sea
 out of fold. A holdout study (`split.validation_fraction`) has no bags: its ensemble stage refits
 members out of fold, as many as `plan_ensemble` says the time left pays for.
 
-Run again on a finished study, it adds no test look: a study whose trials have not changed since
-its finalize shows the stored finalize and ensemble results and re-exports nothing new. With new
-trials, the stored test look is stale and `--force` is needed to look again (counted).
+Run again on a finished study, it adds no test look: once a study is finalized its search stays
+closed, and the stored finalize, ensemble and export are shown again. `--force` searches on (up to
+the study's trial budget) and looks at the test split again (counted).
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from tuner import runner
 from tuner.config import load_study_file
 from tuner.models import FAMILIES
 from tuner.runner import RunResult
-from tuner.sealed import ATTR, load_inputs
-from tuner.storage import load_existing
+from tuner.sealed import ATTR, load_inputs, open_sealed
+from tuner.storage import find_study, load_existing, normalize_url, open_storage, resolve_storage_url
 
 FINALIZE_TOP = 3
 ENSEMBLE_FIXED_S = 8.0  # a holdout study's build: scoring every member and blend on test, saving, MLflow, plots
@@ -120,6 +120,18 @@ def run_all(study_file: str | Path, budget: float | None = None, storage_url: st
     seconds: dict[str, float] = {}
 
     mark = time.monotonic()
+    if not force and _finalized_before(config.name, storage_url):
+        on_step("search: closed, the study was finalized by an earlier run (--force searches on and looks again)")
+        sealed = open_sealed(config.name, storage_url)
+        run = runner.summarize_run(sealed, config.budget.trials, runner.progress_of(sealed.study, config.budget.trials).done,
+                                   0.0)
+        result = RunAllResult(run, None, {}, None, _counted(run), stage_seconds=seconds)
+        seconds["search"] = time.monotonic() - mark
+        _finalize(result, config.name, storage_url, tracking_uri, force, clock, {}, on_step)
+        _ensemble(result, config, storage_url, tracking_uri, ensembles_root, clock, 0.0, on_step)
+        _export(result, config.name, tracking_uri, ensembles_root, on_step)
+        seconds["total"] = clock.elapsed()
+        return result
     deadline = None
     if budget is not None:
         deadline = mark + clock.left() - sum(after_search.values()) - SAFETY_S
@@ -149,6 +161,17 @@ def run_all(study_file: str | Path, budget: float | None = None, storage_url: st
         _plots(result, config.name, storage_url, tracking_uri, clock, after_search["plots"], on_step)
     seconds["total"] = clock.elapsed()
     return result
+
+
+def _finalized_before(name: str, storage_url: str | None) -> bool:
+    """Whether an earlier run finalized this study (its test split was looked at): then a plain
+    rerun shows what it stored instead of searching on. A store not yet made is not created here."""
+    url = normalize_url(resolve_storage_url(storage_url))
+    for scheme in ("sqlite:///", "journal:///"):
+        if url.startswith(scheme) and not Path(url.removeprefix(scheme).split("?")[0]).exists():
+            return False
+    study = find_study(open_storage(url), name)
+    return study is not None and ATTR + "finalize" in study.user_attrs
 
 
 def _finalize(result: RunAllResult, name: str, storage_url: str | None, tracking_uri: str | None, force: bool,
