@@ -244,3 +244,42 @@ def test_vectorised_scores_match_each_metric():
     for name, (y, stacked) in cases.items():
         expected = [METRICS[name].score(y, p) for p in stacked]
         np.testing.assert_allclose(score_many(METRICS[name], y, stacked), expected, rtol=1e-10, err_msg=name)
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_a_bagged_export_as_in_process(write_study, storage_url, tracking_uri, tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.test_export import _free_port, _invoke, _wait_for_ping
+
+    from tuner.ensemble.fitted import FittedEnsemble
+    from tuner.export import export_ensemble
+
+    run_study(write_study(bagged_study("served-bag", ["linear", "xgboost"], trials=2,
+                                       data={"source": "builtin:generated_mixed"})), storage_url, tracking_uri)
+    record = build_ensemble("served-bag", ["served-bag"], storage_url, tracking_uri, root=tmp_path)
+    folder = export_ensemble("served-bag", tracking_uri=tracking_uri, root=tmp_path).folder
+    rows = load_dataset("builtin:generated_mixed").X.iloc[:20]
+    port = _free_port()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("PYTHONPATH", None)
+    with open(tmp_path / "serve.log", "w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", str(folder),
+                                   "--env-manager", "local", "-p", str(port), "-h", "127.0.0.1"], stdout=log,
+                                  stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True)
+        try:
+            _wait_for_ping(server, port, tmp_path / "serve.log")
+            status, answer = _invoke(port, rows)
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+    assert status == 200, answer
+    answered = pd.DataFrame(json.loads(answer)["predictions"])
+    expected = FittedEnsemble.load(tmp_path / ".built" / "served-bag" / record["chosen"]).predict_frame(rows)
+    np.testing.assert_array_equal(answered["prediction"], expected["prediction"])
+    np.testing.assert_allclose(answered["proba_yes"], expected["proba_yes"], rtol=1e-9)
