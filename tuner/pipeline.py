@@ -48,6 +48,7 @@ ENSEMBLE_FIXED_S = 8.0  # a holdout study's build: scoring every member and blen
 DENSE_EPOCH_S = 0.25  # a dense network's epoch on a small table on CPU (docs/families.md), when none was timed
 KERAS_BAGS_S = 12.0  # TensorFlow's import and loading, predicting and saving the Keras bags a blend picks
 # (churn at --budget 300: an ensemble stage of 21 s with dense bags against 2-7 s without)
+KERAS_RESERVE_FROM_S = 120.0  # budgets from here reserve KERAS_BAGS_S; at 60 s few Keras bags finish (1-7 s measured)
 SAFETY_S = 2.0  # kept back from the search for the interpreter's exit (MLflow and Optuna close their stores)
 
 
@@ -117,6 +118,8 @@ def run_all(study_file: str | Path, budget: float | None = None, storage_url: st
     rows, task = len(inputs[0].y), inputs[1]
     outputs = max(len(set(inputs[0].y)) - 1, 1) if task != "regression" else 1
     after_search = {stage.name: stage.expected_seconds(rows, outputs) for stage in STAGES[1:]}
+    if budget is not None and budget >= KERAS_RESERVE_FROM_S and any(FAMILIES[f].uses_keras for f in config.families):
+        after_search["ensemble"] += KERAS_BAGS_S  # long enough for Keras bags to finish, and to be picked
     seconds: dict[str, float] = {}
 
     mark = time.monotonic()
