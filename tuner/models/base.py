@@ -7,6 +7,7 @@ makes an unfitted `Member` from that dict alone, so the best model is rebuilt wi
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
@@ -97,6 +98,33 @@ class Member(ABC):
     @abstractmethod
     def load(cls, path: str | Path) -> Member:
         """Read back what `save` wrote; predictions are identical."""
+
+
+class BoosterMember(Member):
+    """A gradient-boosted member (XGBoost, HistGradientBoosting): params and spec, a fitted `model_`
+    with scikit-learn's predict face, and its state saved beside the model file as `.member.json`."""
+
+    def __init__(self, params: dict, spec: ProblemSpec) -> None:
+        super().__init__()
+        self.params = params
+        self.spec = spec
+
+    def predict_scores(self, X: np.ndarray) -> np.ndarray:
+        if self.spec.is_classification:
+            return self.model_.predict_proba(X)
+        return self.model_.predict(X)
+
+    def write_state(self, model_path: Path) -> None:
+        state = {"params": self.params, "spec": self.spec.to_dict(), "best_step_": self.best_step_}
+        model_path.with_suffix(".member.json").write_text(json.dumps(state))
+
+    @classmethod
+    def from_state(cls, model_path: Path) -> BoosterMember:
+        """The member without its model (the caller loads `model_`)."""
+        state = json.loads(model_path.with_suffix(".member.json").read_text())
+        member = cls(state["params"], ProblemSpec.from_dict(state["spec"]))
+        member.best_step_ = state["best_step_"]
+        return member
 
 
 KERAS_PACKAGES = {"tensorflow": "tensorflow", "keras": "keras", "optuna_integration": "optuna-integration"}

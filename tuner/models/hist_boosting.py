@@ -7,21 +7,14 @@ for the number of iterations early stopping found.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 
 from tuner.models import register
-from tuner.models.base import Family, Member, ProblemSpec
+from tuner.models.base import BoosterMember, Family, ProblemSpec
 
 
-class HistBoostingMember(Member):
-    def __init__(self, params: dict, spec: ProblemSpec) -> None:
-        super().__init__()
-        self.params = params
-        self.spec = spec
-
+class HistBoostingMember(BoosterMember):
     def _estimator(self, max_iter: int, early_stopping: bool):
         from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
@@ -41,19 +34,13 @@ class HistBoostingMember(Member):
         self.curves_ = {"val_loss": [float(v) for v in -self.model_.validation_score_[1:]]}
         return self
 
-    def predict_scores(self, X: np.ndarray) -> np.ndarray:
-        if self.spec.is_classification:
-            return self.model_.predict_proba(X)
-        return self.model_.predict(X)
-
     def save(self, path: str | Path) -> Path:
         """joblib's pickle of the estimator (scikit-learn has no other format), the params and spec beside it."""
         import joblib
 
         path = Path(path).with_suffix(".joblib")
         joblib.dump(self.model_, path)
-        path.with_suffix(".member.json").write_text(json.dumps(
-            {"params": self.params, "spec": self.spec.to_dict(), "best_step_": self.best_step_}))
+        self.write_state(path)
         return path
 
     @classmethod
@@ -61,10 +48,8 @@ class HistBoostingMember(Member):
         import joblib
 
         path = Path(path).with_suffix(".joblib")
-        state = json.loads(path.with_suffix(".member.json").read_text())
-        member = cls(state["params"], ProblemSpec.from_dict(state["spec"]))
+        member = cls.from_state(path)
         member.model_ = joblib.load(path)
-        member.best_step_ = state["best_step_"]
         return member
 
 

@@ -7,7 +7,6 @@ one-hot block per level.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import numpy as np
 from tuner.deadline import past_deadline
 from tuner.metrics import METRICS
 from tuner.models.registry import register
-from tuner.models.base import Family, Member, ProblemSpec
+from tuner.models.base import BoosterMember, Family, ProblemSpec
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -40,12 +39,7 @@ def eval_metric_for(spec: ProblemSpec):
     return name, name
 
 
-class XGBoostMember(Member):
-    def __init__(self, params: dict, spec: ProblemSpec) -> None:
-        super().__init__()
-        self.params = params
-        self.spec = spec
-
+class XGBoostMember(BoosterMember):
     def fit(self, X, y, X_val=None, y_val=None, trial=None) -> XGBoostMember:
         import xgboost as xgb
 
@@ -80,17 +74,11 @@ class XGBoostMember(Member):
         self.best_step_ = int(self.model_.best_iteration) + 1
         return self
 
-    def predict_scores(self, X: np.ndarray) -> np.ndarray:
-        if self.spec.is_classification:
-            return self.model_.predict_proba(X)
-        return self.model_.predict(X)
-
     def save(self, path: str | Path) -> Path:
         """XGBoost's own JSON model, with the params and spec beside it."""
         path = Path(path).with_suffix(".json")
         self.model_.save_model(path)
-        state = {"params": self.params, "spec": self.spec.to_dict(), "best_step_": self.best_step_}
-        path.with_suffix(".member.json").write_text(json.dumps(state))
+        self.write_state(path)
         return path
 
     @classmethod
@@ -98,11 +86,9 @@ class XGBoostMember(Member):
         import xgboost as xgb
 
         path = Path(path).with_suffix(".json")
-        state = json.loads(path.with_suffix(".member.json").read_text())
-        member = cls(state["params"], ProblemSpec.from_dict(state["spec"]))
+        member = cls.from_state(path)
         member.model_ = (xgb.XGBClassifier if member.spec.is_classification else xgb.XGBRegressor)()
         member.model_.load_model(path)
-        member.best_step_ = state["best_step_"]
         return member
 
 
