@@ -91,3 +91,23 @@ def test_installed_packages_are_found_already_imported_or_not(monkeypatch):
     assert all(family.missing_package() is None for family in FAMILIES.values())
     monkeypatch.setitem(sys.modules, "xgboost", None)  # what an uninstalled package looks like to Python
     assert FAMILIES["xgboost"].missing_package() == "xgboost" and FAMILIES["linear"].missing_package() is None
+
+
+def test_a_forest_predicts_small_inputs_on_one_thread_and_keeps_its_own_setting():
+    """Fewer rows than THREADED_PREDICT_ROWS: one thread (joblib's threads cost 3x on 1,000 rows),
+    the same probabilities, and the forest's n_jobs as it was for the next fit."""
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import RandomForestClassifier
+
+    from tuner.models._sklearn import THREADED_PREDICT_ROWS, SklearnMember
+
+    X, y = make_classification(n_samples=300, n_features=8, random_state=0)
+    member = SklearnMember(RandomForestClassifier(n_estimators=20, n_jobs=-1, random_state=0), classification=True)
+    member.fit(X, y)
+    threads_seen, predict_proba = [], member.estimator.predict_proba
+    member.estimator.predict_proba = lambda rows: threads_seen.append(member.estimator.n_jobs) or predict_proba(rows)
+    scores = member.predict_scores(X[:100])
+    assert len(X[:100]) < THREADED_PREDICT_ROWS and threads_seen == [1]
+    assert member.estimator.n_jobs == -1
+    del member.estimator.predict_proba
+    np.testing.assert_allclose(scores, member.estimator.predict_proba(X[:100]), atol=1e-12)

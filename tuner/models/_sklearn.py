@@ -10,6 +10,10 @@ import numpy as np
 
 from tuner.models.base import Member
 
+# Below this many rows a forest predicts faster on one thread than through joblib's threads
+# (200 trees, 2 cores: 64 ms against 213 ms for 1,000 rows; the threads win from about 50,000).
+THREADED_PREDICT_ROWS = 50_000
+
 
 class SklearnMember(Member):
     def __init__(self, estimator: Any, classification: bool) -> None:
@@ -22,9 +26,14 @@ class SklearnMember(Member):
         return self
 
     def predict_scores(self, X: np.ndarray) -> np.ndarray:
-        if self.classification:
-            return self.estimator.predict_proba(X)
-        return self.estimator.predict(X)
+        threads = getattr(self.estimator, "n_jobs", None)
+        if threads is not None and len(X) < THREADED_PREDICT_ROWS:
+            self.estimator.n_jobs = 1
+        try:
+            return self.estimator.predict_proba(X) if self.classification else self.estimator.predict(X)
+        finally:
+            if threads is not None:
+                self.estimator.n_jobs = threads
 
     def save(self, path: str | Path) -> Path:
         """MLflow's scikit-learn format (a folder with MLmodel and the pickled estimator)."""

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import optuna
-
 from tuner.errors import StudyFileError
 from tuner.models.registry import register
 from tuner.models.base import KERAS_PACKAGES, Family, ProblemSpec
@@ -104,7 +102,9 @@ class CustomFamily(Family):
         return recorder.params
 
     def build(self, params: dict, spec: ProblemSpec) -> KerasMember:
-        model = resolve_builder(spec.custom_builder)(optuna.trial.FixedTrial(params), self.inputs(spec))
+        from optuna.trial import FixedTrial  # imported here: loading the families (tuner predict) needs no Optuna
+
+        model = resolve_builder(spec.custom_builder)(FixedTrial(params), self.inputs(spec))
         if not isinstance(model, keras().Model) or not getattr(model, "compiled", False):
             raise TypeError(f"custom builder {spec.custom_builder!r} must return a compiled keras.Model, "
                             f"got {type(model).__name__}")
