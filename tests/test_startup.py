@@ -145,3 +145,23 @@ def test_a_scikit_learn_member_loads_without_mlflow_and_honours_the_pickle_switc
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
     with pytest.raises(TunerError, match="MLFLOW_ALLOW_PICKLE_DESERIALIZATION"):
         SklearnMember.load(saved)
+
+
+def test_main_skips_the_last_collection_after_predict_only(tmp_path, monkeypatch):
+    """`tuner predict` holds no store, so `main` freezes the collector (0.4 s of teardown); a command
+    with SQLite stores open keeps the pass that closes them."""
+    import gc
+
+    from tuner import cli
+    from tuner.predict import Predictions
+
+    frozen = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    monkeypatch.setattr(cli, "EXIT", cli.ExitPlan())
+    monkeypatch.setattr("tuner.predict.predict_file", lambda *_: Predictions(pd.DataFrame({"prediction": [1]})))
+    monkeypatch.setenv("TUNER_STORAGE", f"sqlite:///{tmp_path}/optuna.db")
+    for argv, expected in [(["study", "list"], []), (["predict", "model", "rows.csv"], [True])]:
+        monkeypatch.setattr(sys, "argv", ["tuner", *argv])
+        with pytest.raises(SystemExit) as stop:
+            cli.main()
+        assert stop.value.code == 0 and frozen == expected, argv
