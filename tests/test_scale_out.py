@@ -169,15 +169,29 @@ def wait_for_running_trial(storage: str, name: str, tracking: str, timeout: floa
     raise AssertionError("no trial started")
 
 
+def freeze_a_worker_mid_trial(storage: str, name: str, tracking: str, workers: list[subprocess.Popen],
+                              timeout: float = 180) -> tuple[optuna.trial.FrozenTrial, subprocess.Popen]:
+    """A worker stopped (SIGSTOP) while its trial is still RUNNING: a short trial may end between
+    being seen and the signal, so the state is read again once the worker can no longer move on."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        trial = wait_for_running_trial(storage, name, tracking)
+        worker = next(w for w in workers if w.pid == int(trial.user_attrs["worker"].rsplit(":", 1)[1]))
+        os.kill(worker.pid, signal.SIGSTOP)
+        now = optuna.load_study(study_name=name, storage=storage).get_trials(states=(TrialState.RUNNING,))
+        if any(t.number == trial.number for t in now):
+            return trial, worker
+        os.kill(worker.pid, signal.SIGCONT)
+    raise AssertionError("no worker was caught mid-trial")
+
+
 def kill_one_worker_mid_trial(tmp_path, write_study, start_worker, storage: str, tracking: str, n_workers: int,
                               trials: int):
     name = f"kill{n_workers}"
     path = write_study(slow_study(tmp_path, name, trials))
     workers = [start_worker(path, storage, tracking) for _ in range(n_workers)]
-    victim_trial = wait_for_running_trial(storage, name, tracking)
-    victim_pid = int(victim_trial.user_attrs["worker"].rsplit(":", 1)[1])
-    victim = next(w for w in workers if w.pid == victim_pid)
-    os.kill(victim_pid, signal.SIGKILL)
+    victim_trial, victim = freeze_a_worker_mid_trial(storage, name, tracking, workers)
+    os.kill(victim.pid, signal.SIGKILL)
     survivors = [w for w in workers if w is not victim]
     for rc, out, err in finish(survivors):
         assert rc == 0, err
@@ -220,8 +234,9 @@ def test_sigterm_marks_the_trial_closes_its_run_and_says_how_to_resume(tmp_path,
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     path = write_study(slow_study(tmp_path, "stopped", 3))
     worker = start_worker(path, storage, tracking_uri)
-    running = wait_for_running_trial(storage, "stopped", tracking_uri)
-    worker.send_signal(signal.SIGTERM)
+    running, _ = freeze_a_worker_mid_trial(storage, "stopped", tracking_uri, [worker])
+    worker.send_signal(signal.SIGTERM)  # handled the moment the worker runs again
+    worker.send_signal(signal.SIGCONT)
     rc, out, err = finish([worker])[0]
     assert rc == 130
     assert "interrupted:" in err and f"resume with: tuner study run {path}" in err
@@ -384,7 +399,7 @@ def test_two_seeded_workers_started_together_propose_different_params(monkeypatc
     for label in ("host-a:1", "host-b:1"):
         study = optuna.load_study(study_name="together", storage=storage)
         study.sampler = make_sampler(config.sampler, sampler_seed(config, 0, worker=0))
-        workers[label] = study, ReseedOnJoin(lambda trial: trial.suggest_float("x", 0, 1), config, 0, 0)
+        workers[label] = study, ReseedOnJoin(lambda trial, trials: trial.suggest_float("x", 0, 1), config, 0, 0)
     proposed = {}
     for label, (study, objective) in workers.items():
         now["label"] = label
