@@ -98,8 +98,11 @@ class Objective:
         self.score_name = score_name(config, self.spec)
         self.fold_score_name = self.spec.custom_monitor or f"val_{self.spec.metric}"
 
-    def __call__(self, trial: optuna.Trial) -> float:
-        family_name = self._choose_family(trial)
+    def __call__(self, trial: optuna.Trial, trials: list[FrozenTrial] | None = None) -> float:
+        """`trials`: the study's trials as read at this trial's start (the budget guard's read), so
+        the family caps and the time check need no read of their own."""
+        trials = trial.study.get_trials(deepcopy=False) if trials is None else trials
+        family_name = self._choose_family(trial, trials)
         family = FAMILIES[family_name]
         params = family.search_space(ScopedTrial(trial, family_name), self.spec)
         trial.set_user_attr("params", params)
@@ -144,15 +147,15 @@ class Objective:
                 trial.set_user_attr("fold_steps", steps)
                 self.bags.save(trial, oof.mean(), fold_members)
         except optuna.TrialPruned:
-            self._finish(trial, run_id, "PRUNED", curves, fold_scores, started)
+            self._finish(trial, family, run_id, "PRUNED", curves, fold_scores, started)
             raise
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}".strip()
             trial.set_user_attr("error", message[:2000])
-            self._finish(trial, run_id, "FAILED", curves, fold_scores, started, error=traceback.format_exc())
+            self._finish(trial, family, run_id, "FAILED", curves, fold_scores, started, error=traceback.format_exc())
             raise TrialFailed(message) from exc
         except BaseException:  # Ctrl-C or a kill signal turned exception: close the run, then stop
-            self._finish(trial, run_id, "KILLED", curves, fold_scores, started)
+            self._finish(trial, family, run_id, "KILLED", curves, fold_scores, started)
             raise
         finally:
             if family.uses_keras:
@@ -161,7 +164,7 @@ class Objective:
                 release_memory()
         if all(step is not None for step in steps):
             trial.set_user_attr("best_step", int(round(float(np.median(steps)))))  # finalize refits with it
-        self._finish(trial, run_id, "COMPLETE", curves, fold_scores, started, value=value)
+        self._finish(trial, family, run_id, "COMPLETE", curves, fold_scores, started, value=value)
         if self.bags is not None:
             sign = 1 if trial.study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
             done = [(t.number, t.value, t.user_attrs) for t in
@@ -202,22 +205,22 @@ class Objective:
         if len(fold_scores) < len(self.folds) and trial.should_prune():
             raise optuna.TrialPruned(f"{self.score_name} {mean:.4f} after {len(fold_scores)} fold(s)")
 
-    def _choose_family(self, trial: optuna.Trial) -> str:
+    def _choose_family(self, trial: optuna.Trial, trials: list[FrozenTrial]) -> str:
         names = sorted(self.config.families)
         name = trial.suggest_categorical("family", names) if len(names) > 1 else names[0]
         trial.set_user_attr("family", name)
         cap = self.config.families[name].max_trials
         if cap is not None:
-            used = sum(1 for t in trial.study.get_trials(deepcopy=False)
+            used = sum(1 for t in trials
                        if t.number != trial.number and t.user_attrs.get("family") == name and counts_toward_budget(t))
             if used >= cap:
                 trial.set_user_attr("skipped", f"{name} reached max_trials={cap}")
-                if all(self.config.families[n].max_trials is not None for n in names) and self._all_capped(trial):
+                if all(self.config.families[n].max_trials is not None for n in names) and self._all_capped(trials):
                     trial.study.stop()
                 raise optuna.TrialPruned(f"{name} reached max_trials={cap}")
         if self.budget.deadline is None:  # no timeout: no need to read the durations on record
             return name
-        trials = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        trials = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
         if not self.budget.fits(trials, name):
             reason = f"{name} would not finish in the {self.budget.remaining():.0f} s left of the timeout"
             trial.set_user_attr("skipped", reason)
@@ -226,19 +229,19 @@ class Objective:
             raise optuna.TrialPruned(reason)
         return name
 
-    def _all_capped(self, trial: optuna.Trial) -> bool:
-        trials = trial.study.get_trials(deepcopy=False)
+    def _all_capped(self, trials: list[FrozenTrial]) -> bool:
         return all(
             sum(1 for t in trials if t.user_attrs.get("family") == n and counts_toward_budget(t)) >= cfg.max_trials
             for n, cfg in self.config.families.items()
         )
 
-    def _finish(self, trial: optuna.Trial, run_id: str | None, state: str, curves: dict[str, list[float]],
-                fold_scores: list[float], started: float, value: float | None = None, error: str | None = None) -> None:
+    def _finish(self, trial: optuna.Trial, family: Family, run_id: str | None, state: str,
+                curves: dict[str, list[float]], fold_scores: list[float], started: float, value: float | None = None,
+                error: str | None = None) -> None:
         duration = time.perf_counter() - started
         trial.set_user_attr("duration_s", round(duration, 3))
         scores = {self.score_name: value} if value is not None else {}
-        prefix = "epoch" if FAMILIES[trial.user_attrs["family"]].uses_keras else "round"
+        prefix = "epoch" if family.uses_keras else "round"
         logged = {f"{prefix}/{k}": v for k, v in curves.items()}
         if self.cross_validated:
             trial.set_user_attr("fold_scores", fold_scores)

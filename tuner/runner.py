@@ -29,7 +29,7 @@ from tuner.objective import Fold, Objective, TrialFailed, counts_toward_budget
 from tuner.sealed import ATTR, SealedStudy, load_inputs, open_study, stored_score_name
 from tuner.search import make_pruner, make_sampler
 from tuner.storage import StaleTrials, fail_stale, heartbeat_of, normalize_url, open_storage, resolve_storage_url
-from tuner.studies import best_of
+from tuner.studies import best_among, best_of
 from tuner.tracking import DESCRIPTION, Tracker, check_server, resolve_tracking_uri
 from tuner.workers import (
     ReseedOnJoin, interrupt_on_signals, other_worker_at_work, parent_run_status, sampler_seed, worker_label, worker_tags,
@@ -78,11 +78,15 @@ class RunEnded:
     result: RunResult
 
 
-def progress_of(study: optuna.Study, total: int) -> Progress:
-    counted = [t for t in study.get_trials(deepcopy=False) if counts_toward_budget(t)]
+def progress_of(study: optuna.Study, total: int, trials: list[FrozenTrial] | None = None,
+                score_name: str | None = None) -> Progress:
+    """`trials` and `score_name`, when the caller already read them, save the storage queries."""
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    counted = [t for t in trials if counts_toward_budget(t)]
     done = sum(1 for t in counted if t.state != TrialState.RUNNING)
-    best, family = best_of(study)
-    return Progress(done, total, best, family, len(counted) - done, stored_score_name(study.user_attrs))
+    best = best_among(trials, study.direction)
+    return Progress(done, total, best.value if best else None, best.user_attrs.get("family") if best else None,
+                    len(counted) - done, score_name or stored_score_name(study.user_attrs))
 
 
 def run_study(study_file: str | Path, storage_url: str | None = None, tracking_uri: str | None = None,
@@ -196,33 +200,42 @@ class BudgetGuard:
     (Ctrl-C, SIGTERM) is marked and queued again with the same params, so a resume re-runs it.
     """
 
-    def __init__(self, objective: Callable[[optuna.Trial], float], budget: int) -> None:
+    def __init__(self, objective: Callable[[optuna.Trial, list[FrozenTrial]], float], budget: int) -> None:
         self.objective = objective
         self.budget = budget
         self.refused = False
+        self.seen: list[FrozenTrial] | None = None  # the study's trials as read at the last trial's start
 
     def __call__(self, trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", worker_label())
-        earlier = sum(1 for t in trial.study.get_trials(deepcopy=False)
-                      if t.number < trial.number and (counts_toward_budget(t) or _queued(t)))
+        trials = self.seen = trial.study.get_trials(deepcopy=False)  # the trial's one read, handed on
+        earlier = sum(1 for t in trials if t.number < trial.number and (counts_toward_budget(t) or _queued(t)))
         if earlier >= self.budget:
             trial.set_user_attr("skipped", f"the budget of {self.budget} trials is spent")
             self.refused = True
             trial.study.stop()
             raise optuna.TrialPruned(f"the budget of {self.budget} trials is spent")
         try:
-            return self.objective(trial)
+            return self.objective(trial, trials)
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", f"stopped by a signal in {worker_label()}; queued again")
             trial.study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
             raise
 
 
+    def after(self, finished: FrozenTrial) -> list[FrozenTrial] | None:
+        """The trials read at `finished`'s start with `finished` in its final state: the progress
+        after it without another read (other workers' trials since then show at the next one)."""
+        if self.seen is None or not any(t.number == finished.number for t in self.seen):
+            return None
+        return [finished if t.number == finished.number else t for t in self.seen]
+
+
 def _queued(trial: FrozenTrial) -> bool:
     return trial.state == TrialState.WAITING and not trial.user_attrs.get("skipped")
 
 
-def _search(study: optuna.Study, objective: Callable[[optuna.Trial], float], budget: int, timeout: float | None,
+def _search(study: optuna.Study, objective: Callable[..., float], budget: int, timeout: float | None,
             on_progress: Callable[[Progress], None] | None) -> None:
     """Run trials until the study holds exactly `budget` counted trials, or the timeout.
 
@@ -232,18 +245,21 @@ def _search(study: optuna.Study, objective: Callable[[optuna.Trial], float], bud
     deadline = None if timeout is None else time.monotonic() + timeout
     guard = BudgetGuard(objective, budget)
     interval = heartbeat_of(study)
+    score_name = stored_score_name(study.user_attrs)
 
-    def report(study: optuna.Study, _trial: FrozenTrial) -> None:
-        progress = progress_of(study, budget)
+    def report(study: optuna.Study, finished: FrozenTrial) -> None:
+        trials = guard.after(finished) or study.get_trials(deepcopy=False)
+        progress = progress_of(study, budget, trials, score_name)
         if on_progress is not None:
             on_progress(progress)
-        if progress.done + progress.running >= budget and not any(map(_queued, study.get_trials(deepcopy=False))):
+        if progress.done + progress.running >= budget and not any(map(_queued, trials)):
             guard.refused = True
             study.stop()
 
     while deadline is None or time.monotonic() < deadline:
-        progress = progress_of(study, budget)
-        queued = any(map(_queued, study.get_trials(deepcopy=False)))
+        trials = study.get_trials(deepcopy=False)
+        progress = progress_of(study, budget, trials, score_name)
+        queued = any(map(_queued, trials))
         if progress.done >= budget:
             return
         if progress.done + progress.running < budget or queued:

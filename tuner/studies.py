@@ -19,6 +19,14 @@ from tuner.sealed import ATTR, stored_score_name
 from tuner.storage import load_existing, open_storage
 
 
+def best_among(trials: list[FrozenTrial], direction: optuna.study.StudyDirection) -> FrozenTrial | None:
+    """The best completed trial of an already-read trial list (`study.best_trial` without its query);
+    a tie goes to the earlier trial."""
+    sign = 1 if direction == optuna.study.StudyDirection.MAXIMIZE else -1
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    return min(complete, key=lambda t: (-sign * t.value, t.number)) if complete else None
+
+
 def best_of(study: optuna.Study) -> tuple[float | None, str | None]:
     """The best trial's value and family, or (None, None) before any trial completed."""
     try:

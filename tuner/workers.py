@@ -53,17 +53,19 @@ class ReseedOnJoin:
     up (workers started at the same moment see each other only then), the sampler takes this
     process's own seed before the trial suggests anything."""
 
-    def __init__(self, objective: Callable[[optuna.Trial], float], config: StudyConfig, first: int,
+    def __init__(self, objective: Callable[..., float], config: StudyConfig, first: int,
                  worker: int) -> None:
         self.objective, self.config, self.first, self.worker = objective, config, first, worker
         self.shared = False
 
-    def __call__(self, trial: optuna.Trial) -> float:
-        if not self.shared and other_worker_at_work(trial.study.get_trials(deepcopy=False), self.first, trial.number):
+    def __call__(self, trial: optuna.Trial, trials: list[FrozenTrial] | None = None) -> float:
+        """`trials`: the study's trials as the budget guard read them at this trial's start."""
+        trials = trial.study.get_trials(deepcopy=False) if trials is None else trials
+        if not self.shared and other_worker_at_work(trials, self.first, trial.number):
             self.shared = True
             trial.study.sampler = make_sampler(self.config.sampler,
                                                sampler_seed(self.config, self.first, self.worker, shared=True))
-        return self.objective(trial)
+        return self.objective(trial, trials)
 
 
 def parent_run_status(study: optuna.Study, status: str) -> str | None:
