@@ -1,9 +1,13 @@
+import sys
+from pathlib import Path
+
 import numpy as np
 import optuna
 import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
+import tuner
 import tuner.runner as runner_module
 import tuner.storage as storage_module
 from tuner.data import TEST, TRAIN, VALID, SealedSplit
@@ -13,6 +17,8 @@ from tuner.studies import describe_study, list_studies
 from tuner.study import run_study
 
 from conftest import tiny_study
+
+PACKAGE = Path(tuner.__file__).parent
 
 
 @pytest.fixture
@@ -55,6 +61,34 @@ def test_budget_is_the_studys_total(write_study, storage_url, tracking_uri):
     run_study(path, storage_url, tracking_uri, trials=2)
     again = run_study(path, storage_url, tracking_uri, trials=2)
     assert sum(again.counts.values()) == 2
+
+
+def test_a_trial_costs_tuner_one_read_of_the_trial_list(write_study, storage_url, tracking_uri, monkeypatch):
+    """Each read is a storage round trip (about 5 ms on SQLite): the budget guard reads once per trial and
+    hands the list on (family caps, the time check, the progress report). Two studies of 4 and 10
+    trials, so what a study reads once (set-up, plots) cancels out; Optuna's own reads are not counted."""
+    reads = []
+
+    def counted(read):
+        def by_tuner(self, *args, **kwargs):
+            if Path(sys._getframe(1).f_code.co_filename).is_relative_to(PACKAGE):
+                reads.append(read.__name__)
+            return read(self, *args, **kwargs)
+        return by_tuner
+
+    monkeypatch.setattr(optuna.Study, "get_trials", counted(optuna.Study.get_trials))
+    monkeypatch.setattr(optuna.Study, "best_trial", property(counted(optuna.Study.best_trial.fget)))
+    monkeypatch.setattr(optuna.Study, "user_attrs", property(counted(optuna.Study.user_attrs.fget)))
+    families = {"linear": {"max_trials": 8}, "random_forest": {"max_trials": 8}}
+    counts = {}
+    for trials in (4, 10):
+        path = write_study(tiny_study(f"reads{trials}", families=families,
+                                      budget={"trials": trials, "timeout": 300, "rounds": 20}), f"reads{trials}.yaml")
+        reads.clear()
+        result = run_study(path, storage_url, tracking_uri)
+        assert sum(result.counts.values()) == trials
+        counts[trials] = len(reads)
+    assert counts[10] - counts[4] <= 6, f"{counts[10] - counts[4]} reads for 6 more trials"
 
 
 def test_changed_data_file_is_refused(tmp_path, write_study, storage_url, tracking_uri):
