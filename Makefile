@@ -9,6 +9,7 @@ $(BIN)/tuner: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/python -m compileall -q tuner  # an editable install writes no bytecode; without it each start compiles tuner
 	touch $@
 
 install: $(BIN)/tuner
