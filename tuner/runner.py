@@ -222,7 +222,6 @@ class BudgetGuard:
             trial.study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
             raise
 
-
     def after(self, finished: FrozenTrial) -> list[FrozenTrial] | None:
         """The trials read at `finished`'s start with `finished` in its final state: the progress
         after it without another read (other workers' trials since then show at the next one)."""
