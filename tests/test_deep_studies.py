@@ -21,6 +21,7 @@ def run(tmp_path, study: dict, trials: int):
 def test_mixed_table_study_runs_wide_deep_multi_input_and_trees_together(tmp_path):
     families = {name: {"max_trials": 1} for name in ("wide_deep", "multi_input", "xgboost")}
     result, study = run(tmp_path, {"name": "mixed", "data": {"source": "builtin:generated_mixed"},
+                                   "split": {"folds": 2, "seed": 0},  # bagged like the default, 2 fits per trial not 5
                                    "families": families, "budget": {"epochs": 2, "patience": 2, "batch_size": 64}}, 3)
     assert result.counts == {"COMPLETE": 3}
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
