@@ -132,6 +132,35 @@ def test_a_trial_whose_fold_models_were_let_go_is_rebuilt_from_its_fold_steps(wr
     np.testing.assert_allclose(again.predict_scores(rows), stored.predict_scores(rows), atol=1e-6)
 
 
+def test_picked_let_go_trials_past_the_rebuild_time_are_left_out_and_selection_runs_again(
+        write_study, storage_url, tracking_uri, tmp_path):
+    """`run-all` bounds the rebuilds by the time left: a let-go trial costs its recorded fit seconds."""
+    from tuner.data.preprocess import encode_target, fit_target_encoder
+
+    run_study(write_study(bagged_study("bounded", ["linear", "xgboost"], trials=5)), storage_url, tracking_uri)
+    sealed = open_sealed("bounded", storage_url)
+    bags = TrialBags(artifact_root(storage_url))
+    rows = sealed.split.search_rows()
+    y = encode_target(fit_target_encoder(sealed.dataset.y[rows], "binary"), sealed.dataset.y[rows])
+    complete = sealed.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    best = max(complete, key=lambda t: (METRICS["roc_auc"].score(y, bags.oof(t).astype(np.float64)), -t.number))
+    let_go = {t.number for t in complete if t is not best}
+    for trial in complete:
+        if trial is not best:
+            (artifact_root(storage_url) / trial.user_attrs[BAG_ATTR]).unlink()
+
+    unbounded = build_ensemble("bounded", ["bounded"], storage_url, tracking_uri, root=tmp_path / "a")
+    assert unbounded["left_out_for_time"] == [] and unbounded["candidates"] == len(complete)
+    assert unbounded["rebuilt"] and set(unbounded["rebuilt"]) <= let_go  # the selection picked let-go trials
+    bounded = build_ensemble("bounded", ["bounded"], storage_url, tracking_uri, root=tmp_path / "b", rebuild_s=0.0)
+    assert bounded["rebuilt"] == [] and bounded["left_out_for_time"] and set(bounded["left_out_for_time"]) <= let_go
+    assert [m["trial"] for m in bounded["members"]] == [best.number]  # every other trial needed a rebuild
+    assert bounded["candidates"] == len(complete) - len(bounded["left_out_for_time"])
+    roomy = build_ensemble("bounded", ["bounded"], storage_url, tracking_uri, root=tmp_path / "c",
+                           rebuild_s=sum(t.user_attrs["duration_s"] for t in complete))
+    assert roomy["left_out_for_time"] == [] and roomy["rebuilt"] == unbounded["rebuilt"]
+
+
 def test_a_bagged_ensemble_exports_and_predicts_as_in_process(write_study, storage_url, tracking_uri, tmp_path):
     import mlflow
 

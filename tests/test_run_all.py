@@ -132,13 +132,13 @@ def test_a_budget_that_leaves_no_time_for_one_trial_is_one_clear_error(write_stu
 def test_short_of_time_keras_bags_go_first_but_never_the_searchs_best(storage_url):
     from optuna.trial import TrialState, create_trial
 
-    from tuner.pipeline import KERAS_BAGS_S, affordable_bags
+    from tuner.pipeline import KERAS_BAGS_S, BagPlan, plan_bags
 
     study = optuna.create_study(study_name="bags-short", storage=storage_url, direction="maximize")
     for family, value in [("linear", 0.8), ("dense", 0.7), ("xgboost", 0.85)]:
         study.add_trial(create_trial(state=TrialState.COMPLETE, value=value, user_attrs={"family": family}))
-    assert affordable_bags("bags-short", storage_url, None, 5.0) is None  # no budget
-    assert affordable_bags("bags-short", storage_url, 5.0 + KERAS_BAGS_S, 5.0) is None  # time enough
-    assert affordable_bags("bags-short", storage_url, 10.0, 5.0) == {"linear", "xgboost"}
+    assert plan_bags("bags-short", storage_url, None, 5.0) == BagPlan(None, None)  # no budget, no bound
+    assert plan_bags("bags-short", storage_url, 7.0 + KERAS_BAGS_S, 5.0) == BagPlan(None, 2.0)  # time enough
+    assert plan_bags("bags-short", storage_url, 10.0, 5.0) == BagPlan({"linear", "xgboost"}, 5.0)
     study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.9, user_attrs={"family": "dense"}))
-    assert affordable_bags("bags-short", storage_url, 10.0, 5.0) is None  # the best trial is a Keras bag
+    assert plan_bags("bags-short", storage_url, 10.0, 5.0) == BagPlan(None, 0.0)  # the best trial is a Keras bag

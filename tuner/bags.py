@@ -80,11 +80,16 @@ class TrialBags:
         with self.store.open_reader(trial.user_attrs[OOF_ATTR]) as reader:
             return np.load(reader)
 
+    def holds_bag(self, trial: FrozenTrial) -> bool:
+        """Whether the trial's fold models are here (False: they were let go, and a blend rebuilds them)."""
+        artifact = trial.user_attrs.get(BAG_ATTR)
+        return artifact is not None and (self.root / artifact).exists()
+
     def fold_models(self, trial: FrozenTrial) -> list[Member] | None:
         """The trial's stored fold models, or None when they were let go (rebuild them)."""
-        artifact = trial.user_attrs.get(BAG_ATTR)
-        if artifact is None or not (self.root / artifact).exists():
+        if not self.holds_bag(trial):
             return None
+        artifact = trial.user_attrs[BAG_ATTR]
         with tempfile.TemporaryDirectory() as tmp, self.store.open_reader(artifact) as reader:
             with tarfile.open(fileobj=reader, mode="r|") as tar:
                 tar.extractall(tmp, filter="data")

@@ -222,14 +222,17 @@ def _ensemble(result: RunAllResult, config: Any, storage_url: str | None, tracki
         on_step("ensemble: already built from these trials; shown again without a new test look")
         result.reused.append("ensemble")
     elif config.split.cross_validated:
-        families = affordable_bags(name, storage_url, clock.left(), ensemble_s)
-        if families is not None:
+        bags = plan_bags(name, storage_url, clock.left(), ensemble_s)
+        if bags.families is not None:
             result.skipped["keras bags"] = (f"{max(clock.left(), 0):.0f} s were left and Keras bags cost about "
                                             f"{KERAS_BAGS_S:.0f} s more; the search's best trial is not one")
         on_step("ensemble: selection over every bagged trial's out-of-fold predictions, nothing refitted"
-                + ("" if families is None else f" (Keras bags left out: {result.skipped['keras bags']})"))
+                + ("" if bags.families is None else f" (Keras bags left out: {result.skipped['keras bags']})"))
         build = build_ensemble(name, [name], storage_url, tracking_uri, root=ensembles_root, on_step=on_step,
-                               families=families)
+                               families=bags.families, rebuild_s=bags.rebuild_s)
+        if build.get("left_out_for_time"):
+            result.skipped["rebuilds"] = (f"{len(build['left_out_for_time'])} trial(s) whose fold models were let go "
+                                          f"would take longer to rebuild than the {bags.rebuild_s:.0f} s the budget leaves for it")
     else:
         plan = plan_ensemble(name, storage_url, clock.left(), config.budget.epochs)
         on_step(f"ensemble: {plan.describe()}")
@@ -239,19 +242,30 @@ def _ensemble(result: RunAllResult, config: Any, storage_url: str | None, tracki
     result.stage_seconds["ensemble"] = time.monotonic() - mark
 
 
-def affordable_bags(name: str, storage_url: str | None, seconds_left: float | None,
-                    expected_s: float) -> set[str] | None:
-    """The families a K-fold study's ensemble may pick from when time is short: Keras bags cost
-    `KERAS_BAGS_S` more, so they go first, unless the search's best trial is one. None: all of them."""
+@dataclass(frozen=True)
+class BagPlan:
+    """What a K-fold study's blend may pick from in the time left: `families` (None: all of them)
+    and `rebuild_s`, the seconds that rebuilding let-go bags may take (None: no bound)."""
+
+    families: set[str] | None
+    rebuild_s: float | None
+
+
+def plan_bags(name: str, storage_url: str | None, seconds_left: float | None, expected_s: float) -> BagPlan:
+    """Keras bags cost `KERAS_BAGS_S` more than `expected_s`, so when time is short they go first,
+    unless the search's best trial is one; what is left after that pays for rebuilding bags whose
+    fold models were let go (a dense bag refits for as long as its trial took: 17-30 s on churn)."""
+    if seconds_left is None:
+        return BagPlan(None, None)
     study = load_existing(name, storage_url)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     families = {t.user_attrs.get("family") for t in complete}
     keras = {f for f in families if f in FAMILIES and FAMILIES[f].uses_keras}
-    if not keras or seconds_left is None or seconds_left >= expected_s + KERAS_BAGS_S:
-        return None
-    if study.best_trial.user_attrs.get("family") in keras:
-        return None  # the search's best always reaches the export
-    return families - keras
+    kept = families - keras if keras and seconds_left < expected_s + KERAS_BAGS_S else None
+    if kept is not None and study.best_trial.user_attrs.get("family") in keras:
+        kept = None  # the search's best always reaches the export
+    keras_s = KERAS_BAGS_S if keras and kept is None else 0.0
+    return BagPlan(kept, max(seconds_left - expected_s - keras_s, 0.0))
 
 
 def _export(result: RunAllResult, name: str, tracking_uri: str | None, ensembles_root: str | Path | None,

@@ -38,14 +38,17 @@ NO_WIDE_DEEP = "not built from bagged trials: it would need a training pass of i
 
 
 def blend_bagged_trials(source: SealedStudy, on_step: Callable[[str], None], refit: bool = False,
-                        families: set[str] | None = None) -> tuple[Blended, Any, Any]:
+                        families: set[str] | None = None, rebuild_s: float | None = None) -> tuple[Blended, Any, Any]:
     """Choose and assemble the blends of a K-fold study; returns them with the target encoder and
     a preprocessor fitted on every search row (the export's input contract).
 
     `refit=True` replaces each picked bag by one model refitted on every search row (its params,
     the median step count of its folds): one fit per member, timed in the record (`refit_seconds`);
     selection and out-of-fold scores stay those of the bags. `families` limits the candidates
-    (what `run-all` asks when its budget cannot pay for Keras bags).
+    (what `run-all` asks when its budget cannot pay for Keras bags). `rebuild_s` bounds the seconds
+    that rebuilding the picked let-go bags may take (`run-all`'s time left), each counted as its
+    trial's fit seconds in the search: while they exceed it, the costliest is left out and the
+    selection runs again (None: no bound).
     """
     split, dataset, task, metric = source.split, source.dataset, source.task, METRICS[source.metric]
     study = source.study
@@ -72,8 +75,18 @@ def blend_bagged_trials(source: SealedStudy, on_step: Callable[[str], None], ref
     trials, predictions, oof_score = [trials[i] for i in order], [predictions[i] for i in order], [oof_score[i] for i in order]
     on_step(f"ensemble selection over the out-of-fold predictions of all {len(trials)} complete trials")
 
-    caruana = greedy_selection(predictions, y, metric)
-    picked = [i for i in range(len(trials)) if caruana[i] > 0 or i == 0]
+    too_slow: list[int] = []
+    while True:
+        caruana = greedy_selection(predictions, y, metric)
+        picked = [i for i in range(len(trials)) if caruana[i] > 0 or i == 0]
+        costliest = None if refit else costliest_rebuild(trials, picked, bags, rebuild_s)
+        if costliest is None:
+            break
+        too_slow.append(trials[costliest].number)
+        del trials[costliest], predictions[costliest], oof_score[costliest]
+    if too_slow:
+        on_step(f"selected again without {len(too_slow)} trial(s) whose fold models were let go: rebuilding them "
+                f"would take longer than the {rebuild_s:.0f} s the budget leaves for it")
     pool = [predictions[i] for i in picked]
     classification = task != "regression"
     blend_oof = {
@@ -116,10 +129,23 @@ def blend_bagged_trials(source: SealedStudy, on_step: Callable[[str], None], ref
     blended = Blended(members, member_rows, pool_weights, pool, ensembles, oof_scores,
                       choose_blend(oof_scores, metric), weighting, {
                           "folds": split.n_folds, "bagged": True, "candidates": len(trials),
-                          "selection_seconds": round(selection_s, 2), "unreachable": unreachable, "rebuilt": rebuilt, "refit_seconds": refit_s,
+                          "selection_seconds": round(selection_s, 2), "unreachable": unreachable, "rebuilt": rebuilt, "left_out_for_time": too_slow,
+                          "refit_seconds": refit_s,
                           "wide_deep_note": NO_WIDE_DEEP,
                       })
     return blended, encoder, preprocessor
+
+
+def costliest_rebuild(trials: list[Any], picked: list[int], bags: TrialBags, rebuild_s: float | None) -> int | None:
+    """The picked let-go trial that costs the most to rebuild (its search fit seconds, `duration_s`)
+    when rebuilding all picked ones would take longer than `rebuild_s`; None when they fit (or no
+    bound). The first trial, the best out of fold, is rebuilt whatever it costs."""
+    if rebuild_s is None:
+        return None
+    costs = {i: trials[i].user_attrs.get("duration_s", float("inf")) for i in picked[1:] if not bags.holds_bag(trials[i])}
+    if sum(costs.values()) <= rebuild_s:
+        return None
+    return max(costs, key=costs.get)
 
 
 def _refit_on_all(source: SealedStudy, trial: Any, full: Any, encoder: Any) -> FittedMember:

@@ -47,25 +47,28 @@ class BuildInterrupted(KeyboardInterrupt):
 def build_ensemble(name: str, studies: list[str], storage_url: str | None = None, tracking_uri: str | None = None,
                    per_family: int = 2, folds: int = 5, correlation: float = 0.98, root: str | Path | None = None,
                    on_step: Callable[[str], None] = lambda message: None, families: Iterable[str] | None = None,
-                   wide_deep: bool = True, refit: bool = False) -> dict[str, Any]:
+                   wide_deep: bool = True, refit: bool = False, rebuild_s: float | None = None) -> dict[str, Any]:
     """Build, score once on test, log to MLflow and store the blends; returns the build record.
 
     `families` limits the members to those families and `wide_deep=False` skips the jointly trained
     blend: what `tuner run-all` does when its time budget cannot pay for them. `refit=True` (a
     K-fold study only) refits each picked member on every search row instead of averaging its bag.
+    `rebuild_s` (a K-fold study) bounds the seconds spent rebuilding trials whose fold models were
+    let go: those past it are left out of the selection (None: no bound).
     Ctrl-C raises `BuildInterrupted`, which says whether the test look was counted.
     """
     looks: dict[str, int] = {}
     try:
         return _build(name, studies, storage_url, tracking_uri, per_family, folds, correlation, root, on_step, looks,
-                      None if families is None else set(families), wide_deep, refit)
+                      None if families is None else set(families), wide_deep, refit, rebuild_s)
     except KeyboardInterrupt:
         raise BuildInterrupted(dict(looks)) from None
 
 
 def _build(name: str, studies: list[str], storage_url: str | None, tracking_uri: str | None, per_family: int,
            folds: int, correlation: float, root: str | Path | None, on_step: Callable[[str], None],
-           looks: dict[str, int], families: set[str] | None, with_wide_deep: bool, refit: bool = False) -> dict[str, Any]:
+           looks: dict[str, int], families: set[str] | None, with_wide_deep: bool, refit: bool = False,
+           rebuild_s: float | None = None) -> dict[str, Any]:
     """`build_ensemble`'s work; `looks` fills in as each study's test look is counted."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise TunerError(f"ensemble name {name!r} must be letters, digits, '.', '_' or '-' (it names a folder)")
@@ -77,7 +80,7 @@ def _build(name: str, studies: list[str], storage_url: str | None, tracking_uri:
     tracker = Tracker(tracking_uri)
     if len(sources) == 1 and any(map(has_oof, sources[0].study.get_trials(deepcopy=False))):
         tracker.check()
-        blended, encoder, preprocessor = blend_bagged_trials(sources[0], on_step, refit, families)
+        blended, encoder, preprocessor = blend_bagged_trials(sources[0], on_step, refit, families, rebuild_s)
         return judge(name, sources, blended, METRICS[sources[0].metric], encoder, preprocessor, tracker, looks, root,
                      on_step)
     candidates = gather_candidates(sources, per_family, families)
