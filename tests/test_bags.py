@@ -137,7 +137,8 @@ def test_picked_let_go_trials_past_the_rebuild_time_are_left_out_and_selection_r
     """`run-all` bounds the rebuilds by the time left: a let-go trial costs its recorded fit seconds."""
     from tuner.data.preprocess import encode_target, fit_target_encoder
 
-    run_study(write_study(bagged_study("bounded", ["linear", "xgboost"], trials=5)), storage_url, tracking_uri)
+    run_study(write_study(bagged_study("bounded", ["linear", "xgboost", "random_forest"], trials=6,
+                                     sampler={"name": "random", "seed": 4})), storage_url, tracking_uri)
     sealed = open_sealed("bounded", storage_url)
     bags = TrialBags(artifact_root(storage_url))
     rows = sealed.split.search_rows()

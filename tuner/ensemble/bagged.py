@@ -75,7 +75,10 @@ def blend_bagged_trials(source: SealedStudy, on_step: Callable[[str], None], ref
     trials, predictions, oof_score = [trials[i] for i in order], [predictions[i] for i in order], [oof_score[i] for i in order]
     on_step(f"ensemble selection over the out-of-fold predictions of all {len(trials)} complete trials")
 
-    too_slow: list[int] = []
+    too_slow = [] if refit or rebuild_s is None else [  # alone past the bound: left out without a selection run
+        t.number for t in trials[1:] if not bags.holds_bag(t) and rebuild_cost(t) > rebuild_s]
+    kept = [i for i, t in enumerate(trials) if t.number not in too_slow]
+    trials, predictions, oof_score = [trials[i] for i in kept], [predictions[i] for i in kept], [oof_score[i] for i in kept]
     while True:
         caruana = greedy_selection(predictions, y, metric)
         picked = [i for i in range(len(trials)) if caruana[i] > 0 or i == 0]
@@ -85,8 +88,8 @@ def blend_bagged_trials(source: SealedStudy, on_step: Callable[[str], None], ref
         too_slow.append(trials[costliest].number)
         del trials[costliest], predictions[costliest], oof_score[costliest]
     if too_slow:
-        on_step(f"selected again without {len(too_slow)} trial(s) whose fold models were let go: rebuilding them "
-                f"would take longer than the {rebuild_s:.0f} s the budget leaves for it")
+        on_step(f"{len(too_slow)} trial(s) whose fold models were let go left out of the selection: rebuilding "
+                f"them would take longer than the {rebuild_s:.0f} s the budget leaves for it")
     pool = [predictions[i] for i in picked]
     classification = task != "regression"
     blend_oof = {
@@ -142,10 +145,15 @@ def costliest_rebuild(trials: list[Any], picked: list[int], bags: TrialBags, reb
     bound). The first trial, the best out of fold, is rebuilt whatever it costs."""
     if rebuild_s is None:
         return None
-    costs = {i: trials[i].user_attrs.get("duration_s", float("inf")) for i in picked[1:] if not bags.holds_bag(trials[i])}
+    costs = {i: rebuild_cost(trials[i]) for i in picked[1:] if not bags.holds_bag(trials[i])}
     if sum(costs.values()) <= rebuild_s:
         return None
     return max(costs, key=costs.get)
+
+
+def rebuild_cost(trial: Any) -> float:
+    """Seconds to rebuild a let-go bag: what fitting its folds took in the search (unknown: too long)."""
+    return trial.user_attrs.get("duration_s", float("inf"))
 
 
 def _refit_on_all(source: SealedStudy, trial: Any, full: Any, encoder: Any) -> FittedMember:
