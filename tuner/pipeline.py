@@ -291,7 +291,8 @@ def _plots(result: RunAllResult, name: str, storage_url: str | None, tracking_ur
 
     left = clock.left()
     if left < expected + SAFETY_S:
-        result.skipped["plots"] = (f"{max(left, 0):.0f} s were left and drawing needs about {expected:.0f} s; "
+        result.skipped["plots"] = (f"{max(left, 0):.0f} s were left and drawing needs about {expected:.0f} s, "
+                                   f"with {SAFETY_S:.0f} s kept for the exit; "
                                    f"`tuner study plots {name}` draws them")
         on_step(f"plots: skipped ({result.skipped['plots']})")
         return
