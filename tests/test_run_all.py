@@ -142,3 +142,28 @@ def test_short_of_time_keras_bags_go_first_but_never_the_searchs_best(storage_ur
     assert plan_bags("bags-short", storage_url, 10.0, 5.0) == BagPlan({"linear", "xgboost"}, 5.0)
     study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.9, user_attrs={"family": "dense"}))
     assert plan_bags("bags-short", storage_url, 10.0, 5.0) == BagPlan(None, 0.0)  # the best trial is a Keras bag
+
+
+def test_short_of_time_run_all_leaves_out_let_go_bags_instead_of_rebuilding_them(write_study, storage_url, tmp_path):
+    """The budget's last seconds: trials whose fold models were let go are not rebuilt; the export
+    still comes from the stored bags, the search's best among them."""
+    import time
+
+    from tuner.bags import BAG_ATTR, artifact_root
+    from tuner.pipeline import run_all
+    from tuner.study import run_study
+
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = write_study(tiny_study("late-bags", split={"folds": 3, "seed": 1}, sampler={"name": "random", "seed": 4},
+                                  families=["linear", "xgboost", "random_forest"],
+                                  budget={"trials": 6, "rounds": 20, "patience": 2}))
+    run_study(path, storage_url, tracking)
+    study = optuna.load_study(study_name="late-bags", storage=storage_url)
+    for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        if trial.number != study.best_trial.number:
+            (artifact_root(storage_url) / trial.user_attrs[BAG_ATTR]).unlink()
+    result = run_all(path, budget=30, storage_url=storage_url, tracking_uri=tracking, ensembles_root=tmp_path / "ens",
+                     started_at=time.time() - 28, force=True)
+    assert "would take longer to rebuild" in result.skipped["rebuilds"]
+    assert result.build["left_out_for_time"] and len(result.build["rebuilt"]) <= 1  # the best out of fold may be
+    assert result.export is not None
