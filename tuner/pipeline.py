@@ -264,6 +264,8 @@ def plan_bags(name: str, storage_url: str | None, seconds_left: float | None, ex
     kept = families - keras if keras and seconds_left < expected_s + KERAS_BAGS_S else None
     if kept is not None and study.best_trial.user_attrs.get("family") in keras:
         kept = None  # the search's best always reaches the export
+    # from KERAS_RESERVE_FROM_S `expected_s` already holds one KERAS_BAGS_S; charging it again here keeps
+    # room for the many Keras bags a long search leaves (churn at 300 s: 10 dense bags, a 13 s stage)
     keras_s = KERAS_BAGS_S if keras and kept is None else 0.0
     return BagPlan(kept, max(seconds_left - expected_s - keras_s, 0.0))
 

@@ -75,21 +75,22 @@ def blend_bagged_trials(source: SealedStudy, on_step: Callable[[str], None], ref
     trials, predictions, oof_score = [trials[i] for i in order], [predictions[i] for i in order], [oof_score[i] for i in order]
     on_step(f"ensemble selection over the out-of-fold predictions of all {len(trials)} complete trials")
 
-    too_slow = [] if refit or rebuild_s is None else [  # alone past the bound: left out without a selection run
-        t.number for t in trials[1:] if not bags.holds_bag(t) and rebuild_cost(t) > rebuild_s]
+    bound = None if refit else rebuild_s  # a refit fits every picked member anyway: nothing is rebuilt
+    too_slow = [] if bound is None else [  # alone past the bound: left out without a selection run
+        t.number for t in trials[1:] if not bags.holds_bag(t) and rebuild_cost(t) > bound]
     kept = [i for i, t in enumerate(trials) if t.number not in too_slow]
     trials, predictions, oof_score = [trials[i] for i in kept], [predictions[i] for i in kept], [oof_score[i] for i in kept]
     while True:
         caruana = greedy_selection(predictions, y, metric)
         picked = [i for i in range(len(trials)) if caruana[i] > 0 or i == 0]
-        costliest = None if refit else costliest_rebuild(trials, picked, bags, rebuild_s)
+        costliest = costliest_rebuild(trials, picked, bags, bound)
         if costliest is None:
             break
         too_slow.append(trials[costliest].number)
         del trials[costliest], predictions[costliest], oof_score[costliest]
     if too_slow:
         on_step(f"{len(too_slow)} trial(s) whose fold models were let go left out of the selection: rebuilding "
-                f"them would take longer than the {rebuild_s:.0f} s the budget leaves for it")
+                f"them would take longer than the {bound:.0f} s the budget leaves for it")
     pool = [predictions[i] for i in picked]
     classification = task != "regression"
     blend_oof = {
