@@ -1,7 +1,7 @@
 """Bagged trials at scale: the disk and memory of stored out-of-fold predictions, and selection time.
 
 Writes out-of-fold predictions for `--trials` trials x `--rows` rows x `--classes` classes through
-`tuner.bags.TrialBags` (the same Optuna artifact store a study uses), reads them all back, and
+`tuner.study.trial_bags.TrialBags` (the same Optuna artifact store a study uses), reads them all back, and
 times Caruana's selection over 100 and over every trial, alone and cross-fitted over 5 folds (what
 an ensemble build runs). Prints one table.
 
@@ -19,9 +19,9 @@ import numpy as np
 import optuna
 import psutil
 
-from tuner.bags import TrialBags
+from tuner.study.trial_bags import TrialBags
 from tuner.ensemble.selection import cross_fitted, greedy_selection
-from tuner.metrics import METRICS
+from tuner.core.metrics import METRICS
 
 
 def main() -> None:

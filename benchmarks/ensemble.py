@@ -23,7 +23,7 @@ import yaml
 
 import tuner._quiet  # noqa: F401  (quiet TensorFlow)
 from tuner.ensemble.build import BLENDS, build_ensemble
-from tuner.study import run_study
+from tuner.pipeline.study_run import run_study
 
 DATASETS = {
     "breast_cancer": {"data": {"source": "builtin:breast_cancer"}, "metric": "roc_auc",

@@ -75,7 +75,7 @@ def fit_blend(members: dict, epochs: int, rounds: int):
 
 def export(ensemble, name: str, root: Path) -> Path:
     from tuner.ensemble.store import write_build
-    from tuner.export import export_ensemble
+    from tuner.serve.export import export_ensemble
 
     record = {"name": name, "studies": ["bench"], "task": "binary", "metric": "roc_auc", "direction": "maximize",
               "chosen": "weighted", "best_single": None, "members": [m.record() for m in ensemble.members],

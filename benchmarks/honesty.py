@@ -28,9 +28,9 @@ import optuna
 import yaml
 
 import tuner._quiet  # noqa: F401  (quiet TensorFlow)
-from tuner.finalize import finalize_study, score_on_test
-from tuner.sealed import open_sealed
-from tuner.study import run_study
+from tuner.evaluate.finalize import finalize_study, score_on_test
+from tuner.study.sealed import open_sealed
+from tuner.pipeline.study_run import run_study
 
 METRIC = {"breast_cancer": "roc_auc", "diabetes": "r2", "wine": "accuracy"}  # all maximised: gap = val - test
 FAMILIES = "linear,random_forest,xgboost,dense"

@@ -16,7 +16,7 @@ import psutil
 import tuner._quiet  # noqa: F401  (quiet TensorFlow)
 from tuner.data.preprocess import FeaturePreprocessor
 from tuner.models import FAMILIES, ProblemSpec
-from tuner.models.keras_training import release_memory
+from tuner.models.keras.training import release_memory
 
 PARAMS = {
     "dense": {"layers": 2, "units": 64, "activation": "relu", "dropout": 0.1, "regularizer": "none",

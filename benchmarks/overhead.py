@@ -28,7 +28,7 @@ import yaml
 
 import tuner._quiet  # noqa: F401  (quiet TensorFlow)
 from tuner.models import Family, Member, ProblemSpec, register
-from tuner.study import run_study
+from tuner.pipeline.study_run import run_study
 
 RESULTS = Path(__file__).parent / "results"
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -87,7 +87,7 @@ def _seconds_per_trial(study: optuna.Study) -> float:
 
 
 def _storage_of(url: str):
-    from tuner.storage import open_storage
+    from tuner.study.storage import open_storage
 
     return open_storage(url)
 

@@ -36,8 +36,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from tables import TABLES  # noqa: E402
 
-from tuner.finalize import bootstrap_interval  # noqa: E402
-from tuner.metrics import METRICS  # noqa: E402
+from tuner.evaluate.finalize import bootstrap_interval  # noqa: E402
+from tuner.core.metrics import METRICS  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 FAMILIES = ["linear", "random_forest", "xgboost", "hist_boosting", "dense"]

@@ -70,7 +70,7 @@ def throughput(kind: str, storage: str, workers: int, trials: int, folder: Path)
         _, err = process.communicate()
         if process.returncode != 0:
             raise SystemExit(f"{kind} x{workers}: a worker failed:\n{err}")
-    from tuner.storage import open_storage
+    from tuner.study.storage import open_storage
 
     done = [t for t in optuna.load_study(study_name=name, storage=open_storage(storage)).trials
             if t.state.is_finished() and not t.user_attrs.get("skipped")]
@@ -85,7 +85,7 @@ def trivial(trial: optuna.Trial) -> float:
 
 def overhead(kind: str, storage: str | None, tracked: bool, trials: int, folder: Path) -> float:
     """Milliseconds per trivial trial."""
-    from tuner.storage import open_storage
+    from tuner.study.storage import open_storage
     from tuner.tracking import Tracker
 
     study = optuna.create_study(storage=open_storage(storage) if storage else None,

@@ -42,7 +42,7 @@ def base_spec(**overrides) -> dict:
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     """A folder with the `base` study already run once: its storage, its MLflow store, its data."""
-    from tuner.study import run_study
+    from tuner.pipeline.study_run import run_study
 
     folder = tmp_path_factory.mktemp("stores")
     rows().to_csv(folder / "rows.csv", index=False)

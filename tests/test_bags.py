@@ -8,14 +8,14 @@ import optuna
 import pandas as pd
 import pytest
 
-from tuner.bags import BAG_ATTR, OOF_ATTR, TrialBags, artifact_root
-from tuner.config import load_study_file
+from tuner.study.trial_bags import BAG_ATTR, OOF_ATTR, TrialBags, artifact_root
+from tuner.core.config import load_study_file
 from tuner.data import SealedSplit, load_dataset
 from tuner.ensemble.build import build_ensemble
-from tuner.metrics import METRICS
+from tuner.core.metrics import METRICS
 from tuner.models import FAMILIES
-from tuner.sealed import open_sealed
-from tuner.study import run_study
+from tuner.study.sealed import open_sealed
+from tuner.pipeline.study_run import run_study
 
 from conftest import run_cli, tiny_study
 
@@ -75,7 +75,7 @@ def test_bagged_trials_keep_float32_out_of_fold_predictions_across_a_resume(writ
 
 
 def test_only_the_best_bags_keep_their_fold_models(tmp_path, monkeypatch):
-    import tuner.bags as bags_module
+    import tuner.study.trial_bags as bags_module
 
     monkeypatch.setattr(bags_module, "KEEP_BAGS", 2)
     bags = TrialBags(tmp_path)
@@ -118,7 +118,7 @@ def test_refit_replaces_each_bag_by_one_model_on_every_search_row_and_says_its_c
 
 def test_a_trial_whose_fold_models_were_let_go_is_rebuilt_from_its_fold_steps(write_study, storage_url,
                                                                                tracking_uri, tmp_path):
-    from tuner.bags import assemble_bags
+    from tuner.study.trial_bags import assemble_bags
 
     run_study(write_study(bagged_study("rebuilt", ["xgboost"], trials=1)), storage_url, tracking_uri)
     sealed = open_sealed("rebuilt", storage_url)
@@ -166,7 +166,7 @@ def test_a_bagged_ensemble_exports_and_predicts_as_in_process(write_study, stora
     import mlflow
 
     from tuner.ensemble.fitted import FittedEnsemble
-    from tuner.export import export_ensemble
+    from tuner.serve.export import export_ensemble
 
     run_study(write_study(bagged_study("exported", ["linear", "hist_boosting", "xgboost"], trials=4,
                                        data={"source": "builtin:generated_mixed"})), storage_url, tracking_uri)
@@ -264,7 +264,7 @@ def test_the_linear_familys_default_is_scikit_learns_default_model():
 
 
 def test_vectorised_scores_match_each_metric():
-    from tuner.metrics import score_many
+    from tuner.core.metrics import score_many
 
     rng = np.random.default_rng(2)
     y2, y3, yr = rng.integers(0, 2, 300), rng.integers(0, 3, 300), rng.normal(size=300)
@@ -288,7 +288,7 @@ def test_mlflow_models_serve_answers_a_bagged_export_as_in_process(write_study, 
     from tests.test_export import _free_port, _invoke, _wait_for_ping
 
     from tuner.ensemble.fitted import FittedEnsemble
-    from tuner.export import export_ensemble
+    from tuner.serve.export import export_ensemble
 
     run_study(write_study(bagged_study("served-bag", ["linear", "xgboost"], trials=2,
                                        data={"source": "builtin:generated_mixed"})), storage_url, tracking_uri)

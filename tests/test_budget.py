@@ -7,8 +7,8 @@ import time
 import optuna
 from optuna.trial import TrialState, create_trial
 
-from tuner.budget import TimeBudget
-from tuner.study import run_study
+from tuner.search.time_budget import TimeBudget
+from tuner.pipeline.study_run import run_study
 
 from conftest import tiny_study
 
@@ -55,7 +55,7 @@ def test_inside_a_trial_the_deadline_stops_keras_and_xgboost_at_the_step_that_cr
     a refit outside the search (finalize, ensembles) trains its fixed steps whatever the clock says."""
     import numpy as np
 
-    from tuner.deadline import trial_deadline
+    from tuner.core.deadline import trial_deadline
     from tuner.models import FAMILIES, ProblemSpec
 
     rng = np.random.default_rng(0)

@@ -103,7 +103,7 @@ def test_ui_serves_the_project_store(tmp_path, write_study):
     import time
     import urllib.request
 
-    from tuner.study import run_study
+    from tuner.pipeline.study_run import run_study
 
     tracking = f"sqlite:///{tmp_path / 'm.db'}"
     run_study(write_study(tiny_study("served")), f"sqlite:///{tmp_path / 'o.db'}", tracking, trials=1)
@@ -155,19 +155,19 @@ def test_the_resume_line_after_ctrl_c_hides_passwords(monkeypatch):
 
     from typer.testing import CliRunner
 
-    import tuner.cli
-    import tuner.study
-    import tuner.workers
+    import tuner.cli.app
+    import tuner.pipeline.study_run
+    import tuner.search.workers
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tuner.workers, "interrupt_on_signals", lambda: None)  # keep pytest's own handlers
-    monkeypatch.setattr(tuner.study, "run_study", interrupted)
+    monkeypatch.setattr(tuner.search.workers, "interrupt_on_signals", lambda: None)  # keep pytest's own handlers
+    monkeypatch.setattr(tuner.pipeline.study_run, "run_study", interrupted)
     argv = ["tuner", "study", "run", "s.yaml", "--storage", "postgresql+psycopg://tuner:secret@db:5432/studies",
             "--tracking-uri=https://me:token@mlflow.example.com"]
     monkeypatch.setattr(sys, "argv", argv)
-    result = CliRunner().invoke(tuner.cli.app, argv[1:])
+    result = CliRunner().invoke(tuner.cli.app.app, argv[1:])
     assert result.exit_code == 130
     shown = " ".join(result.stderr.split())
     assert ("resume with: tuner study run s.yaml --storage postgresql+psycopg://tuner:***@db:5432/studies "

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from tuner.config import StudyConfig, load_study_file
-from tuner.errors import StudyFileError
+from tuner.core.config import StudyConfig, load_study_file
+from tuner.core.errors import StudyFileError
 
 from conftest import REPO, tiny_study
 

@@ -7,11 +7,11 @@ import optuna
 import pytest
 import yaml
 
-from tuner.config import load_study_file
-from tuner.errors import StudyFileError
+from tuner.core.config import load_study_file
+from tuner.core.errors import StudyFileError
 from tuner.models import FAMILIES, ProblemSpec
-from tuner.models.custom import resolve_builder
-from tuner.models.keras_training import KerasMember, keras, release_memory
+from tuner.models.keras.custom import resolve_builder
+from tuner.models.keras.training import KerasMember, keras, release_memory
 
 
 @pytest.fixture(autouse=True)
@@ -91,7 +91,7 @@ def write_study(tmp_path, families, **extra):
 
 
 def test_a_bad_builder_path_stops_the_study_before_storage_is_touched(tmp_path):
-    from tuner.study import run_study
+    from tuner.pipeline.study_run import run_study
 
     path = write_study(tmp_path, {"custom": {"builder": "my_models.vae:build", "monitor": "val_loss"}})
     storage = tmp_path / "optuna.db"

@@ -8,8 +8,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from tiny_study import make_tiny_study
 
-from tuner.cli import main
-from tuner.studies import describe_study
+from tuner.cli.app import main
+from tuner.study.catalog import describe_study
 from tuner.tracking import Tracker
 
 
@@ -57,7 +57,7 @@ def test_run_logs_plots_and_tags_the_best_child_run(tiny):
 def test_a_keras_study_gets_learning_curves_and_family_tags(tmp_path):
     import yaml
 
-    from tuner.study import run_study
+    from tuner.pipeline.study_run import run_study
 
     path = tmp_path / "dense.yaml"
     path.write_text(yaml.safe_dump({"name": "curves-e2e", "data": {"source": "builtin:breast_cancer"},
@@ -110,7 +110,7 @@ def test_resuming_a_study_rewrites_its_description_and_study_file(tmp_path):
 
 
 def test_replacing_plots_removes_a_stale_one_and_keeps_other_commands_plots(tmp_path):
-    from tuner.plots import FINALIZE_PLOT, is_study_plot
+    from tuner.reporting.plots import FINALIZE_PLOT, is_study_plot
 
     tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db")
     run_id = tracker.open_study_run(tracker.experiment_id("stale"), "uid", "stale", {}, {}, {})
@@ -165,7 +165,7 @@ def test_missing_mlflow_run_is_one_line(tiny, tmp_path, monkeypatch, capsys):
 
 
 def test_ui_command_starts_mlflow_and_names_optuna_dashboard(monkeypatch, capsys, tmp_path):
-    import tuner.cli
+    import tuner.cli.app
 
     started = {}
 
@@ -173,8 +173,8 @@ def test_ui_command_starts_mlflow_and_names_optuna_dashboard(monkeypatch, capsys
         started.update(command=command, env=env)
         return 0
 
-    monkeypatch.setattr(tuner.cli.subprocess, "call", fake_call)
-    monkeypatch.setattr(tuner.cli, "_has_optuna_dashboard", lambda: True)
+    monkeypatch.setattr(tuner.cli.app.subprocess, "call", fake_call)
+    monkeypatch.setattr(tuner.cli.app, "_has_optuna_dashboard", lambda: True)
     storage = f"sqlite:///{tmp_path}/optuna.db"
     status, out, _ = cli(monkeypatch, capsys, "ui", "--port", "5123", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
                          "--storage", storage)
@@ -186,12 +186,12 @@ def test_ui_command_starts_mlflow_and_names_optuna_dashboard(monkeypatch, capsys
 
 
 def test_a_plotting_failure_never_loses_the_study(tmp_path, monkeypatch, caplog):
-    import tuner.dashboard
+    import tuner.reporting.dashboard
 
     def broken(*args, **kwargs):
         raise RuntimeError("matplotlib fell over")
 
-    monkeypatch.setattr(tuner.dashboard, "study_plots", broken)
+    monkeypatch.setattr(tuner.reporting.dashboard, "study_plots", broken)
     with caplog.at_level("WARNING", logger="tuner"):
         study = make_tiny_study(tmp_path, name="fragile", trials=2)
     assert "plots were not refreshed (matplotlib fell over)" in caplog.text

@@ -4,7 +4,7 @@ import pytest
 
 from tuner.data import BUILTINS, TEST, TRAIN, VALID, infer_task, load_dataset, make_split, prepare_parts
 from tuner.data.sources import fingerprint
-from tuner.errors import DataError, SplitMismatchError
+from tuner.core.errors import DataError, SplitMismatchError
 
 
 @pytest.mark.parametrize("name, task", [("breast_cancer", "binary"), ("wine", "multiclass"), ("iris", "multiclass"),

@@ -6,7 +6,7 @@ import optuna
 import pytest
 import yaml
 
-from tuner.study import run_study
+from tuner.pipeline.study_run import run_study
 
 
 def run(tmp_path, study: dict, trials: int):

@@ -14,7 +14,7 @@ from tuner.data import load_dataset, prepare_parts
 from tuner.ensemble import FittedEnsemble
 from tuner.ensemble.blends import DeepPlan, WideAndDeep, fit_stacked, fit_wide_deep
 from tuner.ensemble.store import read_build, write_build
-from tuner.errors import SplitMismatchError
+from tuner.core.errors import SplitMismatchError
 
 from conftest import run_cli, tiny_study
 from ensemble_fixtures import WIDE_DEEP_MEMBER, fitted_members, stand_in_source, xgboost_candidate
@@ -87,7 +87,7 @@ def test_a_build_whose_last_rename_fails_puts_the_earlier_build_back(tmp_path, m
 
 def _interrupted_build(monkeypatch, capsys, where: str, *args: str) -> tuple[int, str]:
     """`tuner ensemble build ARGS` in-process, with Ctrl-C pressed inside `tuner.ensemble.<where>`."""
-    from tuner import cli
+    from tuner.cli import app as cli
 
     def ctrl_c(*_, **__):
         raise KeyboardInterrupt
@@ -102,7 +102,7 @@ def _interrupted_build(monkeypatch, capsys, where: str, *args: str) -> tuple[int
 @pytest.mark.slow
 def test_ctrl_c_during_a_build_says_whether_the_test_look_was_counted(write_study, storage_url, tracking_uri,
                                                                        tmp_path, monkeypatch, capsys):
-    from tuner.study import run_study
+    from tuner.pipeline.study_run import run_study
 
     run_study(write_study(tiny_study("stopped", families=["linear", "xgboost"],
                                      budget={"trials": 2, "epochs": 2, "rounds": 10})), storage_url, tracking_uri)
@@ -125,8 +125,8 @@ def test_ctrl_c_during_a_build_says_whether_the_test_look_was_counted(write_stud
 
 
 def _sealed_study(write_study, storage_url, name, seed):
-    from tuner.config import load_study_file
-    from tuner.sealed import open_study
+    from tuner.core.config import load_study_file
+    from tuner.study.sealed import open_study
 
     path = write_study(tiny_study(name, split={"test_fraction": 0.2, "validation_fraction": 0.2, "seed": seed}),
                        f"{name}.yaml")
@@ -159,7 +159,7 @@ def test_convnet_and_xgboost_blend_on_digits_through_the_cli(write_study, storag
                                                              monkeypatch):
     """A Keras member on images and an XGBoost member on the flattened pixels, blended end to end (two trials:
     each family's library default, which the portfolio runs first)."""
-    from tuner.study import run_study
+    from tuner.pipeline.study_run import run_study
 
     spec = tiny_study("digits-blend", data={"source": "builtin:digits"}, metric="accuracy",
                       families=["convnet", "xgboost"], budget={"trials": 2, "epochs": 2, "rounds": 15, "patience": 2},
@@ -212,7 +212,7 @@ def test_build_without_keras_members_and_a_failed_save_leaves_the_last_build(wri
     """No deep member: the wide-and-deep blend says it used a dense deep part. A save that fails after the
     test look keeps that look counted, deletes its MLflow run and leaves the previous build in place."""
     from tuner.ensemble.build import build_ensemble
-    from tuner.study import run_study
+    from tuner.pipeline.study_run import run_study
 
     spec = tiny_study("trees", families=["linear", "xgboost"], budget={"trials": 4, "epochs": 2, "rounds": 20},
                       sampler={"name": "random", "seed": 4})
@@ -253,7 +253,7 @@ def _record(members: list[str]) -> dict:
 
 
 def test_the_report_embeds_each_ensembles_weights_and_correlation_plots(tmp_path):
-    from tuner.ensemble.report import ensemble_sections
+    from tuner.reporting.ensemble_page import ensemble_sections
 
     folder = tmp_path / ".built" / "blend"
     folder.mkdir(parents=True)
@@ -271,7 +271,7 @@ def test_ensemble_plots_go_to_each_source_studys_run_without_stale_ones(tmp_path
     run_id = tracker.open_study_run(tracker.experiment_id("s"), "uid-s", "s", {}, {}, {})
     tracker.log_artifacts(run_id, {"plots/history.png": b"the study's own"})
     source = SimpleNamespace(config=SimpleNamespace(name="s"), study=SimpleNamespace(user_attrs={"tuner.uid": "uid-s"}))
-    from tuner.plots import ensemble_plots
+    from tuner.reporting.plots import ensemble_plots
 
     _show_on_studies(tracker, [source], "blend", ensemble_plots(_record(["#1 linear", "#2 xgboost"])))
     sizes = {a.path: a.file_size for a in tracker.client.list_artifacts(run_id, "plots")}
@@ -286,8 +286,8 @@ def test_a_build_limited_by_the_time_budget_skips_wide_and_deep_and_slow_familie
     """What `run-all --budget` asks when time is short: members of the named families only, no
     jointly trained blend; the record, the report and the chosen blend say so."""
     from tuner.ensemble.build import build_ensemble
-    from tuner.ensemble.report import render_markdown
-    from tuner.study import run_study
+    from tuner.reporting.ensemble_page import render_markdown
+    from tuner.pipeline.study_run import run_study
 
     spec = tiny_study("short", families=["linear", "random_forest"], budget={"trials": 4},
                       sampler={"name": "random", "seed": 5})

@@ -9,7 +9,7 @@ from tuner.ensemble.oof import FoldFit, fold_ids, out_of_fold
 from tuner.ensemble.selection import (
     blend, cross_fitted, drop_near_duplicates, greedy_selection, optimised_weights,
 )
-from tuner.metrics import METRICS
+from tuner.core.metrics import METRICS
 
 
 def test_greedy_selection_finds_the_pair_whose_errors_cancel():
@@ -111,7 +111,7 @@ def test_out_of_fold_predictions_never_contain_a_rows_own_fit():
 
 
 def test_folds_are_refused_when_a_class_is_too_small():
-    from tuner.errors import DataError
+    from tuner.core.errors import DataError
 
     with pytest.raises(DataError, match="fewer than --folds 5"):
         fold_ids(np.array([0] * 10 + [1] * 3), "binary", 5, seed=0)

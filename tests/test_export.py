@@ -25,12 +25,12 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import run_cli
 from tests.ensemble_fixtures import learned_blends, tiny_ensemble
-from tuner import export as export_module
+from tuner.serve import export as export_module
 from tuner.ensemble import WeightedAverage
 from tuner.ensemble.store import built_dir, write_build
-from tuner.errors import DataError, StorageError, TunerError
-from tuner.export import MANIFEST, export_ensemble
-from tuner.predict import conform, predict_file
+from tuner.core.errors import DataError, StorageError, TunerError
+from tuner.serve.export import MANIFEST, export_ensemble
+from tuner.serve.predict import conform, predict_file
 
 
 def make_build(root: Path, name: str, ensemble, *more, tracking_run_id: str | None = None) -> None:

@@ -5,7 +5,7 @@ import optuna
 import pytest
 
 from tuner.data import TRAIN, VALID, load_dataset, make_split, prepare_parts
-from tuner.metrics import METRICS
+from tuner.core.metrics import METRICS
 from tuner.models import FAMILIES, ProblemSpec, ScopedTrial
 
 # `custom` needs a user's builder (tests/test_custom_family.py); the other families read the tabular view.
@@ -99,7 +99,7 @@ def test_a_forest_predicts_small_inputs_on_one_thread_and_keeps_its_own_setting(
     from sklearn.datasets import make_classification
     from sklearn.ensemble import RandomForestClassifier
 
-    from tuner.models._sklearn import THREADED_PREDICT_ROWS, SklearnMember
+    from tuner.models.estimators.member import THREADED_PREDICT_ROWS, SklearnMember
 
     X, y = make_classification(n_samples=300, n_features=8, random_state=0)
     member = SklearnMember(RandomForestClassifier(n_estimators=20, n_jobs=-1, random_state=0), classification=True)

@@ -6,16 +6,16 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-import tuner.finalize as finalize_module
+import tuner.evaluate.finalize as finalize_module
 from tuner.data import TEST, TRAIN, VALID
-from tuner.errors import SplitMismatchError, TunerError
-from tuner.finalize import (
+from tuner.core.errors import SplitMismatchError, TunerError
+from tuner.evaluate.finalize import (
     AlreadyFinalized, FinalRow, _judge, bootstrap_interval, finalize_study, render_markdown, select_finalists,
 )
-from tuner.metrics import METRICS
-from tuner.sealed import open_sealed
-from tuner.studies import count_test_look
-from tuner.study import run_study
+from tuner.core.metrics import METRICS
+from tuner.study.sealed import open_sealed
+from tuner.study.catalog import count_test_look
+from tuner.pipeline.study_run import run_study
 from tuner.tracking import Tracker
 
 from conftest import run_cli, tiny_study
@@ -119,7 +119,7 @@ def test_finalize_through_the_cli_names_every_split(small_study, storage_url, tr
 def test_report_has_a_finalize_section_once_finalized(small_study, storage_url, tracking_uri, tmp_path):
     import html
 
-    from tuner.dashboard import write_report
+    from tuner.reporting.dashboard import write_report
 
     before, _ = write_report(small_study, tmp_path / "before.html", storage_url, tracking_uri)
     assert "Finalize:" not in before.read_text()
@@ -139,7 +139,7 @@ def test_report_has_a_finalize_section_once_finalized(small_study, storage_url, 
 
 
 def test_finalize_section_renders_an_old_record_without_a_score_name():
-    from tuner.report import finalize_section
+    from tuner.reporting.study_page import finalize_section
 
     record = {"metric": "rmse", "rows_train": 80, "rows_val": 20, "rows_test": 25, "test_looks": 2,
               "trials_complete": 9, "spearman": None, "val_standard_error": 0.1, "expected_selection_optimism": 0.2,

@@ -8,7 +8,7 @@ import pytest
 from tests.ensemble_fixtures import tiny_ensemble
 from tuner.ensemble import FittedEnsemble, WeightedAverage
 from tuner.ensemble.store import read_build, write_build
-from tuner.errors import TunerError
+from tuner.core.errors import TunerError
 
 
 @pytest.mark.parametrize("source,task,metric", [("builtin:breast_cancer", "binary", "roc_auc"),

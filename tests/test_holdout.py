@@ -6,12 +6,12 @@ import numpy as np
 import optuna
 import pytest
 
-import tuner.finalize as finalize_module
-from tuner.config import ThresholdoutConfig
+import tuner.evaluate.finalize as finalize_module
+from tuner.core.config import ThresholdoutConfig
 from tuner.data import HOLDOUT, TEST, TRAIN
-from tuner.holdout import HoldoutBudgetSpent, NoHoldoutPart, Thresholdout, ThresholdoutState, query_holdout
-from tuner.sealed import open_sealed
-from tuner.study import run_study
+from tuner.evaluate.holdout import HoldoutBudgetSpent, NoHoldoutPart, Thresholdout, ThresholdoutState, query_holdout
+from tuner.study.sealed import open_sealed
+from tuner.pipeline.study_run import run_study
 
 from conftest import run_cli, tiny_study
 

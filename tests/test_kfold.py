@@ -6,17 +6,17 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-import tuner.runner as runner_module
-from tuner.config import PrunerConfig, StudyConfig, load_study_file
+import tuner.search.runner as runner_module
+from tuner.core.config import PrunerConfig, StudyConfig, load_study_file
 from tuner.data import HOLDOUT, TEST, VALID, SealedSplit, load_dataset, make_split
-from tuner.errors import DataError, SplitMismatchError, StudyFileError
-from tuner.finalize import finalize_study
-from tuner.metrics import Metric
-from tuner.objective import Objective
-from tuner.runner import search_folds
-from tuner.search import make_pruner
-from tuner.sealed import open_sealed, open_study
-from tuner.study import run_study
+from tuner.core.errors import DataError, SplitMismatchError, StudyFileError
+from tuner.evaluate.finalize import finalize_study
+from tuner.core.metrics import Metric
+from tuner.search.objective import Objective
+from tuner.search.runner import search_folds
+from tuner.search.samplers import make_pruner
+from tuner.study.sealed import open_sealed, open_study
+from tuner.pipeline.study_run import run_study
 
 from conftest import run_cli, tiny_study
 
@@ -170,7 +170,7 @@ def test_kfold_study_end_to_end(write_study, storage_url, tracking_uri, seen_fol
 
 def test_kfold_finalize_refits_on_every_search_row_but_not_the_holdout(write_study, storage_url, tracking_uri,
                                                                        monkeypatch):
-    import tuner.finalize as finalize_module
+    import tuner.evaluate.finalize as finalize_module
 
     spec = cv_study("kfold-fin", families=["linear"], split={"folds": 2, "seed": 1, "holdout_fraction": 0.1})
     run_study(write_study(spec), storage_url, tracking_uri, trials=2)

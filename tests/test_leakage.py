@@ -5,13 +5,13 @@ import optuna
 import pandas as pd
 import pytest
 
-import tuner.finalize as finalize_module
-import tuner.runner as runner_module
+import tuner.evaluate.finalize as finalize_module
+import tuner.search.runner as runner_module
 from tuner.data import HOLDOUT, TEST, SealedSplit, make_split
-from tuner.errors import SplitMismatchError
-from tuner.finalize import finalize_study
-from tuner.objective import Objective
-from tuner.study import run_study
+from tuner.core.errors import SplitMismatchError
+from tuner.evaluate.finalize import finalize_study
+from tuner.search.objective import Objective
+from tuner.pipeline.study_run import run_study
 
 from conftest import tiny_study
 

@@ -5,7 +5,7 @@ import pytest
 from sklearn import metrics as skm
 from sklearn.exceptions import UndefinedMetricWarning
 
-from tuner.metrics import METRICS
+from tuner.core.metrics import METRICS
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -12,7 +12,7 @@ import pytest
 from tuner.data.generated import generated_mixed, generated_series, generated_text
 from tuner.data.preprocess import FeaturePreprocessor
 from tuner.models import FAMILIES, ProblemSpec
-from tuner.models.keras_training import KerasMember, keras, release_memory
+from tuner.models.keras.training import KerasMember, keras, release_memory
 
 FAST = {"optimizer": "adam", "learning_rate": 0.01, "batch_size": 32}
 

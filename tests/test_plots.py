@@ -8,7 +8,7 @@ import pytest
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from tuner import plots
+from tuner.reporting import plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MIN_PNG_BYTES = 5_000  # an empty 100-dpi canvas is ~2 kB; a drawn plot with axes and text is far more

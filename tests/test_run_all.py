@@ -44,7 +44,7 @@ def test_the_ensemble_is_planned_from_each_familys_median_trial_time(storage_url
     """Costs: 8 s fixed + (folds + 1) x (per_family x (linear 1 s + dense 11 s) + wide-and-deep 11 s)."""
     from optuna.trial import TrialState, create_trial
 
-    from tuner.pipeline import plan_ensemble
+    from tuner.pipeline.run_all import plan_ensemble
 
     study = optuna.create_study(study_name="sized", storage=storage_url, direction="maximize")
     for family, seconds in [("linear", 1.0), ("linear", 1.0), ("dense", 10.0), ("dense", 12.0)]:
@@ -69,7 +69,7 @@ def test_the_ensemble_is_planned_from_each_familys_median_trial_time(storage_url
 def test_without_a_keras_family_the_wide_and_deep_blend_is_costed_as_a_dense_network(storage_url):
     from optuna.trial import TrialState, create_trial
 
-    from tuner.pipeline import DENSE_EPOCH_S, ENSEMBLE_FIXED_S, plan_ensemble
+    from tuner.pipeline.run_all import DENSE_EPOCH_S, ENSEMBLE_FIXED_S, plan_ensemble
 
     study = optuna.create_study(study_name="trees", storage=storage_url, direction="maximize")
     study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.9, user_attrs={"family": "xgboost", "duration_s": 2.0}))
@@ -81,7 +81,7 @@ def test_the_plan_never_drops_the_family_of_the_searchs_best_trial(storage_url):
     """The slowest family won the search: short of time, the cheap ones go, not the winner's."""
     from optuna.trial import TrialState, create_trial
 
-    from tuner.pipeline import plan_ensemble
+    from tuner.pipeline.run_all import plan_ensemble
 
     study = optuna.create_study(study_name="slow-winner", storage=storage_url, direction="maximize")
     for family, seconds, value in [("linear", 1.0, 0.6), ("random_forest", 2.0, 0.7), ("dense", 10.0, 0.9)]:
@@ -97,8 +97,8 @@ def test_a_stage_the_budget_cannot_pay_for_is_skipped_whole_and_said(write_study
     trials already on record, keeping the best one."""
     import time
 
-    from tuner.pipeline import run_all
-    from tuner.study import run_study
+    from tuner.pipeline.run_all import run_all
+    from tuner.pipeline.study_run import run_study
 
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     path = write_study(tiny_study("late", split={"folds": 3, "seed": 1}, families=["linear", "xgboost"],
@@ -120,8 +120,8 @@ def test_a_stage_the_budget_cannot_pay_for_is_skipped_whole_and_said(write_study
 def test_a_budget_that_leaves_no_time_for_one_trial_is_one_clear_error(write_study, storage_url, tmp_path):
     import time
 
-    from tuner.errors import TunerError
-    from tuner.pipeline import run_all
+    from tuner.core.errors import TunerError
+    from tuner.pipeline.run_all import run_all
 
     path = write_study(tiny_study("hopeless", split={"folds": 3, "seed": 1}, families=["linear"]))
     with pytest.raises(TunerError, match="no time for a single complete trial.*raise --budget"):
@@ -132,7 +132,7 @@ def test_a_budget_that_leaves_no_time_for_one_trial_is_one_clear_error(write_stu
 def test_short_of_time_keras_bags_go_first_but_never_the_searchs_best(storage_url):
     from optuna.trial import TrialState, create_trial
 
-    from tuner.pipeline import KERAS_BAGS_S, BagPlan, plan_bags
+    from tuner.pipeline.run_all import KERAS_BAGS_S, BagPlan, plan_bags
 
     study = optuna.create_study(study_name="bags-short", storage=storage_url, direction="maximize")
     for family, value in [("linear", 0.8), ("dense", 0.7), ("xgboost", 0.85)]:
@@ -149,9 +149,9 @@ def test_short_of_time_run_all_leaves_out_let_go_bags_instead_of_rebuilding_them
     still comes from the stored bags, the search's best among them."""
     import time
 
-    from tuner.bags import BAG_ATTR, artifact_root
-    from tuner.pipeline import run_all
-    from tuner.study import run_study
+    from tuner.study.trial_bags import BAG_ATTR, artifact_root
+    from tuner.pipeline.run_all import run_all
+    from tuner.pipeline.study_run import run_study
 
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     path = write_study(tiny_study("late-bags", split={"folds": 3, "seed": 1}, sampler={"name": "random", "seed": 4},

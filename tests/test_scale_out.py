@@ -257,7 +257,7 @@ def test_sigterm_marks_the_trial_closes_its_run_and_says_how_to_resume(tmp_path,
 
 
 def test_sqlite_on_a_network_disk_is_refused(tmp_path):
-    from tuner.storage import NETWORK_FILESYSTEMS, filesystem_type
+    from tuner.study.storage import NETWORK_FILESYSTEMS, filesystem_type
 
     mounts = f"/dev/sda1 / ext4 rw 0 0\nserver:/export {tmp_path} nfs4 rw 0 0\n"
     assert filesystem_type(tmp_path / "studies", mounts) in NETWORK_FILESYSTEMS
@@ -265,8 +265,8 @@ def test_sqlite_on_a_network_disk_is_refused(tmp_path):
 
 
 def test_journal_storage_with_heartbeats_is_refused(monkeypatch, tmp_path):
-    from tuner.errors import StorageError
-    from tuner.storage import open_storage
+    from tuner.core.errors import StorageError
+    from tuner.study.storage import open_storage
 
     monkeypatch.setenv("TUNER_HEARTBEAT_S", "2")
     with pytest.raises(StorageError, match="journal storage cannot keep"):
@@ -298,12 +298,12 @@ def test_tuner_server_passes_the_allowed_hosts_to_mlflow(monkeypatch, tmp_path):
 
     from typer.testing import CliRunner
 
-    import tuner.cli
+    import tuner.cli.app
 
     started = []
     monkeypatch.setattr(socket, "gethostname", lambda: "gpu-box")
-    monkeypatch.setattr(tuner.cli.subprocess, "call", lambda command, env: started.append(command) or 0)
-    result = CliRunner().invoke(tuner.cli.app, [
+    monkeypatch.setattr(tuner.cli.app.subprocess, "call", lambda command, env: started.append(command) or 0)
+    result = CliRunner().invoke(tuner.cli.app.app, [
         "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'm.db'}", "--artifacts-destination",
         str(tmp_path / "artifacts"), "--host", "0.0.0.0", "--allowed-hosts", "proxy.example.com"])
     assert result.exit_code == 0, result.output
@@ -313,7 +313,7 @@ def test_tuner_server_passes_the_allowed_hosts_to_mlflow(monkeypatch, tmp_path):
 
 def test_only_the_last_worker_to_finish_closes_the_parent_run(tmp_path, tracking_uri):
     from tuner.tracking import Tracker
-    from tuner.workers import parent_run_status, worker_label
+    from tuner.search.workers import parent_run_status, worker_label
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="last")
     mine = study.ask()
@@ -341,14 +341,14 @@ def test_only_the_last_worker_to_finish_closes_the_parent_run(tmp_path, tracking
 
 
 def seeded_config(seed: int | None = 5):
-    from tuner.config import StudyConfig
+    from tuner.core.config import StudyConfig
 
     return StudyConfig.model_validate(tiny_study("seeds", sampler={"name": "random", "seed": seed}))
 
 
 def test_a_seeded_process_alone_replays_its_seed_and_a_sharing_one_takes_its_own(monkeypatch):
-    import tuner.workers as workers_module
-    from tuner.workers import sampler_seed
+    import tuner.search.workers as workers_module
+    from tuner.search.workers import sampler_seed
 
     config = seeded_config()
     assert sampler_seed(config, 3, worker=0) == sampler_seed(config, 3, worker=0) == 8  # alone: seed + trials so far
@@ -363,8 +363,8 @@ def test_a_seeded_process_alone_replays_its_seed_and_a_sharing_one_takes_its_own
 
 
 def test_another_workers_trial_is_seen_from_its_start_and_queued_ones_are_no_ones(monkeypatch):
-    import tuner.workers as workers_module
-    from tuner.workers import other_worker_at_work
+    import tuner.search.workers as workers_module
+    from tuner.search.workers import other_worker_at_work
 
     monkeypatch.setattr(workers_module, "worker_label", lambda: "me:1")
     study = optuna.create_study()
@@ -386,9 +386,9 @@ def test_another_workers_trial_is_seen_from_its_start_and_queued_ones_are_no_one
 
 def test_two_seeded_workers_started_together_propose_different_params(monkeypatch):
     """Both see an empty study and take the same seed; the second to start a trial sees the first's and reseeds."""
-    import tuner.workers as workers_module
-    from tuner.search import make_sampler
-    from tuner.workers import ReseedOnJoin, sampler_seed
+    import tuner.search.workers as workers_module
+    from tuner.search.samplers import make_sampler
+    from tuner.search.workers import ReseedOnJoin, sampler_seed
 
     config = seeded_config()
     storage = optuna.storages.InMemoryStorage()

@@ -17,7 +17,7 @@ import yaml
 
 from tests.conftest import REPO, tiny_study
 from tests.test_export import make_build
-from tuner.errors import TunerError
+from tuner.core.errors import TunerError
 
 KERAS_MODULES = ("tensorflow", "keras")
 PROBE = """
@@ -100,8 +100,8 @@ def tree_only_ensemble():
 @pytest.mark.slow
 def test_tuner_predict_of_a_tree_only_export_skips_mlflow_and_tensorflow_with_pyfuncs_predictions(
         tmp_path, tracking_uri):
-    from tuner.export import export_ensemble
-    from tuner.predict import conform, predict_file, read_export
+    from tuner.serve.export import export_ensemble
+    from tuner.serve.predict import conform, predict_file, read_export
 
     ensemble, rows = tree_only_ensemble()
     make_build(tmp_path, "trees", ensemble)
@@ -135,7 +135,7 @@ def test_tuner_predict_of_a_tree_only_export_skips_mlflow_and_tensorflow_with_py
 def test_a_scikit_learn_member_loads_without_mlflow_and_honours_the_pickle_switch(tmp_path, monkeypatch):
     from sklearn.linear_model import LogisticRegression
 
-    from tuner.models._sklearn import SklearnMember
+    from tuner.models.estimators.member import SklearnMember
 
     X, y = np.random.default_rng(0).normal(size=(40, 3)), np.arange(40) % 2
     saved = SklearnMember(LogisticRegression(), classification=True).fit(X, y).save(tmp_path / "member")
@@ -152,13 +152,13 @@ def test_main_skips_the_last_collection_after_predict_only(tmp_path, monkeypatch
     with SQLite stores open keeps the pass that closes them."""
     import gc
 
-    from tuner import cli
-    from tuner.predict import Predictions
+    from tuner.cli import app as cli
+    from tuner.serve.predict import Predictions
 
     frozen = []
     monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
     monkeypatch.setattr(cli, "EXIT", cli.ExitPlan())
-    monkeypatch.setattr("tuner.predict.predict_file", lambda *_: Predictions(pd.DataFrame({"prediction": [1]})))
+    monkeypatch.setattr("tuner.serve.predict.predict_file", lambda *_: Predictions(pd.DataFrame({"prediction": [1]})))
     monkeypatch.setenv("TUNER_STORAGE", f"sqlite:///{tmp_path}/optuna.db")
     for argv, expected in [(["study", "list"], []), (["predict", "model", "rows.csv"], [True])]:
         monkeypatch.setattr(sys, "argv", ["tuner", *argv])

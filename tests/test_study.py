@@ -8,13 +8,13 @@ import pytest
 from optuna.trial import TrialState
 
 import tuner
-import tuner.runner as runner_module
-import tuner.storage as storage_module
+import tuner.search.runner as runner_module
+import tuner.study.storage as storage_module
 from tuner.data import TEST, TRAIN, VALID, SealedSplit
-from tuner.errors import SplitMismatchError, StorageError, StudyFileError
-from tuner.objective import Objective
-from tuner.studies import describe_study, list_studies
-from tuner.study import run_study
+from tuner.core.errors import SplitMismatchError, StorageError, StudyFileError
+from tuner.search.objective import Objective
+from tuner.study.catalog import describe_study, list_studies
+from tuner.pipeline.study_run import run_study
 
 from conftest import tiny_study
 

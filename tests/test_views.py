@@ -9,7 +9,7 @@ import pytest
 from tuner.data.generated import generated_mixed, generated_series, generated_text
 from tuner.data.preprocess import TEXT_MAX_TERMS, FeaturePreprocessor, probe_shapes, text_columns
 from tuner.data.sources import BUILTINS, load_dataset
-from tuner.errors import DataError
+from tuner.core.errors import DataError
 
 
 def test_free_text_is_text_and_short_labels_stay_categorical():
@@ -86,7 +86,7 @@ def test_generated_sets_are_listed_deterministic_and_probe_without_fitting():
 
 
 def test_mixed_precision_is_not_applied_without_a_gpu():
-    from tuner.devices import configure_mixed_precision, configure_tensorflow
+    from tuner.core.devices import configure_mixed_precision, configure_tensorflow
 
     if configure_tensorflow():
         pytest.skip("a GPU is present: mixed precision would apply")

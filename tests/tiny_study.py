@@ -30,7 +30,7 @@ class TinyStudy:
 
 
 def make_tiny_study(folder: Path, name: str = "tiny", trials: int = 4) -> TinyStudy:
-    from tuner.study import run_study
+    from tuner.pipeline.study_run import run_study
 
     folder.mkdir(parents=True, exist_ok=True)
     study = TinyStudy(name, folder / f"{name}.yaml", f"sqlite:///{folder}/optuna.db", f"sqlite:///{folder}/mlflow.db")

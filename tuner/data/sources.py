@@ -11,7 +11,7 @@ import pandas as pd
 
 from tuner.data.generated import GENERATED
 from tuner.data.validation import validate_arrays, validate_table, validate_tokens
-from tuner.errors import DataError
+from tuner.core.errors import DataError
 
 BUILTINS = {
     "breast_cancer": "binary: 569 tumours x 30 measurements (Wisconsin)",

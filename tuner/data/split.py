@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import RepeatedKFold, RepeatedStratifiedKFold, train_test_split
 
-from tuner.errors import DataError, SplitMismatchError
+from tuner.core.errors import DataError, SplitMismatchError
 
 TRAIN, VALID, TEST, HOLDOUT = 0, 1, 2, 3
 PART_NAMES = {TRAIN: "train", VALID: "val", TEST: "test", HOLDOUT: "holdout"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tuner.errors import DataError
+from tuner.core.errors import DataError
 
 MAX_CLASSES = 50
 

@@ -35,7 +35,7 @@ from tuner.models import FAMILIES
 
 if TYPE_CHECKING:  # studies and candidates are only passed through; loading a blend needs neither
     from tuner.ensemble.candidates import Candidate
-    from tuner.sealed import SealedStudy
+    from tuner.study.sealed import SealedStudy
 
 TREE_FAMILIES = ("xgboost", "random_forest")  # whose `apply` gives leaf indices for the wide part
 MAX_LEAF_TREES = 64  # leaf indices of the first trees only, so the wide part stays small
@@ -180,7 +180,7 @@ class WideAndDeep(Combiner):
         return np.hstack(wide).astype(np.float32)
 
     def feed(self, deep: Any, wide: np.ndarray) -> dict[str, Any]:
-        from tuner.models.keras_training import model_input
+        from tuner.models.keras.training import model_input
 
         if self.deep_keys is None:
             return {"deep": model_input(self.model, deep), "wide_features": wide}
@@ -200,7 +200,7 @@ class WideAndDeep(Combiner):
 
     @classmethod
     def from_record(cls, record: dict[str, Any], folder: Path) -> WideAndDeep:
-        from tuner.models.keras_training import keras
+        from tuner.models.keras.training import keras
 
         encoder = joblib.load(folder / record["leaf_encoder"]) if record["leaf_encoder"] else None
         return cls(keras().models.load_model(folder / record["model"]), record["task"], record["deep_view"],
@@ -209,7 +209,7 @@ class WideAndDeep(Combiner):
 
 def fit_wide_deep(tree: Candidate | None, plan: DeepPlan, part: Part, encoder: LabelEncoder | None) -> FoldFit:
     """Fit the tree member, then the joint Keras model, on `part` for the deep part's step count."""
-    from tuner.models.keras_training import compile_model, keras, last_hidden, output_activation, output_units
+    from tuner.models.keras.training import compile_model, keras, last_hidden, output_activation, output_units
 
     k = keras()
     members = [fit_candidate(tree, part, encoder)] if tree is not None else []

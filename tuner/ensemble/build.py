@@ -1,6 +1,6 @@
 """`tuner ensemble build` of holdout studies: candidates -> out-of-fold refits -> blends -> final fits -> one test look.
 
-(K-fold studies keep every trial's out-of-fold predictions and fold models: `tuner.ensemble.bagged`
+(K-fold studies keep every trial's out-of-fold predictions and fold models: `tuner.ensemble.bagged_trials`
 builds from those without fitting anything.)
 
 Every choice (which near-duplicates go, the blend weights, the meta-models, the blend to export)
@@ -26,11 +26,11 @@ from tuner.ensemble.candidates import gather_candidates, open_sources
 from tuner.ensemble.fitted import FittedEnsemble, FittedMember
 from tuner.ensemble.oof import fit_candidate, fold_ids, member_fitter, out_of_fold
 from tuner.ensemble.selection import cross_fitted, drop_near_duplicates, greedy_selection, optimised_weights
-from tuner.bags import has_oof
-from tuner.ensemble.bagged import blend_bagged_trials
+from tuner.study.trial_bags import has_oof
+from tuner.ensemble.bagged_trials import blend_bagged_trials
 from tuner.ensemble.judge import BLENDS, Blended, choose_blend, judge, standard_blends
-from tuner.errors import TunerError
-from tuner.metrics import METRICS, Metric
+from tuner.core.errors import TunerError
+from tuner.core.metrics import METRICS, Metric
 
 EXAMPLE_ROWS = 5
 

@@ -12,9 +12,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.errors import SplitMismatchError, TunerError
-from tuner.metrics import METRICS
-from tuner.sealed import SealedStudy, open_sealed
+from tuner.core.errors import SplitMismatchError, TunerError
+from tuner.core.metrics import METRICS
+from tuner.study.sealed import SealedStudy, open_sealed
 
 
 @dataclass

@@ -23,10 +23,10 @@ from tuner.ensemble.blends import fit_stacked
 from tuner.ensemble.fitted import RAW_VIEW, FittedEnsemble, FittedMember, WeightedAverage
 from tuner.ensemble.selection import correlation_matrix
 from tuner.ensemble.store import write_build
-from tuner.finalize import BOOTSTRAP_SAMPLES, bootstrap_interval
-from tuner.metrics import Metric
-from tuner.sealed import ATTR, SealedStudy
-from tuner.studies import count_test_look
+from tuner.evaluate.finalize import BOOTSTRAP_SAMPLES, bootstrap_interval
+from tuner.core.metrics import Metric
+from tuner.study.sealed import ATTR, SealedStudy
+from tuner.study.catalog import count_test_look
 
 BLENDS = ("best_single", "average", "weighted", "stacked", "wide_deep")  # ties go to the simpler, earlier one
 RUN_PLOTS = {"weights": "plots/member_weights.png", "correlation": "plots/prediction_correlation.png"}
@@ -124,8 +124,8 @@ def judge(name: str, sources: list[SealedStudy], blended: Blended, metric: Metri
         "fingerprint": split.fingerprint, "split_digest": split.digest, "test_looks": looks,
         "built_at": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    from tuner.ensemble.report import render_markdown, verdict
-    from tuner.plots import ensemble_plots
+    from tuner.reporting.ensemble_page import render_markdown, verdict
+    from tuner.reporting.plots import ensemble_plots
 
     record["verdict"] = verdict(record)
     images = ensemble_plots(record)
@@ -156,7 +156,7 @@ def _predict_test(ensemble: FittedEnsemble, test: Part, predicted: dict[int, np.
 def _show_on_studies(tracker, sources, name: str, images: dict[str, bytes]) -> None:
     """The ensemble's plots also on each source study's run (`plots/ensemble-NAME-weights.png`, ...), so
     that run shows every plot of the study. Best effort: the build is already stored and logged."""
-    from tuner.plots import ENSEMBLE_PLOT_PREFIX
+    from tuner.reporting.plots import ENSEMBLE_PLOT_PREFIX
 
     prefix = f"{ENSEMBLE_PLOT_PREFIX}{name}-"
     for source in sources:

@@ -17,7 +17,7 @@ from sklearn.preprocessing import LabelEncoder
 
 from tuner.data import Dataset, Part, prepare_parts
 from tuner.ensemble.fitted import Combiner, FittedMember
-from tuner.errors import DataError
+from tuner.core.errors import DataError
 from tuner.models import FAMILIES, ProblemSpec
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def fit_candidate(candidate: Candidate, fit: Part, encoder: LabelEncoder | None)
     family = FAMILIES[candidate.family]
     spec = member_spec(candidate, fit, encoder)
     if family.uses_keras:
-        from tuner.models.keras_training import keras
+        from tuner.models.keras.training import keras
 
         keras().utils.set_random_seed(spec.seed + candidate.trial.number)
     view = family.view_for(spec)
@@ -103,7 +103,7 @@ def out_of_fold(dataset: Dataset, task: str, rows: np.ndarray, ids: np.ndarray,
             if scores.ndim == 2:  # float32 probabilities (XGBoost) miss one by more than scikit-learn allows
                 scores = scores / scores.sum(axis=1, keepdims=True)
             if fitted.uses_keras:
-                from tuner.models.keras_training import release_memory
+                from tuner.models.keras.training import release_memory
 
                 release_memory()
             if name not in predictions:

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 from scipy.optimize import minimize
 
-from tuner.metrics import Metric, score_many
+from tuner.core.metrics import Metric, score_many
 
 GREEDY_ROUNDS = 50
 WeightRule = Callable[[list[np.ndarray], np.ndarray], np.ndarray]

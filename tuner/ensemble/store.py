@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from tuner.errors import TunerError
+from tuner.core.errors import TunerError
 
 BUILD_RECORD = "build.json"
 

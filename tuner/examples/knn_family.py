@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 
-from tuner.models._sklearn import SklearnMember
+from tuner.models.estimators.member import SklearnMember
 from tuner.models.base import Family, ProblemSpec
 from tuner.models.registry import register
 

@@ -7,7 +7,7 @@ head learns the study target; the first head is the prediction the study metric 
 
 from __future__ import annotations
 
-from tuner.models.keras_training import keras
+from tuner.models.keras.training import keras
 
 
 def build_with_auxiliary_head(trial, inputs):

@@ -7,7 +7,7 @@ Images arrive standardised (the `image` view), so reconstruction is measured wit
 
 from __future__ import annotations
 
-from tuner.models.keras_training import keras
+from tuner.models.keras.training import keras
 
 k = keras()
 

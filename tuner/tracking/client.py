@@ -14,8 +14,8 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from tuner.errors import StorageError
-from tuner.storage import sync_at_checkpoints
+from tuner.core.errors import StorageError
+from tuner.study.storage import sync_at_checkpoints
 from tuner.tracking.server import HTTP_DEFAULTS, artifact_root_for, check_server, resolve_tracking_uri
 
 log = logging.getLogger("tuner")
@@ -140,7 +140,7 @@ def _write_ahead_log(uri: str) -> None:
 
 
 def _sync_at_checkpoints(client, uri: str) -> None:
-    """The client's SQLite connections in `synchronous=NORMAL` (tuner.storage.sync_at_checkpoints);
+    """The client's SQLite connections in `synchronous=NORMAL` (tuner.study.storage.sync_at_checkpoints);
     skipped where MLflow keeps its engine elsewhere."""
     engine = getattr(getattr(getattr(client, "_tracking_client", None), "store", None), "engine", None)
     if uri.startswith("sqlite:///") and engine is not None:

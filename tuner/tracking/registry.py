@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuner.errors import StorageError
+from tuner.core.errors import StorageError
 from tuner.tracking.client import TrackingClient
 
 CHAMPION = "champion"  # the registry alias on the newest export of an ensemble

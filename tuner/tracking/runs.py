@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from tuner.errors import StorageError
+from tuner.core.errors import StorageError
 from tuner.tracking.client import TrackingClient
 
 _BATCH = 1000
@@ -189,7 +189,7 @@ class StudyRuns(TrackingClient):
         from mlflow.entities import Metric
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-        from tuner.plots import FINALIZE_PLOT, png_bytes, validation_vs_test  # matplotlib, for this run only
+        from tuner.reporting.plots import FINALIZE_PLOT, png_bytes, validation_vs_test  # matplotlib, for this run only
 
         experiment_id = self.experiment_id(study_name)
         parent = self.find_study_run(experiment_id, study_uid)
@@ -198,7 +198,7 @@ class StudyRuns(TrackingClient):
             tags[MLFLOW_PARENT_RUN_ID] = parent
         run_id = self.client.create_run(experiment_id, run_name=f"finalize (test look {report.test_looks})", tags=tags).info.run_id
         winner, m, now = report.winner, report.metric, int(time.time() * 1000)
-        score = report.score_name or f"val_{m}"  # as tuner.finalize.search_score_name reads a report
+        score = report.score_name or f"val_{m}"  # as tuner.evaluate.finalize.search_score_name reads a report
         metrics = {f"winner_{score}": winner.val, f"winner_test_{m}": winner.test,
                    "winner_optimism": winner.optimism, "test_looks": report.test_looks,
                    "expected_selection_optimism": report.expected_selection_optimism}

@@ -10,7 +10,7 @@ import socket
 import sys
 from pathlib import Path
 
-from tuner.errors import StorageError
+from tuner.core.errors import StorageError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 HEALTH_TIMEOUT_S = 5

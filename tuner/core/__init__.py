@@ -1,0 +1,1 @@
+"""Below every stage: user-facing errors, the study file's schema, metrics, devices, the in-trial deadline."""

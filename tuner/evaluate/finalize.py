@@ -1,0 +1,311 @@
+"""Scoring the sealed test split for `study finalize`; `ensemble build` is the only other reader of test rows.
+
+The top configurations (by validation score, at least the best of each family) are refitted on
+train + validation (every search row of a K-fold study) with the epoch / round count early
+stopping found (the median over folds), and each is scored on the test rows. A holdout part, if
+the study has one, is left out of the refit and never read here. The report says how far validation flattered the winner and whether that is more than
+the test size can explain (BOOK.md, "Hyperparameter optimisation").
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from scipy.stats import spearmanr
+
+from tuner.study.trial_bags import TrialBags, artifact_root, assemble_bags, has_oof
+from tuner.data import TEST, prepare_parts
+from tuner.core.errors import TunerError
+from tuner.core.metrics import METRICS, Metric
+from tuner.models import FAMILIES
+from tuner.study.sealed import ATTR, SealedStudy, open_sealed
+from tuner.study.catalog import count_test_look
+
+BOOTSTRAP_SAMPLES = 1000
+
+
+class AlreadyFinalized(TunerError):
+    """The test split was already looked at; looking again needs --force and is counted."""
+
+
+@dataclass
+class FinalRow:
+    trial: int
+    family: str
+    params: dict[str, Any]
+    steps: int | None
+    val: float  # the search score: val_<metric>, or cv_<metric> in a K-fold study
+    test: float
+    test_low: float
+    test_high: float
+    optimism: float  # how much better validation said it was than test, in the metric's units
+    val_rank: int = 0
+    test_rank: int = 0
+
+
+@dataclass
+class FinalizeReport:
+    study: str
+    metric: str
+    direction: str
+    rows_train: int
+    rows_val: int
+    rows_test: int
+    trials_complete: int
+    test_looks: int
+    rows: list[FinalRow]
+    spearman: float | None
+    val_standard_error: float
+    expected_selection_optimism: float
+    warnings: list[str] = field(default_factory=list)
+    finished_at: str = ""
+    score_name: str = ""  # the search score's name: val_<metric> or cv_<metric>
+    rows_scored: int = 0  # rows behind one search score: the validation part, or every search row with folds
+
+    @property
+    def winner(self) -> FinalRow:
+        return self.rows[0]
+
+    def to_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> FinalizeReport:
+        """The report stored with the study (attr `tuner.evaluate.finalize`), shown again without a new test look."""
+        return cls(**{**record, "rows": [FinalRow(**row) for row in record["rows"]]})
+
+
+def select_finalists(study: optuna.Study, top: int) -> list[FrozenTrial]:
+    """The best `top` complete trials by validation, widened to hold the best of every family."""
+    sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+    ranked = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
+                    key=lambda t: -sign * t.value)
+    chosen = ranked[:top]
+    for family in sorted({t.user_attrs["family"] for t in ranked}):
+        if not any(t.user_attrs["family"] == family for t in chosen):
+            chosen.append(next(t for t in ranked if t.user_attrs["family"] == family))
+    return sorted(chosen, key=lambda t: -sign * t.value)
+
+
+def bootstrap_interval(metric: Metric, y: np.ndarray, scores: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
+    """95% percentile interval and standard error of the metric over bootstrap resamples of rows.
+
+    NaN all three when fewer than two resamples can be scored (roc_auc on a test part so small that
+    resamples hold one class): no interval is better than a made-up one.
+    """
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(BOOTSTRAP_SAMPLES):
+        rows = rng.integers(0, len(y), len(y))
+        if metric.name == "roc_auc" and len(np.unique(y[rows])) < 2:
+            continue
+        values.append(metric.score(y[rows], scores[rows]))
+    if len(values) < 2:
+        return math.nan, math.nan, math.nan
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high), float(np.std(values, ddof=1))
+
+
+def finalize_study(name: str, storage_url: str | None = None, tracking_uri: str | None = None, top: int = 5,
+                   force: bool = False, study_file: str | None = None) -> FinalizeReport:
+    sealed = open_sealed(name, storage_url, study_file)
+    study = sealed.study
+    earlier = int(study.user_attrs.get(ATTR + "test_looks", 0))
+    if earlier and not force:
+        raise AlreadyFinalized(
+            f"study {name!r} was already scored on its test split ({earlier} look(s)); every further look "
+            "is counted and weakens the estimate: add --force to look again"
+        )
+    if sealed.metric not in METRICS:
+        raise TunerError(f"study {name!r} is scored by the custom monitor {sealed.metric!r}, which has no test-set "
+                         "counterpart; finalize needs a study `metric:`")
+    finalists = select_finalists(study, top)
+    if not finalists:
+        raise TunerError(f"study {name!r} has no complete trial to finalize; run `tuner study run` first")
+    from tuner.tracking import Tracker
+
+    tracker = Tracker(tracking_uri)
+    tracker.check()
+    counted: list[int] = []  # this run's look number, once it is counted
+    try:
+        rows = score_on_test(sealed, finalists, before_scoring=lambda: counted.append(count_test_look(study, "finalize")))
+        report = _judge(sealed, rows, counted[0])
+        study.set_user_attr(ATTR + "finalize", report.to_record())
+        tracker.log_finalize(name, study.user_attrs[ATTR + "uid"], report, render_markdown(report))
+    except Exception as exc:
+        if not counted:  # failed before any test row was scored: nothing was spent
+            raise
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise TunerError(f"finalize failed after test look {counted[0]} of study {name!r} was counted ({reason}); "
+                         "the look stays counted: fix the cause and rerun with --force") from exc
+    return report
+
+
+def refit_predictions(sealed: SealedStudy, trials: list[FrozenTrial], fit_rows: np.ndarray, scored_rows: np.ndarray,
+                      part: str) -> Iterator[tuple[FrozenTrial, np.ndarray, np.ndarray]]:
+    """Each trial's configuration refitted on `fit_rows` with the step count early stopping found (a
+    bagged trial of a K-fold study: its stored fold models, averaged, instead); yields (trial,
+    encoded targets of `scored_rows` (the `part`: test or holdout), its predictions for them)."""
+    if sealed.metric not in METRICS:
+        raise TunerError(f"study {sealed.config.name!r} is scored by the custom monitor {sealed.metric!r}, which has "
+                         "no counterpart outside the search; this needs a study `metric:`")
+    fit, parts, preprocessor, encoder = prepare_parts(sealed.dataset, sealed.task, fit_rows, {part: scored_rows})
+    scored = parts[part]
+    if trials and all(map(has_oof, trials)):  # bagged trials: their own fold models, nothing refitted
+        bags, _ = assemble_bags(sealed, trials, TrialBags(artifact_root(sealed.storage_url)))
+        for trial, bag in zip(trials, bags):
+            yield trial, scored.y, bag.predict_scores(scored.raw)
+        return
+    for trial in trials:
+        family = FAMILIES[trial.user_attrs["family"]]
+        steps = trial.user_attrs.get("best_step")
+        spec = sealed.problem_spec(len(encoder.classes_) if encoder is not None else 0, fit.X("tabular").shape[1],
+                                   **preprocessor.input_shapes())
+        if steps is not None:
+            spec = replace(spec, max_epochs=steps, max_rounds=steps)
+        if family.uses_keras:
+            from tuner.models.keras.training import keras, release_memory
+
+            keras().utils.set_random_seed(spec.seed + trial.number)
+        view = family.view_for(spec)
+        member = family.build(trial.user_attrs["params"], spec).fit(fit.X(view), fit.y)
+        predictions = member.predict_scores(scored.X(view))
+        if family.uses_keras:
+            release_memory()
+        yield trial, scored.y, predictions
+
+
+def score_on_test(sealed: SealedStudy, trials: list[FrozenTrial],
+                  before_scoring: Callable[[], None] = lambda: None) -> list[FinalRow]:
+    """Refit each trial's configuration on every search row, then score them all on the test rows.
+
+    Every refit runs first, so a failing one costs no test look; `before_scoring` runs once, just
+    before the first test label is compared with a prediction: `finalize_study` counts its look
+    there. The honesty benchmark passes nothing, to score a random configuration beside the
+    finalists without a second look.
+    """
+    metric = METRICS[sealed.metric]
+    refitted = list(refit_predictions(sealed, trials, sealed.split.search_rows(), sealed.split.rows(TEST), "test"))
+    before_scoring()
+    rows = []
+    for trial, y, predictions in refitted:
+        value = metric.score(y, predictions)
+        low, high, _ = bootstrap_interval(metric, y, predictions, seed=trial.number)
+        optimism = trial.value - value if metric.direction == "maximize" else value - trial.value
+        rows.append(FinalRow(trial.number, trial.user_attrs["family"], trial.user_attrs["params"],
+                             trial.user_attrs.get("best_step"), trial.value, value, low, high, optimism))
+    return rows
+
+
+def search_score_standard_error(metric: Metric, winner: FinalRow, rows_scored: int, rows_test: int) -> float:
+    """Standard error of one search score on `rows_scored` rows.
+
+    Accuracy is a proportion: binomial, at the winner's test accuracy (an honest estimate, kept half
+    a row from 0 and 1). Other metrics have no formula: the winner's bootstrap test SE, scaled by
+    sqrt(rows_test / rows_scored) because a standard error shrinks with the square root of the rows.
+    """
+    n = max(rows_scored, 1)
+    if metric.name == "accuracy":
+        p = min(max(winner.test, 0.5 / n), 1 - 0.5 / n)
+        return math.sqrt(p * (1 - p) / n)
+    test_se = (winner.test_high - winner.test_low) / (2 * 1.96)
+    return test_se * math.sqrt(rows_test / n)
+
+
+def top_spread(values: list[float], direction: str, top: int = 5) -> float:
+    """How far the best search score lies from the `top`-th best (0 with fewer than two scores)."""
+    ranked = sorted(values, reverse=direction == "maximize")[:top]
+    return abs(ranked[0] - ranked[-1]) if len(ranked) > 1 else 0.0
+
+
+def _judge(sealed: SealedStudy, rows: list[FinalRow], looks: int) -> FinalizeReport:
+    """Ranks, rank correlation, and the warnings a careful statistician would give."""
+    metric = METRICS[sealed.metric]
+    sign = 1 if metric.direction == "maximize" else -1
+    for rank, row in enumerate(sorted(rows, key=lambda r: -sign * r.val), start=1):
+        row.val_rank = rank
+    for rank, row in enumerate(sorted(rows, key=lambda r: -sign * r.test), start=1):
+        row.test_rank = rank
+    counts = sealed.split.counts()
+    scored = len(sealed.split.search_rows()) if sealed.split.folds is not None else counts["val"]
+    score_name = sealed.score_name
+    values = [t.value for t in sealed.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    complete = len(values)
+    winner = rows[0]
+    val_se = search_score_standard_error(metric, winner, scored, counts["test"])
+    inflation = val_se * math.sqrt(2 * math.log(complete)) if complete > 1 else 0.0
+    rho = None
+    if len(rows) >= 3 and len({r.val for r in rows}) > 1 and len({r.test for r in rows}) > 1:
+        rho = float(spearmanr([r.val for r in rows], [r.test for r in rows]).statistic)
+    report = FinalizeReport(
+        study=sealed.config.name, metric=sealed.metric, direction=metric.direction, rows_train=counts["train"],
+        rows_val=counts["val"], rows_test=counts["test"], trials_complete=complete, test_looks=looks, rows=rows,
+        spearman=rho, val_standard_error=val_se, expected_selection_optimism=inflation,
+        finished_at=time.strftime("%Y-%m-%d %H:%M:%S"), score_name=score_name, rows_scored=scored,
+    )
+    if any(math.isnan(r.test_low) for r in rows):
+        report.warnings.append(
+            f"the {counts['test']} test rows are too few or too one-sided to bootstrap a test_{sealed.metric} "
+            "interval (a resample needs both classes): intervals are n/a, so read the test scores as rough estimates"
+        )
+    half_width = (winner.test_high - winner.test_low) / 2
+    if winner.optimism > half_width:  # False when the interval is n/a (NaN)
+        report.warnings.append(
+            f"{score_name} flattered the winner by {winner.optimism:.4f} {sealed.metric}, more than the test "
+            f"score's 95% interval (+/-{half_width:.4f} on {counts['test']} test rows) explains"
+        )
+    spread = top_spread(values, metric.direction)
+    if complete > 1 and inflation >= spread:
+        remedy = "more data or more repeats" if sealed.split.folds is not None else "prefer K-fold validation (split.folds) or more data"
+        report.warnings.append(
+            f"picking the best of {complete} trials on {scored} scored rows flatters the winner by about "
+            f"{inflation:.4f} {sealed.metric} by luck alone (standard error {val_se:.4f} x sqrt(2 ln {complete})), "
+            f"as much as or more than the top {min(complete, 5)} {score_name} scores differ ({spread:.4f}): "
+            f"which of them won is mostly noise; {remedy}"
+        )
+    if looks > 1:
+        report.warnings.append(f"this is test look number {looks}: the test score is no longer an untouched estimate")
+    return report
+
+
+def search_score_name(record: FinalizeReport | dict[str, Any]) -> str:
+    """The finalize report's search score (records written before K-fold existed say val_)."""
+    get = record.get if isinstance(record, dict) else lambda key: getattr(record, key)
+    return get("score_name") or f"val_{get('metric')}"
+
+
+def interval_text(low: float, high: float) -> str:
+    """A 95% interval, or n/a when the test part was too small to bootstrap one."""
+    return "n/a" if math.isnan(low) else f"[{low:.4f}, {high:.4f}]"
+
+
+def render_markdown(report: FinalizeReport) -> str:
+    m, s = report.metric, search_score_name(report)
+    lines = [
+        f"# Finalize: {report.study}",
+        "",
+        f"Refitted on every search row ({report.rows_train + report.rows_val} rows), scored once on the sealed "
+        f"test split ({report.rows_test} rows). Test look {report.test_looks}. {report.trials_complete} complete trials.",
+        "",
+        f"| {s} rank | family | trial | {s} | test_{m} | test_{m} 95% interval | optimism ({s} - test_{m}) | test rank |",
+        "|---:|---|---:|---:|---:|---|---:|---:|",
+    ]
+    for r in report.rows:
+        lines.append(f"| {r.val_rank} | {r.family} | {r.trial} | {r.val:.4f} | {r.test:.4f} | "
+                     f"{interval_text(r.test_low, r.test_high)} | {r.optimism:+.4f} | {r.test_rank} |")
+    rho = "n/a (fewer than 3 finalists)" if report.spearman is None else f"{report.spearman:.2f}"
+    lines += [
+        "",
+        f"- Spearman rank correlation of {s} and test_{m} over the finalists: {rho}",
+        f"- Standard error of a {s} on {report.rows_scored or report.rows_val} rows: about {report.val_standard_error:.4f}; "
+        f"picking the best of {report.trials_complete} such scores inflates it by about "
+        f"{report.expected_selection_optimism:.4f} on average",
+    ]
+    lines += [f"- **Warning:** {w}" for w in report.warnings]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,41 @@
+"""scikit-learn's random forest: the book's strong tree baseline (chapter 1)."""
+
+from __future__ import annotations
+
+from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+from tuner.models.registry import register
+from tuner.models.estimators.member import SklearnMember
+from tuner.models.base import Family, ProblemSpec
+
+
+MAX_DEPTH = 64  # deeper than any tree grows on tables this tool searches: the top of the range is "unlimited"
+
+
+class RandomForestFamily(Family):
+    name = "random_forest"
+    description = "scikit-learn random forest"
+
+    def search_space(self, trial, spec: ProblemSpec) -> dict:
+        return {
+            "n_estimators": trial.suggest_int("n_estimators", 50, 400, log=True),
+            "max_depth": trial.suggest_int("max_depth", 2, MAX_DEPTH, log=True),
+            "max_features": trial.suggest_float("max_features", 0.1, 1.0),
+            "min_samples_leaf": trial.suggest_int("min_samples_leaf", 1, 10),
+            "bootstrap": trial.suggest_categorical("bootstrap", [True, False]),
+        }
+
+    def default_params(self, spec: ProblemSpec) -> dict:
+        """scikit-learn's defaults: 100 fully grown trees on bootstrap samples, sqrt(features) per split
+        for classification and all of them for regression."""
+        share = 1.0 if not spec.is_classification else max(0.1, min(1.0, spec.n_features ** 0.5 / max(spec.n_features, 1)))
+        return {"n_estimators": 100, "max_depth": MAX_DEPTH, "max_features": share, "min_samples_leaf": 1,
+                "bootstrap": True}
+
+    def build(self, params: dict, spec: ProblemSpec) -> SklearnMember:
+        forest = RandomForestClassifier if spec.is_classification else RandomForestRegressor
+        return SklearnMember(forest(**params, n_jobs=-1, random_state=spec.seed),
+                             classification=spec.is_classification)
+
+
+register(RandomForestFamily())

@@ -1,0 +1,1 @@
+"""The book's Keras families and the training loop they share."""

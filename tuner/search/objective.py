@@ -1,0 +1,249 @@
+"""The Optuna objective: choose a family, suggest its params, fit on train, score on validation.
+
+It is handed folds of (training part, validation part) only; the sealed test (and holdout) rows
+never reach it. A holdout study has one fold and its score is `val_<metric>`; a K-fold study has
+one per fold and repeat, its score is `cv_<metric>`, the mean over folds, and the running mean is
+reported to the pruner after each fold so a poor configuration stops after a fold or two.
+A failing fit is recorded (FAILED run, `error` attribute) and the search goes on; a pruned one is
+recorded as PRUNED with the curves it had so far.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.search.time_budget import TimeBudget
+from tuner.core.deadline import trial_deadline
+from tuner.core.config import StudyConfig
+from tuner.data import Part
+from tuner.core.metrics import METRICS
+from tuner.models import FAMILIES, Family, ProblemSpec, ScopedTrial
+
+
+@dataclass
+class Fold:
+    """One training part and the validation part that scores it; `spec` is sized by this fold's preprocessing."""
+
+    train: Part
+    val: Part
+    spec: ProblemSpec
+
+
+def score_name(config: StudyConfig, spec: ProblemSpec) -> str:
+    """`val_<metric>` for one validation part, `cv_<metric>` for the mean over folds."""
+    name = spec.custom_monitor.removeprefix("val_") if spec.custom_monitor else spec.metric
+    return config.split.score_prefix() + name
+
+
+class OutOfFold:
+    """Each search row's prediction from the fold model that did not see it (averaged over repeats)."""
+
+    def __init__(self, rows: np.ndarray) -> None:
+        self.rows = rows
+        self.total: np.ndarray | None = None
+        self.count = np.zeros(len(rows))
+
+    def add(self, fold_rows: np.ndarray, scores: np.ndarray) -> None:
+        scores = np.asarray(scores, dtype=np.float64)
+        if self.total is None:
+            self.total = np.zeros((len(self.rows), *scores.shape[1:]))
+        at = np.searchsorted(self.rows, fold_rows)
+        self.total[at] += scores
+        self.count[at] += 1
+
+    def mean(self) -> np.ndarray:
+        shape = (-1,) + (1,) * (self.total.ndim - 1)
+        return self.total / np.maximum(self.count, 1).reshape(shape)
+
+
+class TrialFailed(Exception):
+    """A trial whose fit raised; Optuna records it as FAIL and the search continues."""
+
+
+def counts_toward_budget(trial: FrozenTrial) -> bool:
+    """Trials that spend the budget: not family-cap skips, not heartbeat-stale fails (those re-run)."""
+    if trial.user_attrs.get("skipped"):
+        return False
+    if trial.state == TrialState.FAIL:
+        return "error" in trial.user_attrs
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
+
+class Objective:
+    def __init__(self, config: StudyConfig, folds: list[Fold], tracker: Any, experiment_id: str,
+                 parent_run_id: str, run_tags: dict[str, str], budget: TimeBudget | None = None,
+                 bags: Any = None, search_rows: np.ndarray | None = None) -> None:
+        """`bags` (a `tuner.study.trial_bags.TrialBags`) keeps each K-fold trial's out-of-fold predictions of
+        `search_rows` and its fold models, so ensembles are built from the search itself."""
+        self.config = config
+        self.bags = bags if config.split.cross_validated else None
+        self.search_rows = search_rows
+        self.folds = folds
+        self.spec = folds[0].spec  # what the search space sees; each fold builds with its own spec
+        self.cross_validated = config.split.cross_validated
+        self.budget = budget or TimeBudget(None)
+        self.tracker = tracker
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.run_tags = run_tags
+        self.metric = METRICS[self.spec.metric]
+        self.score_name = score_name(config, self.spec)
+        self.fold_score_name = self.spec.custom_monitor or f"val_{self.spec.metric}"
+
+    def __call__(self, trial: optuna.Trial, trials: list[FrozenTrial] | None = None) -> float:
+        """`trials`: the study's trials as read at this trial's start (the budget guard's read), so
+        the family caps and the time check need no read of their own."""
+        trials = trial.study.get_trials(deepcopy=False) if trials is None else trials
+        family_name = self._choose_family(trial, trials)
+        family = FAMILIES[family_name]
+        params = family.search_space(ScopedTrial(trial, family_name), self.spec)
+        trial.set_user_attr("params", params)
+        run_id = self.tracker.start_trial(self.experiment_id, self.parent_run_id, trial.number,
+                                          family_name, params, self.run_tags)
+        started = time.perf_counter()
+        curves: dict[str, list[float]] = {}
+        fold_scores: list[float] = []
+        steps: list[int | None] = []
+        fold_members: list[Any] = []
+        oof = OutOfFold(self.search_rows) if self.bags is not None else None
+        try:
+            for index, fold in enumerate(self.folds):
+                if index:
+                    self._check_time_left(trial, index, started)
+                # per-epoch pruning only without folds: with folds the pruner sees the running mean per fold
+                member = self._fit(family, params, fold, trial.number, None if self.cross_validated else trial,
+                                   curves if index == 0 else {})
+                value = getattr(member, "validation_score_", None)  # a custom model scored by its monitor
+                predicted = None
+                if value is None or oof is not None:
+                    predicted = member.predict_scores(fold.val.X(family.view_for(fold.spec)))
+                if value is None:
+                    value = self.metric.score(fold.val.y, predicted)
+                if not math.isfinite(value):
+                    raise ValueError(f"validation {self.fold_score_name} is {value}" + (
+                        f" on fold {index + 1}" if self.cross_validated else ""))
+                fold_scores.append(float(value))
+                steps.append(member.best_step_)
+                if oof is not None:
+                    oof.add(fold.val.rows, predicted)
+                    fold_members.append(member)  # a bag keeps every fold model
+                del member
+                if family.uses_keras and oof is None and index < len(self.folds) - 1:
+                    from tuner.models.keras.training import release_memory
+
+                    release_memory()  # this fold's model, before the next one is built
+                if self.cross_validated:
+                    self._report_fold(trial, fold_scores)
+            value = float(np.mean(fold_scores))
+            if oof is not None:
+                trial.set_user_attr("fold_steps", steps)
+                self.bags.save(trial, oof.mean(), fold_members)
+        except optuna.TrialPruned:
+            self._finish(trial, family, run_id, "PRUNED", curves, fold_scores, started)
+            raise
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {exc}".strip()
+            trial.set_user_attr("error", message[:2000])
+            self._finish(trial, family, run_id, "FAILED", curves, fold_scores, started, error=traceback.format_exc())
+            raise TrialFailed(message) from exc
+        except BaseException:  # Ctrl-C or a kill signal turned exception: close the run, then stop
+            self._finish(trial, family, run_id, "KILLED", curves, fold_scores, started)
+            raise
+        finally:
+            if family.uses_keras:
+                from tuner.models.keras.training import release_memory
+
+                release_memory()
+        if all(step is not None for step in steps):
+            trial.set_user_attr("best_step", int(round(float(np.median(steps)))))  # finalize refits with it
+        self._finish(trial, family, run_id, "COMPLETE", curves, fold_scores, started, value=value)
+        if self.bags is not None:
+            sign = 1 if trial.study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+            done = [(t.number, t.value, t.user_attrs) for t in
+                    trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+            self.bags.let_go([*done, (trial.number, value, {"family": family_name, **{
+                key: trial.user_attrs[key] for key in ("bag_artifact",) if key in trial.user_attrs}})], sign)
+        return value
+
+    def _check_time_left(self, trial: optuna.Trial, index: int, started: float) -> None:
+        """A bag whose folds so far say the rest cannot finish before the deadline stops now (pruned)."""
+        per_fold = (time.perf_counter() - started) / index
+        needed = per_fold * (len(self.folds) - index)
+        if needed > self.budget.remaining():
+            trial.set_user_attr("cut", f"{len(self.folds) - index} more fold(s) need about {needed:.0f} s; "
+                                       f"{max(self.budget.remaining(), 0):.0f} s were left")
+            raise optuna.TrialPruned(trial.user_attrs["cut"])
+
+    def _fit(self, family: Family, params: dict[str, Any], fold: Fold, number: int, trial: optuna.Trial | None,
+             curves: dict[str, list[float]]) -> Any:
+        """One member fitted on the fold's training rows; the fold's validation rows stop it early."""
+        if family.uses_keras:
+            from tuner.models.keras.training import keras
+
+            keras().utils.set_random_seed(fold.spec.seed + number)
+        view = family.view_for(fold.spec)
+        member = family.build(params, fold.spec)
+        try:
+            with trial_deadline(self.budget.deadline):
+                member.fit(fold.train.X(view), fold.train.y, fold.val.X(view), fold.val.y, trial=trial)
+        finally:
+            curves.update(member.curves_)  # the first fold's curves, kept even when it is pruned
+        return member
+
+    def _report_fold(self, trial: optuna.Trial, fold_scores: list[float]) -> None:
+        """The running mean over the folds so far is the pruner's intermediate value at step = fold index."""
+        mean = float(np.mean(fold_scores))
+        trial.report(mean, len(fold_scores) - 1)
+        if len(fold_scores) < len(self.folds) and trial.should_prune():
+            raise optuna.TrialPruned(f"{self.score_name} {mean:.4f} after {len(fold_scores)} fold(s)")
+
+    def _choose_family(self, trial: optuna.Trial, trials: list[FrozenTrial]) -> str:
+        names = sorted(self.config.families)
+        name = trial.suggest_categorical("family", names) if len(names) > 1 else names[0]
+        trial.set_user_attr("family", name)
+        cap = self.config.families[name].max_trials
+        if cap is not None:
+            used = sum(1 for t in trials
+                       if t.number != trial.number and t.user_attrs.get("family") == name and counts_toward_budget(t))
+            if used >= cap:
+                trial.set_user_attr("skipped", f"{name} reached max_trials={cap}")
+                if all(self.config.families[n].max_trials is not None for n in names) and self._all_capped(trials):
+                    trial.study.stop()
+                raise optuna.TrialPruned(f"{name} reached max_trials={cap}")
+        if self.budget.deadline is None:  # no timeout: no need to read the durations on record
+            return name
+        trials = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        if not self.budget.fits(trials, name):
+            reason = f"{name} would not finish in the {self.budget.remaining():.0f} s left of the timeout"
+            trial.set_user_attr("skipped", reason)
+            if not self.budget.any_fits(trials, names):
+                trial.study.stop()
+            raise optuna.TrialPruned(reason)
+        return name
+
+    def _all_capped(self, trials: list[FrozenTrial]) -> bool:
+        return all(
+            sum(1 for t in trials if t.user_attrs.get("family") == n and counts_toward_budget(t)) >= cfg.max_trials
+            for n, cfg in self.config.families.items()
+        )
+
+    def _finish(self, trial: optuna.Trial, family: Family, run_id: str | None, state: str,
+                curves: dict[str, list[float]], fold_scores: list[float], started: float, value: float | None = None,
+                error: str | None = None) -> None:
+        duration = time.perf_counter() - started
+        trial.set_user_attr("duration_s", round(duration, 3))
+        scores = {self.score_name: value} if value is not None else {}
+        prefix = "epoch" if family.uses_keras else "round"
+        logged = {f"{prefix}/{k}": v for k, v in curves.items()}
+        if self.cross_validated:
+            trial.set_user_attr("fold_scores", fold_scores)
+            logged[f"fold/{self.fold_score_name}"] = fold_scores  # step = fold number (repeats continue the count)
+        self.tracker.finish_trial(run_id, state, scores, logged, duration, error=error)

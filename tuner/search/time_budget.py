@@ -1,0 +1,70 @@
+"""Spending a time budget well: every family's default tried first, cheapest first, and no trial started
+that its family's own record says cannot finish before the deadline.
+
+Optuna's `timeout` only stops *starting* trials; a 40-second network begun at second 55 of a
+60-second budget still runs to second 95. `TimeBudget` refuses such a start (the trial is recorded
+as skipped and does not count toward `trials`) and stops the study once no family fits. A family's
+first trial has no record to judge by, so inside a trial the deadline is also in force: Keras and
+XGBoost fits stop at the epoch or round that crosses it and
+keep their best step so far, like early stopping (`tuner.core.deadline`).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.models import FAMILIES, ProblemSpec
+
+MIN_RECORD = 1  # finished trials of a family before its duration is trusted
+
+
+CHEAPEST_FIRST = ("linear", "hist_boosting", "xgboost", "random_forest")  # then the rest, Keras families last
+
+
+def enqueue_portfolio(study: optuna.Study, families: list[str], trials: int, spec: ProblemSpec) -> None:
+    """On a new study, each family's library default first (at most `trials`), cheapest family first.
+
+    The first seconds of any budget then hold what a user would get from the defaults (a default
+    random forest, XGBoost, HistGradientBoosting), every family has a duration on record early
+    (what `TimeBudget` judges the rest by), and the sampler starts from sound points, as FLAML's
+    low-cost start points and AutoGluon's default portfolio do.
+    """
+    if study.trials:
+        return
+    order = sorted(families, key=lambda n: (FAMILIES[n].uses_keras,
+                                            CHEAPEST_FIRST.index(n) if n in CHEAPEST_FIRST else len(CHEAPEST_FIRST), n))
+    for name in order[:trials]:
+        defaults = FAMILIES[name].default_params(spec) or {}
+        study.enqueue_trial({"family": name, **{f"{name}.{key}": value for key, value in defaults.items()}},
+                            user_attrs={"portfolio": "default"}, skip_if_exists=True)
+
+
+@dataclass
+class TimeBudget:
+    deadline: float | None  # time.monotonic() value; None: no time limit
+
+    @classmethod
+    def from_timeout(cls, timeout: float | None) -> TimeBudget:
+        return cls(time.monotonic() + timeout if timeout else None)
+
+    def remaining(self) -> float:
+        return float("inf") if self.deadline is None else self.deadline - time.monotonic()
+
+    def expected_seconds(self, trials: list[FrozenTrial], family: str) -> float | None:
+        """Median duration of this family's finished trials (pruned ones included: they cost time too)."""
+        durations = [t.user_attrs["duration_s"] for t in trials
+                     if t.user_attrs.get("family") == family and "duration_s" in t.user_attrs
+                     and t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        return statistics.median(durations) if len(durations) >= MIN_RECORD else None
+
+    def fits(self, trials: list[FrozenTrial], family: str) -> bool:
+        expected = self.expected_seconds(trials, family)
+        return expected is None or expected <= self.remaining()
+
+    def any_fits(self, trials: list[FrozenTrial], families: list[str]) -> bool:
+        return any(self.fits(trials, name) for name in families)
