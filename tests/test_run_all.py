@@ -44,7 +44,7 @@ def test_the_ensemble_is_planned_from_each_familys_median_trial_time(storage_url
     """Costs: 8 s fixed + (folds + 1) x (per_family x (linear 1 s + dense 11 s) + wide-and-deep 11 s)."""
     from optuna.trial import TrialState, create_trial
 
-    from tuner.pipeline.run_all import plan_ensemble
+    from tuner.pipeline.clock import plan_ensemble
 
     study = optuna.create_study(study_name="sized", storage=storage_url, direction="maximize")
     for family, seconds in [("linear", 1.0), ("linear", 1.0), ("dense", 10.0), ("dense", 12.0)]:
@@ -69,7 +69,7 @@ def test_the_ensemble_is_planned_from_each_familys_median_trial_time(storage_url
 def test_without_a_keras_family_the_wide_and_deep_blend_is_costed_as_a_dense_network(storage_url):
     from optuna.trial import TrialState, create_trial
 
-    from tuner.pipeline.run_all import DENSE_EPOCH_S, ENSEMBLE_FIXED_S, plan_ensemble
+    from tuner.pipeline.clock import DENSE_EPOCH_S, ENSEMBLE_FIXED_S, plan_ensemble
 
     study = optuna.create_study(study_name="trees", storage=storage_url, direction="maximize")
     study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.9, user_attrs={"family": "xgboost", "duration_s": 2.0}))
@@ -81,7 +81,7 @@ def test_the_plan_never_drops_the_family_of_the_searchs_best_trial(storage_url):
     """The slowest family won the search: short of time, the cheap ones go, not the winner's."""
     from optuna.trial import TrialState, create_trial
 
-    from tuner.pipeline.run_all import plan_ensemble
+    from tuner.pipeline.clock import plan_ensemble
 
     study = optuna.create_study(study_name="slow-winner", storage=storage_url, direction="maximize")
     for family, seconds, value in [("linear", 1.0, 0.6), ("random_forest", 2.0, 0.7), ("dense", 10.0, 0.9)]:
@@ -132,7 +132,7 @@ def test_a_budget_that_leaves_no_time_for_one_trial_is_one_clear_error(write_stu
 def test_short_of_time_keras_bags_go_first_but_never_the_searchs_best(storage_url):
     from optuna.trial import TrialState, create_trial
 
-    from tuner.pipeline.run_all import KERAS_BAGS_S, BagPlan, plan_bags
+    from tuner.pipeline.clock import KERAS_BAGS_S, BagPlan, plan_bags
 
     study = optuna.create_study(study_name="bags-short", storage=storage_url, direction="maximize")
     for family, value in [("linear", 0.8), ("dense", 0.7), ("xgboost", 0.85)]:
