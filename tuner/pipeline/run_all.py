@@ -64,8 +64,9 @@ class RunAllResult:
 @dataclass
 class StageContext:
     """What a stage reads: the call's arguments, the clock, the seconds `reserved` for each stage
-    after the search (none in a `finished` study: its search stays closed), and in `result` what
-    the earlier stages produced."""
+    after the search, and what the earlier stages produced: `result`, and whether the search found
+    the study `finished` (then it stays closed, and nothing is reserved: the stages show what the
+    earlier run stored)."""
 
     study_file: str | Path
     config: StudyConfig
@@ -75,9 +76,9 @@ class StageContext:
     tracking_uri: str | None
     ensembles_root: str | Path | None
     force: bool
-    finished: bool
     reserved: dict[str, float]
     on_step: Callable[[str], None]
+    finished: bool = False
     result: RunAllResult = field(default_factory=RunAllResult)
 
 
@@ -130,9 +131,12 @@ def search_stage(ctx: StageContext) -> None:
 
 
 def show_closed_search(ctx: StageContext) -> bool:
-    """A finished study's search stays closed: its trials are summed up, none is added."""
+    """A study finalized by an earlier run (not `--force`d) is finished: its search stays closed,
+    its trials are summed up and none is added."""
+    ctx.finished = not ctx.force and _finalized_before(ctx.config.name, ctx.storage_url)
     if not ctx.finished:
         return False
+    ctx.reserved = {}
     ctx.on_step("search: closed, the study was finalized by an earlier run (--force searches on and looks again)")
     trials = ctx.config.budget.trials
     sealed = open_sealed(ctx.config.name, ctx.storage_url)
@@ -287,11 +291,10 @@ def run_all(study_file: str | Path, budget: float | None = None, storage_url: st
     config, base_dir = load_study_file(study_file)
     clock = Clock(budget, time.time() if started_at is None else started_at)
     inputs = load_inputs(config, base_dir)
-    finished = not force and _finalized_before(config.name, storage_url)
     expected = {stage.name: stage.expected_seconds(len(inputs[0].y)) for stage in STAGES[1:]}
     keras = any(FAMILIES[f].uses_keras for f in config.families)
-    ctx = StageContext(study_file, config, inputs, clock, storage_url, tracking_uri, ensembles_root, force, finished,
-                       {} if finished else reserve_after_search(expected, budget, keras), on_step)
+    ctx = StageContext(study_file, config, inputs, clock, storage_url, tracking_uri, ensembles_root, force,
+                       reserve_after_search(expected, budget, keras), on_step)
     for stage in STAGES:
         if not stage.due(ctx):
             continue
