@@ -4,7 +4,7 @@ The clock counts from process start (imports count); the search gets what the la
 expected seconds leave (`reserve_after_search`, `Clock.deadline`), and the two ensemble plans size
 the ensemble stage to the time left: `plan_bags` for a K-fold study (which bags a blend may pick,
 how long rebuilds may take), `plan_ensemble` for a holdout study (how many members to refit). The
-constants are measured costs on two cores (`benchmarks/stages.py`, `benchmarks/quality.py`).
+constants are measured costs on two cores (`benchmarks/quality.py`, `benchmarks/throughput.py`).
 Kept apart from `tuner.search.time_budget`, which spends the search's own share trial by trial.
 """
 

@@ -15,7 +15,7 @@ study (the default split) bags every trial, so after the search nothing is fitte
 
 With `--budget B` the clock starts when the process did (imports count; `tuner.pipeline.clock`):
 the search gets what the later stages leave, their expected seconds being measured costs
-(`benchmarks/stages.py`) scaled by the table's rows; a stage that no longer fits when its turn
+(`benchmarks/quality.py`) scaled by the table's rows; a stage that no longer fits when its turn
 comes is skipped whole, and the result says which and why. The ensemble stage is never skipped and
 always keeps the search's best trial (the best single member is one of its candidates), so the
 export is never below the best trial out of fold. A holdout study (`split.validation_fraction`) has
