@@ -173,3 +173,23 @@ def test_the_resume_line_after_ctrl_c_hides_passwords(monkeypatch):
     assert ("resume with: tuner study run s.yaml --storage postgresql+psycopg://tuner:***@db:5432/studies "
             "--tracking-uri=https://me:***@mlflow.example.com") in shown
     assert "secret" not in result.output + result.stderr and "token" not in result.output + result.stderr
+
+
+@pytest.mark.parametrize("argv, line, status", [
+    (["bogus"], "error: No such command 'bogus'. (see --help)", 2),
+    (["study", "run"], "error: Missing argument 'study_file'. (see --help)", 2),
+    (["study", "run", "s.yaml", "--trials", "0"],
+     "error: Invalid value for '--trials': Input should be greater than or equal to 1 (see --help)", 2),
+    (["study", "holdout", "s", "--top", "1", "--trials", "2"], "error: give --top or --trials, not both", 2),
+])
+def test_a_refusal_is_one_line_and_its_exit_status(argv, line, status, monkeypatch, capsys):
+    """Usage errors (Typer's, from its vendored click) and TunerError alike: one line on stderr, no usage banner."""
+    import sys
+
+    from tuner.cli.app import main
+
+    monkeypatch.setattr(sys, "argv", ["tuner", *argv])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code == status
+    assert capsys.readouterr().err.strip() == line

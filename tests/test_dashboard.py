@@ -165,7 +165,7 @@ def test_missing_mlflow_run_is_one_line(tiny, tmp_path, monkeypatch, capsys):
 
 
 def test_ui_command_starts_mlflow_and_names_optuna_dashboard(monkeypatch, capsys, tmp_path):
-    import tuner.cli.app
+    import tuner.cli.ui
 
     started = {}
 
@@ -173,8 +173,8 @@ def test_ui_command_starts_mlflow_and_names_optuna_dashboard(monkeypatch, capsys
         started.update(command=command, env=env)
         return 0
 
-    monkeypatch.setattr(tuner.cli.app.subprocess, "call", fake_call)
-    monkeypatch.setattr(tuner.cli.app, "_has_optuna_dashboard", lambda: True)
+    monkeypatch.setattr(tuner.cli.ui.subprocess, "call", fake_call)
+    monkeypatch.setattr(tuner.cli.ui, "_has_optuna_dashboard", lambda: True)
     storage = f"sqlite:///{tmp_path}/optuna.db"
     status, out, _ = cli(monkeypatch, capsys, "ui", "--port", "5123", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
                          "--storage", storage)

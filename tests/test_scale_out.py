@@ -299,10 +299,11 @@ def test_tuner_server_passes_the_allowed_hosts_to_mlflow(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
     import tuner.cli.app
+    import tuner.cli.ui
 
     started = []
     monkeypatch.setattr(socket, "gethostname", lambda: "gpu-box")
-    monkeypatch.setattr(tuner.cli.app.subprocess, "call", lambda command, env: started.append(command) or 0)
+    monkeypatch.setattr(tuner.cli.ui.subprocess, "call", lambda command, env: started.append(command) or 0)
     result = CliRunner().invoke(tuner.cli.app.app, [
         "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'm.db'}", "--artifacts-destination",
         str(tmp_path / "artifacts"), "--host", "0.0.0.0", "--allowed-hosts", "proxy.example.com"])

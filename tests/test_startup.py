@@ -153,11 +153,12 @@ def test_main_skips_the_last_collection_after_predict_only(tmp_path, monkeypatch
     import gc
 
     from tuner.cli import app as cli
+    from tuner.cli.shared import EXIT
     from tuner.serve.predict import Predictions
 
     frozen = []
     monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
-    monkeypatch.setattr(cli, "EXIT", cli.ExitPlan())
+    monkeypatch.setattr(EXIT, "holds_no_store", False)
     monkeypatch.setattr("tuner.serve.predict.predict_file", lambda *_: Predictions(pd.DataFrame({"prediction": [1]})))
     monkeypatch.setenv("TUNER_STORAGE", f"sqlite:///{tmp_path}/optuna.db")
     for argv, expected in [(["study", "list"], []), (["predict", "model", "rows.csv"], [True])]:

@@ -1,0 +1,75 @@
+"""`tuner ui` and `tuner server`: start MLflow's UI on the project's store, or a tracking server for many machines."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tuner.cli.shared import StorageOption, TrackingOption, console
+
+
+def ui(tracking_uri: Optional[str] = TrackingOption, storage: Optional[str] = StorageOption,
+       host: str = typer.Option("127.0.0.1", help="bind address (keep 127.0.0.1 unless you mean to share it)"),
+       port: int = typer.Option(5000, help="port")) -> None:
+    """Start the MLflow UI on the project's store."""
+    from tuner.tracking import artifact_root_for, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
+               "--workers", "1"]  # one local reader; MLflow's default 4 workers cost memory and start-up time
+    if artifact_root_for(uri):
+        command += ["--default-artifact-root", artifact_root_for(uri)]
+    console.print(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C stops it")
+    console.print(f"a study's runs: http://{host}:{port}/#/experiments/ID/runs?workflowType=machine_learning "
+                  "(or pick 'Model training' in the sidebar; MLflow 3 opens experiments on its GenAI view)")
+    if _has_optuna_dashboard():
+        from tuner.study.storage import resolve_storage_url
+
+        console.print(f"optuna-dashboard is installed too: optuna-dashboard {resolve_storage_url(storage)}",
+                      soft_wrap=True)  # a command to copy: never broken across lines
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}  # GenAI job runners: 7 idle processes
+    raise typer.Exit(subprocess.call(command, env=env))
+
+
+def server(
+    backend_store_uri: str = typer.Option("sqlite:///mlruns/mlflow.db", "--backend-store-uri",
+                                          help="where runs are kept: postgresql+psycopg://USER@HOST/DB for several "
+                                               "machines, or a local sqlite:///PATH"),
+    artifacts_destination: Path = typer.Option(Path("mlruns/artifacts"), "--artifacts-destination",
+                                               help="folder (or shared mount) for artifacts; workers upload "
+                                                    "through the server, so they need no access to it"),
+    host: str = typer.Option("127.0.0.1", help="bind address; 0.0.0.0 lets other machines in (use a trusted network)"),
+    port: int = typer.Option(5000, help="port"),
+    workers: int = typer.Option(2, "--workers", min=1, help="server worker processes"),
+    allowed_hosts: Optional[str] = typer.Option(None, "--allowed-hosts", help="more Host headers to accept, "
+                                                "comma-separated, wildcards allowed (always accepted: localhost, "
+                                                "private IPs, this machine's name and FQDN, --host)"),
+) -> None:
+    """Start an MLflow tracking server for workers on several machines and print the URI they use."""
+    import socket
+
+    from tuner.tracking import WILDCARD_ADDRESSES, server_command
+
+    if backend_store_uri.startswith("sqlite:///"):
+        Path(backend_store_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    artifacts_destination.mkdir(parents=True, exist_ok=True)
+    command = server_command(backend_store_uri, artifacts_destination, host, port, workers, allowed_hosts)
+    reachable = socket.gethostname() if host in WILDCARD_ADDRESSES else host
+    console.print(f"MLflow tracking server: store {backend_store_uri}, artifacts {artifacts_destination.resolve()}")
+    console.print(f"workers use: --tracking-uri http://{reachable}:{port}   (Ctrl-C stops the server)")
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    raise typer.Exit(subprocess.call(command, env=env))
+
+
+def _has_optuna_dashboard() -> bool:
+    """Whether to name optuna-dashboard too: it is optional, so only where it is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("optuna_dashboard") is not None
