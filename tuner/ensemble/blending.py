@@ -121,13 +121,7 @@ def blend_out_of_fold(source: SealedStudy, oof: OutOfFold, fit_members: MemberFi
         "stacked": stacked_out_of_fold(pool, y, task, folds),
         **{blend.name: blend.predictions for blend in trained},
     }
-    caruana_oof = cross_fitted(lambda p, t: greedy_selection(p, t, metric), list(oof.predictions), y, folds)
-    optimised_oof = cross_fitted(lambda p, t: optimised_weights(p, t, task != "regression"), pool, y, folds)
-    if metric.better(metric.score(y, optimised_oof), metric.score(y, caruana_oof)):
-        weighting, weights, blend_oof["weighted"] = ("optimised weights (SLSQP)",
-                                                     optimised_weights(pool, y, task != "regression"), optimised_oof)
-    else:
-        weighting, weights, blend_oof["weighted"] = "greedy selection (Caruana)", selection.weights[selection.picked], caruana_oof
+    weighting, weights, blend_oof["weighted"] = _weighted(oof, selection, pool)
     oof_scores = {blend: metric.score(y, blend_oof[blend]) for blend in BLENDS if blend in blend_oof}
 
     full, _, preprocessor, encoder = prepare_parts(source.dataset, task, oof.rows, {})
@@ -146,6 +140,18 @@ def blend_out_of_fold(source: SealedStudy, oof: OutOfFold, fit_members: MemberFi
     rows = [member_row(oof.candidates[i], oof.scores[i]) for i in selection.picked]
     return (Blended(members, rows, weights, pool, ensembles, oof_scores, choose_blend(oof_scores, metric), weighting),
             encoder, preprocessor)
+
+
+def _weighted(oof: OutOfFold, selection: Selection, pool: list[np.ndarray]) -> tuple[str, np.ndarray, np.ndarray]:
+    """Caruana's weights (re-selected over every candidate in each fold) or SLSQP weights over the
+    picked members, whichever scores better cross-fitted: the rule, the picked members' weights and
+    the blend's out-of-fold predictions."""
+    metric, y, folds, classification = oof.metric, oof.y, oof.folds, oof.task != "regression"
+    caruana = cross_fitted(lambda p, t: greedy_selection(p, t, metric), list(oof.predictions), y, folds)
+    optimised = cross_fitted(lambda p, t: optimised_weights(p, t, classification), pool, y, folds)
+    if metric.better(metric.score(y, optimised), metric.score(y, caruana)):
+        return "optimised weights (SLSQP)", optimised_weights(pool, y, classification), optimised
+    return "greedy selection (Caruana)", selection.weights[selection.picked], caruana
 
 
 def member_row(candidate: Candidate, oof_score: float) -> dict[str, Any]:
