@@ -22,7 +22,8 @@ from pathlib import Path
 import yaml
 
 import tuner._quiet  # noqa: F401  (quiet TensorFlow)
-from tuner.ensemble.build import BLENDS, build_ensemble
+from tuner.ensemble.build import build_ensemble
+from tuner.ensemble.judge import BLENDS
 from tuner.pipeline.study_run import run_study
 
 DATASETS = {

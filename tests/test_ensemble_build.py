@@ -124,6 +124,50 @@ def test_ctrl_c_during_a_build_says_whether_the_test_look_was_counted(write_stud
     assert not (tmp_path / "ens" / ".built" / "stopped").exists()
 
 
+def test_holdout_and_bagged_builds_blend_one_out_of_fold_record_through_one_function(write_study, storage_url,
+                                                                                      tracking_uri, monkeypatch):
+    """Given the same out-of-fold matrices, the holdout path (refits on K-1 folds) and the K-fold path
+    (the trials' stored bags) hand the same kind of record to the same blend function, and come out
+    with the same members, weights, out-of-fold scores and chosen blend."""
+    import tuner.ensemble.bagged_trials as bagged
+    import tuner.ensemble.build as build
+    from tuner.ensemble.blending import OutOfFold, blend_out_of_fold
+    from tuner.ensemble.candidates import gather_candidates
+    from tuner.pipeline.study_run import run_study
+    from tuner.study.sealed import open_sealed
+
+    run_study(write_study(tiny_study("same-oof", split={"folds": 3, "seed": 1}, families=["linear", "xgboost"],
+                                     budget={"trials": 4, "epochs": 2, "rounds": 10, "patience": 2})),
+              storage_url, tracking_uri)
+    source = open_sealed("same-oof", storage_url)
+    records = []
+
+    def recorded(*args, **kwargs):
+        records.append(args[1])
+        return blend_out_of_fold(*args, **kwargs)
+
+    for module in (bagged, build):
+        monkeypatch.setattr(module, "blend_out_of_fold", recorded)
+    from_bags, _, _ = bagged.blend_bagged_trials(source, lambda message: None, refit=True)
+    stored = dict(zip(records[0].labels, records[0].predictions))
+    monkeypatch.setattr(build, "fold_ids", lambda *args: records[0].folds)
+    monkeypatch.setattr(build, "out_of_fold", lambda dataset, task, rows, ids, fitters: {l: stored[l] for l in fitters})
+    candidates = gather_candidates([source], per_family=4)
+    from_refits, _, _ = build.blend_holdout([source], candidates, 4, 3, 1.0, False, lambda message: None)
+
+    bags_record, refits_record = records
+    assert type(bags_record) is type(refits_record) is OutOfFold
+    assert refits_record.labels == bags_record.labels and refits_record.scores == bags_record.scores
+    for field in ("predictions", "y", "folds", "rows"):
+        np.testing.assert_array_equal(getattr(refits_record, field), getattr(bags_record, field))
+    assert [r["label"] for r in from_refits.rows] == [r["label"] for r in from_bags.rows]
+    assert from_refits.weighting == from_bags.weighting
+    np.testing.assert_allclose(from_refits.weights, from_bags.weights)
+    assert from_refits.oof_scores == pytest.approx(from_bags.oof_scores)
+    assert from_refits.chosen == from_bags.chosen
+    assert set(from_refits.ensembles) == set(from_bags.ensembles) == {"best_single", "average", "weighted", "stacked"}
+
+
 def _sealed_study(write_study, storage_url, name, seed):
     from tuner.core.config import load_study_file
     from tuner.study.sealed import open_study

@@ -22,19 +22,40 @@ import optuna
 from optuna.trial import TrialState
 
 from tuner.study.trial_bags import TrialBags, artifact_root, assemble_bags, has_oof
-from tuner.data.preprocess import encode_target, fit_target_encoder, prepare_parts
-from tuner.ensemble.blends import stacked_out_of_fold
+from tuner.data.preprocess import encode_target, fit_target_encoder
+from tuner.ensemble.blending import OutOfFold, blend_out_of_fold, select_members
 from tuner.ensemble.candidates import Candidate
-from tuner.ensemble.fitted import RAW_VIEW, FittedEnsemble, FittedMember
-from tuner.ensemble.judge import Blended, choose_blend, standard_blends
+from tuner.ensemble.fitted import RAW_VIEW, FittedMember
+from tuner.ensemble.judge import Blended
 from tuner.ensemble.oof import fit_candidate
-from tuner.ensemble.selection import cross_fitted, greedy_selection, optimised_weights
 from tuner.core.errors import TunerError
 from tuner.core.metrics import METRICS
 from tuner.study.sealed import SealedStudy
 
-EXAMPLE_ROWS = 5
 NO_WIDE_DEEP = "not built from bagged trials: it would need a training pass of its own"
+
+
+def bagged_out_of_fold(source: SealedStudy, bags: TrialBags, families: set[str] | None = None) -> tuple[OutOfFold, list[int]]:
+    """Every complete trial's stored out-of-fold predictions (of `families` only, if given) over the
+    study's own first-repeat folds; returns the record and the trials whose predictions are in
+    another machine's folder, not shared."""
+    split, dataset, task, study = source.split, source.dataset, source.task, source.study
+    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if has_oof(t) and (families is None or t.user_attrs["family"] in families)]
+    if not trials:
+        raise TunerError(f"study {source.config.name!r} has no complete bagged trial; run `tuner study run` first")
+    rows = split.search_rows()
+    y = encode_target(fit_target_encoder(dataset.y[rows], task), dataset.y[rows])
+    sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+    trials.sort(key=lambda t: (-sign * t.value, t.number))
+    unreachable = [t.number for t in trials if not bags.holds_oof(t)]
+    if len(unreachable) == len(trials):
+        raise TunerError(f"no stored out-of-fold predictions of study {source.config.name!r} are in {bags.root}; "
+                         "point $TUNER_ARTIFACTS at the folder the workers wrote to")
+    trials = [t for t in trials if t.number not in unreachable]
+    oof = OutOfFold.ranked([Candidate(source, t) for t in trials], [bags.oof(t) for t in trials], y,
+                           split.folds[0][rows].astype(np.int64), rows, task, METRICS[source.metric])
+    return oof, unreachable
 
 
 def blend_bagged_trials(source: SealedStudy, on_step: Callable[[str], None], refit: bool = False,
@@ -50,93 +71,47 @@ def blend_bagged_trials(source: SealedStudy, on_step: Callable[[str], None], ref
     trial's fit seconds in the search: while they exceed it, the costliest is left out and the
     selection runs again (None: no bound).
     """
-    split, dataset, task, metric = source.split, source.dataset, source.task, METRICS[source.metric]
-    study = source.study
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-              if has_oof(t) and (families is None or t.user_attrs["family"] in families)]
-    if not trials:
-        raise TunerError(f"study {source.config.name!r} has no complete bagged trial; run `tuner study run` first")
     started = time.perf_counter()
     bags = TrialBags(artifact_root(source.storage_url))
-    rows = split.search_rows()
-    encoder = fit_target_encoder(dataset.y[rows], task)
-    y = encode_target(encoder, dataset.y[rows])
-    ids = split.folds[0][rows].astype(np.int64)  # the study's own first-repeat folds
-    sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
-    trials.sort(key=lambda t: (-sign * t.value, t.number))
-    unreachable = [t.number for t in trials if not bags.holds_oof(t)]  # another machine's folder, not shared
-    if len(unreachable) == len(trials):
-        raise TunerError(f"no stored out-of-fold predictions of study {source.config.name!r} are in {bags.root}; "
-                         "point $TUNER_ARTIFACTS at the folder the workers wrote to")
-    trials = [t for t in trials if t.number not in unreachable]
-    predictions = [bags.oof(t).astype(np.float64) for t in trials]
-    oof_score = [metric.score(y, p) for p in predictions]
-    order = sorted(range(len(trials)), key=lambda i: (-sign * oof_score[i], i))  # best out of fold first
-    trials, predictions, oof_score = [trials[i] for i in order], [predictions[i] for i in order], [oof_score[i] for i in order]
-    on_step(f"ensemble selection over the out-of-fold predictions of all {len(trials)} complete trials")
+    oof, unreachable = bagged_out_of_fold(source, bags, families)
+    candidates = len(oof.candidates)
+    on_step(f"ensemble selection over the out-of-fold predictions of all {candidates} complete trials")
 
     bound = None if refit else rebuild_s  # a refit fits every picked member anyway: nothing is rebuilt
     too_slow = [] if bound is None else [  # alone past the bound: left out without a selection run
-        t.number for t in trials[1:] if not bags.holds_bag(t) and rebuild_cost(t) > bound]
-    kept = [i for i, t in enumerate(trials) if t.number not in too_slow]
-    trials, predictions, oof_score = [trials[i] for i in kept], [predictions[i] for i in kept], [oof_score[i] for i in kept]
+        c.trial.number for c in oof.candidates[1:] if not bags.holds_bag(c.trial) and rebuild_cost(c.trial) > bound]
+    oof = oof.subset([i for i, c in enumerate(oof.candidates) if c.trial.number not in too_slow])
     while True:
-        caruana = greedy_selection(predictions, y, metric)
-        picked = [i for i in range(len(trials)) if caruana[i] > 0 or i == 0]
-        costliest = costliest_rebuild(trials, picked, bags, bound)
+        selection = select_members(oof)
+        costliest = costliest_rebuild([c.trial for c in oof.candidates], selection.picked, bags, bound)
         if costliest is None:
             break
-        too_slow.append(trials[costliest].number)
-        del trials[costliest], predictions[costliest], oof_score[costliest]
+        too_slow.append(oof.candidates[costliest].trial.number)
+        oof = oof.subset([i for i in range(len(oof.candidates)) if i != costliest])
     if too_slow:
         on_step(f"{len(too_slow)} trial(s) whose fold models were let go left out of the selection: rebuilding "
                 f"them would take longer than the {bound:.0f} s the budget leaves for it")
-    pool = [predictions[i] for i in picked]
-    classification = task != "regression"
-    blend_oof = {
-        "best_single": predictions[0],
-        "average": np.mean(pool, axis=0),
-        "stacked": stacked_out_of_fold(pool, y, task, ids),
-    }
-    caruana_oof = cross_fitted(lambda p, t: greedy_selection(p, t, metric), predictions, y, ids)
-    optimised_oof = cross_fitted(lambda p, t: optimised_weights(p, t, classification), pool, y, ids)
-    if metric.better(metric.score(y, optimised_oof), metric.score(y, caruana_oof)):
-        weighting, pool_weights, blend_oof["weighted"] = "optimised weights (SLSQP)", optimised_weights(pool, y, classification), optimised_oof
-    else:
-        weighting, pool_weights, blend_oof["weighted"] = "greedy selection (Caruana)", caruana[picked], caruana_oof
-    selection_s = time.perf_counter() - started
+    record: dict[str, Any] = {"refit_seconds": None, "rebuilt": []}
 
-    full, _, preprocessor, _ = prepare_parts(dataset, task, rows, {})
-    refit_s, rebuilt = None, []
-    if refit:
-        on_step(f"refitting {len(picked)} member(s) on all {len(rows)} search rows (--refit)")
-        mark = time.perf_counter()
-        members = [_refit_on_all(source, trials[i], full, encoder) for i in picked]
-        refit_s = round(time.perf_counter() - mark, 2)
-    else:
+    def fit_members(picked: list[Candidate], full: Any, encoder: Any) -> list[FittedMember]:
+        record["selection_seconds"] = round(time.perf_counter() - started, 2)
+        if refit:
+            on_step(f"refitting {len(picked)} member(s) on all {len(full.rows)} search rows (--refit)")
+            mark = time.perf_counter()
+            members = [fit_candidate(c, full, encoder) for c in picked]
+            record["refit_seconds"] = round(time.perf_counter() - mark, 2)
+            return members
         on_step(f"assembling {len(picked)} bagged member(s) from their stored fold models")
-        bagged, rebuilt = assemble_bags(source, [trials[i] for i in picked], bags)
-        members = [FittedMember(source.config.name, t.number, t.user_attrs["family"], t.user_attrs.get("params", {}),
-                                bag.best_step_, RAW_VIEW, bag) for t, bag in zip([trials[i] for i in picked], bagged)]
-    classes = None if encoder is None else list(encoder.classes_)
+        bagged, record["rebuilt"] = assemble_bags(source, [c.trial for c in picked], bags)
+        return [FittedMember(c.study, c.trial.number, c.family, c.trial.user_attrs.get("params", {}), bag.best_step_,
+                             RAW_VIEW, bag) for c, bag in zip(picked, bagged)]
 
-    def ensemble(blend: str, chosen: list[FittedMember], combiner) -> FittedEnsemble:
-        return FittedEnsemble(blend, task, metric.name, classes, preprocessor, chosen, combiner, dataset.fingerprint,
-                              split.digest, example=full.raw[:EXAMPLE_ROWS])
-
-    ensembles = standard_blends(ensemble, members, pool_weights, pool, y, task)
-    oof_scores = {blend: metric.score(y, blend_oof[blend]) for blend in ensembles}
-    member_rows = [{"label": f"{source.config.name}#{t.number} {t.user_attrs['family']}", "study": source.config.name,
-                    "trial": t.number, "family": t.user_attrs["family"], "params": t.user_attrs.get("params", {}),
-                    "steps": t.user_attrs.get("best_step"), "val": t.value, "oof": oof_score[i]}
-                   for i, t in zip(picked, [trials[i] for i in picked])]
-    blended = Blended(members, member_rows, pool_weights, pool, ensembles, oof_scores,
-                      choose_blend(oof_scores, metric), weighting, {
-                          "folds": split.n_folds, "bagged": True, "candidates": len(trials),
-                          "selection_seconds": round(selection_s, 2), "unreachable": unreachable, "rebuilt": rebuilt, "left_out_for_time": too_slow,
-                          "refit_seconds": refit_s,
-                          "wide_deep_note": NO_WIDE_DEEP,
-                      })
+    blended, encoder, preprocessor = blend_out_of_fold(source, oof, fit_members, selection)
+    blended.record = {
+        "folds": source.split.n_folds, "bagged": True, "candidates": len(oof.candidates),
+        "selection_seconds": record["selection_seconds"], "unreachable": unreachable, "rebuilt": record["rebuilt"],
+        "left_out_for_time": too_slow, "refit_seconds": record["refit_seconds"], "wide_deep_note": NO_WIDE_DEEP,
+    }
     return blended, encoder, preprocessor
 
 
@@ -155,7 +130,3 @@ def costliest_rebuild(trials: list[Any], picked: list[int], bags: TrialBags, reb
 def rebuild_cost(trial: Any) -> float:
     """Seconds to rebuild a let-go bag: what fitting its folds took in the search (unknown: too long)."""
     return trial.user_attrs.get("duration_s", float("inf"))
-
-
-def _refit_on_all(source: SealedStudy, trial: Any, full: Any, encoder: Any) -> FittedMember:
-    return fit_candidate(Candidate(source, trial), full, encoder)

@@ -1,7 +1,8 @@
-"""`tuner ensemble build` of holdout studies: candidates -> out-of-fold refits -> blends -> final fits -> one test look.
+"""`tuner ensemble build`: out-of-fold predictions -> blends -> final fits -> one test look.
 
-(K-fold studies keep every trial's out-of-fold predictions and fold models: `tuner.ensemble.bagged_trials`
-builds from those without fitting anything.)
+A K-fold study kept every trial's out-of-fold predictions and fold models: `tuner.ensemble.bagged_trials`
+reads those without fitting anything. Holdout studies get the same record here: candidates ->
+out-of-fold refits. Both then go through `blending.blend_out_of_fold`.
 
 Every choice (which near-duplicates go, the blend weights, the meta-models, the blend to export)
 is made on out-of-fold predictions of the train + validation rows. Only at the end is the sealed
@@ -15,24 +16,20 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import numpy as np
-
-from tuner.data import TRAIN, VALID
-from tuner.data.preprocess import encode_target, fit_target_encoder, prepare_parts
-from tuner.ensemble.blends import (
-    best_tree, fit_wide_deep, plan_deep_part, stacked_out_of_fold,
-)
-from tuner.ensemble.candidates import gather_candidates, open_sources
-from tuner.ensemble.fitted import FittedEnsemble, FittedMember
-from tuner.ensemble.oof import fit_candidate, fold_ids, member_fitter, out_of_fold
-from tuner.ensemble.selection import cross_fitted, drop_near_duplicates, greedy_selection, optimised_weights
-from tuner.study.trial_bags import has_oof
-from tuner.ensemble.bagged_trials import blend_bagged_trials
-from tuner.ensemble.judge import BLENDS, Blended, choose_blend, judge, standard_blends
+from tuner.core.metrics import METRICS
 from tuner.core.errors import TunerError
-from tuner.core.metrics import METRICS, Metric
-
-EXAMPLE_ROWS = 5
+from tuner.data import Part
+from tuner.data.preprocess import encode_target, fit_target_encoder
+from tuner.ensemble.bagged_trials import blend_bagged_trials
+from tuner.ensemble.blending import OutOfFold, TrainedBlend, blend_out_of_fold
+from tuner.ensemble.blends import best_tree, fit_wide_deep, plan_deep_part
+from tuner.ensemble.candidates import Candidate, gather_candidates, open_sources
+from tuner.ensemble.fitted import FittedMember
+from tuner.ensemble.judge import Blended, judge
+from tuner.ensemble.oof import FoldFit, fit_candidate, fold_ids, member_fitter, out_of_fold
+from tuner.ensemble.selection import drop_near_duplicates
+from tuner.study.sealed import SealedStudy
+from tuner.study.trial_bags import has_oof
 
 
 class BuildInterrupted(KeyboardInterrupt):
@@ -85,73 +82,60 @@ def _build(name: str, studies: list[str], storage_url: str | None, tracking_uri:
                      on_step)
     candidates = gather_candidates(sources, per_family, families)
     tracker.check()
+    blended, encoder, preprocessor = blend_holdout(sources, candidates, per_family, folds, correlation, with_wide_deep,
+                                                   on_step)
+    return judge(name, sources, blended, METRICS[sources[0].metric], encoder, preprocessor, tracker, looks, root,
+                 on_step)
+
+
+def holdout_out_of_fold(sources: list[SealedStudy], candidates: list[Candidate], folds: int) -> OutOfFold:
+    """The candidates' out-of-fold predictions over the search rows, each fitted on the other folds:
+    the record a K-fold study reads from its bags."""
     first = sources[0]
-    dataset, task, split, metric = first.dataset, first.task, first.split, METRICS[first.metric]
-    rows = np.sort(np.concatenate([split.rows(TRAIN), split.rows(VALID)]))
+    dataset, task, split = first.dataset, first.task, first.split
+    rows = split.search_rows()
     y = encode_target(fit_target_encoder(dataset.y[rows], task), dataset.y[rows])
     ids = fold_ids(y, task, folds, split.seed)
-
-    on_step(f"out-of-fold predictions of {len(candidates)} candidates ({folds} folds)")
     oof = out_of_fold(dataset, task, rows, ids, {c.label: member_fitter(c) for c in candidates})
-    labels = [c.label for c in candidates]
-    member_oof = {label: metric.score(y, oof[label]) for label in labels}
-    kept, dropped = drop_near_duplicates(labels, [oof[l] for l in labels], [member_oof[l] for l in labels],
-                                         metric, correlation)
-    chosen = [candidates[i] for i in kept]  # best out-of-fold score first
-    predictions = [oof[c.label] for c in chosen]
+    return OutOfFold.ranked(candidates, [oof[c.label] for c in candidates], y, ids, rows, task, METRICS[first.metric])
 
-    tree, plan = best_tree(chosen), plan_deep_part(chosen)
-    blends = BLENDS if with_wide_deep else tuple(b for b in BLENDS if b != "wide_deep")
-    weighting, weights, blend_oof = _weighted(predictions, y, ids, metric, task)
-    blend_oof.update({
-        "best_single": predictions[0],
-        "average": np.mean(predictions, axis=0),
-        "stacked": stacked_out_of_fold(predictions, y, task, ids),
-    })
+
+def blend_holdout(sources: list[SealedStudy], candidates: list[Candidate], per_family: int, folds: int,
+                  correlation: float, with_wide_deep: bool,
+                  on_step: Callable[[str], None]) -> tuple[Blended, Any, Any]:
+    """Out-of-fold refits -> near-duplicates dropped -> the blends every build makes
+    (`blend_out_of_fold`), and the wide-and-deep blend; returns them with the target encoder and the
+    preprocessor fitted on every search row."""
+    first = sources[0]
+    on_step(f"out-of-fold predictions of {len(candidates)} candidates ({folds} folds)")
+    everyone = holdout_out_of_fold(sources, candidates, folds)
+    kept, dropped = drop_near_duplicates(everyone.labels, list(everyone.predictions), everyone.scores,
+                                         everyone.metric, correlation)
+    oof = everyone.subset(kept)
+    scores = dict(zip(everyone.labels, everyone.scores))
+
+    trained, tree, plan = [], best_tree(oof.candidates), plan_deep_part(oof.candidates)
     if with_wide_deep:
         on_step(f"wide-and-deep blend out of fold (deep part {plan.origin}; wide part "
                 f"{'+ leaves of ' + tree.label if tree else 'raw features only'})")
-        blend_oof.update(out_of_fold(
-            dataset, task, rows, ids, {"wide_deep": lambda part, encoder: fit_wide_deep(tree, plan, part, encoder)}))
 
-    full, _, preprocessor, encoder = prepare_parts(dataset, task, rows, {})
-    blend_scores = {blend: metric.score(y, blend_oof[blend]) for blend in blends}
-    on_step(f"refitting {len(chosen)} members and the learned blends on all {len(rows)} train + validation rows")
-    fitted = [fit_candidate(c, full, encoder) for c in chosen]
-    wide_deep = fit_wide_deep(tree, plan, full, encoder) if with_wide_deep else None
-    classes = None if encoder is None else list(encoder.classes_)
-    example = full.raw[:EXAMPLE_ROWS]
+        def fit(part: Part, encoder: Any) -> FoldFit:
+            return fit_wide_deep(tree, plan, part, encoder)
 
-    def ensemble(blend: str, members: list[FittedMember], combiner) -> FittedEnsemble:
-        return FittedEnsemble(blend, task, metric.name, classes, preprocessor, members, combiner, dataset.fingerprint,
-                              split.digest, example=example)
+        trained = [TrainedBlend("wide_deep", out_of_fold(first.dataset, oof.task, oof.rows, oof.folds,
+                                                         {"wide_deep": fit})["wide_deep"], fit)]
 
-    ensembles = standard_blends(ensemble, fitted, weights, predictions, y, task)
-    if wide_deep is not None:
-        ensembles["wide_deep"] = ensemble("wide_deep", wide_deep.members, wide_deep.combiner)
-    rows_of = [{"label": c.label, "study": c.study, "trial": c.trial.number, "family": c.family, "params": c.params,
-                "steps": c.steps, "val": c.trial.value, "oof": member_oof[c.label]} for c in chosen]
-    blended = Blended(fitted, rows_of, weights, predictions, ensembles, blend_scores, choose_blend(blend_scores, metric),
-                      weighting, {
-                          "folds": folds, "per_family": per_family, "correlation_threshold": correlation,
-                          "dropped": [{"dropped": d.dropped, "kept": d.kept, "correlation": d.correlation,
-                                       "oof": member_oof[d.dropped]} for d in dropped],
-                          "wide_deep": ({"deep_part": wide_deep.combiner.deep_part, "tree": tree.label if tree else None}
-                                        if wide_deep is not None else None),  # None: skipped, as the time budget asked
-                      })
-    return judge(name, sources, blended, metric, encoder, preprocessor, tracker, looks, root, on_step)
+    def fit_members(picked: list[Candidate], full: Part, encoder: Any) -> list[FittedMember]:
+        on_step(f"refitting {len(picked)} members and the learned blends on all {len(full.rows)} train + validation rows")
+        return [fit_candidate(c, full, encoder) for c in picked]
 
-
-def _weighted(predictions: list[np.ndarray], y: np.ndarray, ids: np.ndarray, metric: Metric,
-              task: str) -> tuple[str, np.ndarray, dict[str, np.ndarray]]:
-    """Greedy selection or optimised weights, whichever scores better out of fold (cross-fitted)."""
-    rules = {
-        "greedy selection (Caruana)": lambda p, t: greedy_selection(p, t, metric),
-        "optimised weights (SLSQP)": lambda p, t: optimised_weights(p, t, task != "regression"),
+    blended, encoder, preprocessor = blend_out_of_fold(first, oof, fit_members, trained=trained)
+    wide_deep = blended.ensembles.get("wide_deep")
+    blended.record = {
+        "folds": folds, "per_family": per_family, "correlation_threshold": correlation,
+        "dropped": [{"dropped": d.dropped, "kept": d.kept, "correlation": d.correlation, "oof": scores[d.dropped]}
+                    for d in dropped],
+        "wide_deep": ({"deep_part": wide_deep.combiner.deep_part, "tree": tree.label if tree else None}
+                      if wide_deep is not None else None),  # None: skipped, as the time budget asked
     }
-    scored = {name: cross_fitted(rule, predictions, y, ids) for name, rule in rules.items()}
-    best = None
-    for name, blended in scored.items():
-        if best is None or metric.better(metric.score(y, blended), metric.score(y, scored[best])):
-            best = name
-    return best, rules[best](predictions, y), {"weighted": scored[best]}
+    return blended, encoder, preprocessor
