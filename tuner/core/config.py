@@ -221,30 +221,22 @@ class StudyConfig(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _custom_family_options(self) -> StudyConfig:
-        for name, family in self.families.items():
-            if name != "custom" and (family.builder or family.monitor):
-                raise ValueError(f"`builder` and `monitor` belong to the custom family, not {name!r}")
-        custom = self.families.get("custom")
-        if custom is None:
-            return self
-        if custom.builder is None:
-            raise ValueError("the custom family needs `builder: package.module:function`")
-        if custom.monitor:
-            if len(self.families) > 1:
-                raise ValueError(f"custom with monitor {custom.monitor!r} scores on its own quantity; "
-                                 "drop `monitor` to score it with the study metric next to other families")
-            if self.metric:
-                raise ValueError(f"custom with monitor {custom.monitor!r} is scored by it; drop `metric`")
-            if self.direction is None and "loss" not in custom.monitor:
-                raise ValueError(f"set `direction:` (minimize or maximize) for monitor {custom.monitor!r}")
+    def _family_options(self) -> StudyConfig:
+        """Each family refuses the options it does not take (`builder` and `monitor`: the custom family's)."""
+        for name, options in self.families.items():
+            FAMILIES[name].check_options(options, self)
         return self
 
     @property
     def custom_monitor(self) -> str | None:
-        """The History key a custom-only study optimises, or None when the study metric scores trials."""
-        custom = self.families.get("custom")
-        return custom.monitor if custom is not None else None
+        """The History key a custom-only study optimises, or None when the study metric scores trials
+        (only the custom family takes a `monitor`)."""
+        return next((options.monitor for options in self.families.values() if options.monitor), None)
+
+    @property
+    def custom_builder(self) -> str | None:
+        """The custom family's `builder`, or None (only that family takes one)."""
+        return next((options.builder for options in self.families.values() if options.builder), None)
 
     def objective_name(self, task: str) -> str:
         """What the study optimises: a metric name, or a custom model's monitored key."""

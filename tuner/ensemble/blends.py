@@ -31,18 +31,15 @@ from sklearn.preprocessing import LabelEncoder, OneHotEncoder, StandardScaler
 from tuner.data import Part
 from tuner.ensemble.fitted import Combiner, FittedMember, register_combiner
 from tuner.ensemble.oof import FoldFit, fit_candidate
-from tuner.models import FAMILIES
+from tuner.models import FAMILIES, fallback_deep_part
 
 if TYPE_CHECKING:  # studies and candidates are only passed through; loading a blend needs neither
     from tuner.ensemble.candidates import Candidate
     from tuner.study.sealed import SealedStudy
 
-TREE_FAMILIES = ("xgboost", "random_forest")  # whose `apply` gives leaf indices for the wide part
 MAX_LEAF_TREES = 64  # leaf indices of the first trees only, so the wide part stays small
 WIDE_L2 = 1e-4
 STACKED_C = 1.0
-DENSE_DEEP_PART = {"layers": 2, "units": 64, "activation": "relu", "dropout": 0.1, "regularizer": "none",
-                   "batch_norm": False, "optimizer": "adam", "learning_rate": 1e-3, "batch_size": 32}
 
 
 def _margin(scores: np.ndarray, task: str) -> np.ndarray:
@@ -120,19 +117,23 @@ class DeepPlan:
 
 
 def plan_deep_part(ranked: list[Candidate]) -> DeepPlan:
-    """The best (first) Keras member whose architecture can be reused, else a dense network."""
+    """The best (first) member whose family lends its network, else the fallback (a dense network)."""
     for candidate in ranked:
-        family = FAMILIES[candidate.family]
-        if family.uses_keras and candidate.family != "custom":
+        if FAMILIES[candidate.family].lends_deep_part:
             steps = candidate.steps or candidate.source.config.budget.epochs
             return DeepPlan(candidate.source, candidate.family, candidate.params, steps, candidate.label)
     source = ranked[0].source
-    return DeepPlan(source, "dense", DENSE_DEEP_PART, source.config.budget.epochs,
-                    "no reusable Keras member (none, or only custom ones): a dense network on the tabular view")
+    return _fallback_plan(source, source.config.budget.epochs,
+                          "no reusable Keras member (none, or only custom ones): a dense network on the tabular view")
+
+
+def _fallback_plan(source: SealedStudy, steps: int, origin: str) -> DeepPlan:
+    family = fallback_deep_part()
+    return DeepPlan(source, family.name, family.deep_part_params(), steps, origin)
 
 
 def best_tree(ranked: list[Candidate]) -> Candidate | None:
-    return next((c for c in ranked if c.family in TREE_FAMILIES), None)
+    return next((c for c in ranked if FAMILIES[c.family].gives_leaves), None)
 
 
 def leaf_indices(member: Any, X: np.ndarray) -> np.ndarray:
@@ -220,16 +221,15 @@ def fit_wide_deep(tree: Candidate | None, plan: DeepPlan, part: Part, encoder: L
     spec = plan.source.problem_spec(len(encoder.classes_) if encoder is not None else 0, part.X("tabular").shape[1],
                                     **part.preprocessor.input_shapes())
     spec = replace(spec, max_epochs=plan.steps)
-    k.utils.set_random_seed(spec.seed)
     family = FAMILIES[plan.family]
+    family.seed(spec.seed)
     deep_member = family.build(plan.params, spec)
     deep_model = deep_member.model
     hidden = last_hidden(deep_model)
     if isinstance(deep_model.input, (list, tuple)) or len(deep_model.outputs) > 1 or hidden is None:
-        plan = DeepPlan(plan.source, "dense", DENSE_DEEP_PART, plan.steps,
-                        f"{plan.origin} has several inputs or outputs, or no single head layer: "
-                        "a dense network on the tabular view")
-        family = FAMILIES["dense"]
+        plan = _fallback_plan(plan.source, plan.steps, f"{plan.origin} has several inputs or outputs, or no single "
+                              "head layer: a dense network on the tabular view")
+        family = FAMILIES[plan.family]
         deep_member = family.build(plan.params, spec)
         deep_model = deep_member.model
         hidden = last_hidden(deep_model)
@@ -257,4 +257,4 @@ def fit_wide_deep(tree: Candidate | None, plan: DeepPlan, part: Part, encoder: L
         y = ((y - combiner.target_scale[0]) / combiner.target_scale[1]).astype(np.float32)
     combiner.model = model
     model.fit(combiner.feed(deep_X, wide), y, epochs=spec.max_epochs, batch_size=deep_member.batch_size, verbose=0)
-    return FoldFit(members, combiner, uses_keras=True)
+    return FoldFit(members, combiner, release_memory=family.release_memory)

@@ -30,7 +30,7 @@ class FoldFit:
 
     members: list[FittedMember]
     combiner: Combiner | None = None
-    uses_keras: bool = False
+    release_memory: Callable[[], None] = lambda: None  # the family's, called once the fold is predicted
 
     def predict(self, part: Part) -> np.ndarray:
         scores = [m.member.predict_scores(part.X(m.view)) for m in self.members]
@@ -55,19 +55,16 @@ def member_spec(candidate: Candidate, fit: Part, encoder: LabelEncoder | None) -
 def fit_candidate(candidate: Candidate, fit: Part, encoder: LabelEncoder | None) -> FittedMember:
     family = FAMILIES[candidate.family]
     spec = member_spec(candidate, fit, encoder)
-    if family.uses_keras:
-        from tuner.models.keras.training import keras
-
-        keras().utils.set_random_seed(spec.seed + candidate.trial.number)
     view = family.view_for(spec)
-    member = family.build(candidate.params, spec).fit(fit.X(view), fit.y)
+    member = family.fit_member(candidate.params, spec, candidate.trial.number, fit.X(view), fit.y)
     return FittedMember(candidate.study, candidate.trial.number, candidate.family, candidate.params,
                         candidate.steps, view, member)
 
 
 def member_fitter(candidate: Candidate) -> Fitter:
     def fit(part: Part, encoder: LabelEncoder | None) -> FoldFit:
-        return FoldFit([fit_candidate(candidate, part, encoder)], uses_keras=FAMILIES[candidate.family].uses_keras)
+        return FoldFit([fit_candidate(candidate, part, encoder)],
+                       release_memory=FAMILIES[candidate.family].release_memory)
 
     return fit
 
@@ -102,10 +99,7 @@ def out_of_fold(dataset: Dataset, task: str, rows: np.ndarray, ids: np.ndarray,
             scores = np.asarray(fitted.predict(parts["oof"]), dtype=np.float64)
             if scores.ndim == 2:  # float32 probabilities (XGBoost) miss one by more than scikit-learn allows
                 scores = scores / scores.sum(axis=1, keepdims=True)
-            if fitted.uses_keras:
-                from tuner.models.keras.training import release_memory
-
-                release_memory()
+            fitted.release_memory()
             if name not in predictions:
                 predictions[name] = np.full((len(rows), *scores.shape[1:]), np.nan)
             predictions[name][held] = scores

@@ -169,15 +169,10 @@ def refit_predictions(sealed: SealedStudy, trials: list[FrozenTrial], fit_rows: 
                                    **preprocessor.input_shapes())
         if steps is not None:
             spec = replace(spec, max_epochs=steps, max_rounds=steps)
-        if family.uses_keras:
-            from tuner.models.keras.training import keras, release_memory
-
-            keras().utils.set_random_seed(spec.seed + trial.number)
         view = family.view_for(spec)
-        member = family.build(trial.user_attrs["params"], spec).fit(fit.X(view), fit.y)
+        member = family.fit_member(trial.user_attrs["params"], spec, trial.number, fit.X(view), fit.y)
         predictions = member.predict_scores(scored.X(view))
-        if family.uses_keras:
-            release_memory()
+        family.release_memory()
         yield trial, scored.y, predictions
 
 

@@ -12,10 +12,11 @@ import importlib
 import pkgutil
 
 from tuner.models.base import Family, Member, ProblemSpec, ScopedTrial
-from tuner.models.registry import FAMILIES, get_family, register
+from tuner.models.registry import FAMILIES, fallback_deep_part, get_family, portfolio_order, register
 
 _MODULES = [m.name for m in pkgutil.walk_packages(__path__, prefix=f"{__name__}.") if not m.ispkg]
 for _module in sorted(_MODULES, key=lambda name: name.rpartition(".")[2]):  # registers them
     importlib.import_module(_module)
 
-__all__ = ["FAMILIES", "Family", "Member", "ProblemSpec", "ScopedTrial", "get_family", "register"]
+__all__ = ["FAMILIES", "Family", "Member", "ProblemSpec", "ScopedTrial", "fallback_deep_part", "get_family",
+           "portfolio_order", "register"]

@@ -127,18 +127,29 @@ class BoosterMember(Member):
         return member
 
 
-KERAS_PACKAGES = {"tensorflow": "tensorflow", "keras": "keras", "optuna_integration": "optuna-integration"}
-
-
 class Family(ABC):
-    """One searchable model family. Subclasses set `name` and `view` and are registered once."""
+    """One searchable model family. Subclasses set `name` and `view` and are registered once.
+
+    Beyond its space and build, a family answers every question the other stages ask about it
+    (how to seed and fit a member, where it sits in the portfolio, what its curves are called, what a
+    blend may borrow from it), so no module outside `tuner.models` branches on a family's name.
+    """
 
     name: ClassVar[str]
     view: ClassVar[str] = "tabular"  # which feature view it consumes (see data.preprocess.VIEWS)
-    uses_keras: ClassVar[bool] = False
     description: ClassVar[str] = ""
     # module -> pip package the family imports only when it fits, checked before a study starts
     requires: ClassVar[dict[str, str]] = {}
+    # where its default sits in a new study's portfolio: lower first, ties by name (the cheap
+    # scikit-learn and XGBoost families 10-40, any other family 50, the Keras families 100)
+    portfolio_rank: ClassVar[int] = 50
+    curve_step: ClassVar[str] = "round"  # its per-step curves are logged as `<curve_step>/<name>`
+    draws_curves: ClassVar[bool] = False  # the study page draws its best trials' learning curves
+    # trains on TensorFlow: a study of it reads TensorFlow's devices and sets mixed precision, and
+    # its bags pay TensorFlow's start-up (tuner.pipeline.run_all's plans)
+    uses_tensorflow: ClassVar[bool] = False
+    gives_leaves: ClassVar[bool] = False  # its fitted model `apply`s rows to leaf indices: a blend's wide part
+    lends_deep_part: ClassVar[bool] = False  # its network can be rebuilt as a wide-and-deep blend's deep part
 
     @abstractmethod
     def search_space(self, trial: Any, spec: ProblemSpec) -> dict[str, Any]:
@@ -163,6 +174,46 @@ class Family(ABC):
     def unsupported_reason(self, spec: ProblemSpec) -> str | None:
         """Why this family cannot fit this problem (e.g. a convnet on a table), or None."""
         return None
+
+    def deep_part_params(self) -> dict[str, Any] | None:
+        """Params of the network a wide-and-deep blend uses as its deep part when no member lends
+        one; None: this family is not that fallback."""
+        return None
+
+    def check_options(self, options: Any, study: Any) -> None:
+        """Refuse (ValueError) options in `families.<name>` this family does not take; `study` is the
+        whole StudyConfig. Only the custom family takes `builder` and `monitor`."""
+        if options.builder or options.monitor:
+            raise ValueError(f"`builder` and `monitor` belong to the custom family, not {self.name!r}")
+
+    def prepare(self, options: Any, base_dir: Path) -> None:
+        """Check what the family loads from outside the package (a builder's module), before a store
+        is touched; `base_dir` is the study file's folder."""
+
+    def seed(self, seed: int) -> None:
+        """Seed the library's global random state before a build; members that take their seed from
+        the spec need nothing."""
+
+    def release_memory(self) -> None:
+        """Free what fitted members left in the library's global state, once they are not needed."""
+
+    def fit_member(self, params: dict[str, Any], spec: ProblemSpec, number: int, X: Any, y: np.ndarray,
+                   X_val: Any = None, y_val: np.ndarray | None = None, trial: Any = None,
+                   curves: dict[str, list[float]] | None = None) -> Member:
+        """Seed, build and fit one member: how the search, the bags, the out-of-fold fits and the
+        final refit all fit a configuration, so a refit starts from the seed its trial had.
+
+        `number` (the trial's) offsets the study seed; `curves` receives the member's learning
+        curves even when the fit is pruned or fails. The caller calls `release_memory` once it is
+        done with the member.
+        """
+        self.seed(spec.seed + number)
+        member = self.build(params, spec)
+        try:
+            return member.fit(X, y, X_val, y_val, trial=trial)
+        finally:
+            if curves is not None:
+                curves.update(member.curves_)
 
     def missing_package(self) -> str | None:
         """The pip package of the first required module that cannot be imported, or None."""

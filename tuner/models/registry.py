@@ -16,3 +16,13 @@ def register(family: Family) -> Family:
 
 def get_family(name: str) -> Family:
     return FAMILIES[name]
+
+
+def fallback_deep_part() -> Family:
+    """The family whose network a wide-and-deep blend uses when no member lends one (dense)."""
+    return next(family for family in FAMILIES.values() if family.deep_part_params() is not None)
+
+
+def portfolio_order(names: list[str]) -> list[str]:
+    """Families in the order a new study tries their defaults: by `portfolio_rank`, ties by name."""
+    return sorted(names, key=lambda name: (FAMILIES[name].portfolio_rank, name))

@@ -72,7 +72,7 @@ def plan_bags(name: str, storage_url: str | None, seconds_left: float | None, ex
     study = load_existing(name, storage_url)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     families = {t.user_attrs.get("family") for t in complete}
-    keras = {f for f in families if f in FAMILIES and FAMILIES[f].uses_keras}
+    keras = {f for f in families if f in FAMILIES and FAMILIES[f].uses_tensorflow}
     kept = families - keras if keras and seconds_left < expected_s + KERAS_BAGS_S else None
     if kept is not None and study.best_trial.user_attrs.get("family") in keras:
         kept = None  # the search's best always reaches the export
@@ -117,7 +117,7 @@ def plan_ensemble(name: str, storage_url: str | None, seconds_left: float | None
     for t in complete:
         per_family_s.setdefault(t.user_attrs.get("family", "?"), []).append(t.user_attrs.get("duration_s", 1.0))
     medians = {family: statistics.median(durations) for family, durations in per_family_s.items()} or {"?": 1.0}
-    keras = [s for family, s in medians.items() if family in FAMILIES and FAMILIES[family].uses_keras]
+    keras = [s for family, s in medians.items() if family in FAMILIES and FAMILIES[family].uses_tensorflow]
     deep_s = max(keras, default=epochs * DENSE_EPOCH_S)
     best_family = study.best_trial.user_attrs.get("family", "?") if complete else next(iter(medians))
     kept_first = [best_family] + sorted((f for f in medians if f != best_family), key=medians.get)

@@ -292,7 +292,7 @@ def run_all(study_file: str | Path, budget: float | None = None, storage_url: st
     clock = Clock(budget, time.time() if started_at is None else started_at)
     inputs = load_inputs(config, base_dir)
     expected = {stage.name: stage.expected_seconds(len(inputs[0].y)) for stage in STAGES[1:]}
-    keras = any(FAMILIES[f].uses_keras for f in config.families)
+    keras = any(FAMILIES[f].uses_tensorflow for f in config.families)
     ctx = StageContext(study_file, config, inputs, clock, storage_url, tracking_uri, ensembles_root, force,
                        reserve_after_search(expected, budget, keras), on_step)
     for stage in STAGES:
@@ -322,5 +322,190 @@ def _finalized_before(name: str, storage_url: str | None) -> bool:
     return study is not None and ATTR + "finalize" in study.user_attrs
 
 
+<<<<<<< HEAD
 def _counted(run: RunResult) -> int:
     return sum(n for state, n in run.counts.items() if state in ("COMPLETE", "PRUNED", "FAIL"))
+=======
+def _finalize(result: RunAllResult, name: str, storage_url: str | None, tracking_uri: str | None, force: bool,
+              clock: Clock, after_search: dict[str, float], on_step: Callable[[str], None]) -> None:
+    from tuner.evaluate.finalize import FinalizeReport, finalize_study
+
+    mark = time.monotonic()
+    study = load_existing(name, storage_url)
+    stored = study.user_attrs.get(ATTR + "finalize")
+    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    left = clock.left()
+    if stored and not force and stored.get("trials_complete") == complete:
+        on_step("finalize: already done for these trials; shown again without a new test look")
+        result.finalize = FinalizeReport.from_record(stored)
+        result.reused.append("finalize")
+    elif left is not None and left < sum(after_search.values()):
+        result.skipped["finalize"] = (f"{max(left, 0):.0f} s were left and finalize, ensemble and export need about "
+                                      f"{sum(after_search.values()):.0f} s; the ensemble build still scores the "
+                                      "best single member on the test split")
+        on_step(f"finalize: skipped ({result.skipped['finalize']})")
+    else:
+        on_step("finalize: the top configurations scored once on the sealed test split")
+        result.finalize = finalize_study(name, storage_url, tracking_uri, top=FINALIZE_TOP, force=force)
+    result.stage_seconds["finalize"] = time.monotonic() - mark
+
+
+def _ensemble(result: RunAllResult, config: Any, storage_url: str | None, tracking_uri: str | None,
+              ensembles_root: str | Path | None, clock: Clock, ensemble_s: float, on_step: Callable[[str], None]) -> None:
+    from tuner.ensemble.build import build_ensemble
+    from tuner.ensemble.store import read_build
+    from tuner.core.errors import TunerError
+
+    mark = time.monotonic()
+    name = config.name
+    build = None
+    if "finalize" in result.reused:
+        try:
+            build = read_build(name, ensembles_root)
+        except TunerError:
+            build = None
+        split_digest = load_existing(name, storage_url).user_attrs[ATTR + "split"]["digest"]
+        if build is not None and build.get("split_digest") != split_digest:
+            build = None
+    if build is not None:
+        on_step("ensemble: already built from these trials; shown again without a new test look")
+        result.reused.append("ensemble")
+    elif config.split.cross_validated:
+        bags = plan_bags(name, storage_url, clock.left(), ensemble_s)
+        if bags.families is not None:
+            result.skipped["keras bags"] = (f"{max(clock.left(), 0):.0f} s were left and Keras bags cost about "
+                                            f"{KERAS_BAGS_S:.0f} s more; the search's best trial is not one")
+        on_step("ensemble: selection over every bagged trial's out-of-fold predictions, nothing refitted"
+                + ("" if bags.families is None else f" (Keras bags left out: {result.skipped['keras bags']})"))
+        build = build_ensemble(name, [name], storage_url, tracking_uri, root=ensembles_root, on_step=on_step,
+                               families=bags.families, rebuild_s=bags.rebuild_s)
+        if build.get("left_out_for_time"):
+            result.skipped["rebuilds"] = (f"{len(build['left_out_for_time'])} trial(s) whose fold models were let go "
+                                          f"would take longer to rebuild than the {bags.rebuild_s:.0f} s the budget leaves for it")
+    else:
+        plan = plan_ensemble(name, storage_url, clock.left(), config.budget.epochs)
+        on_step(f"ensemble: {plan.describe()}")
+        build = build_ensemble(name, [name], storage_url, tracking_uri, per_family=plan.per_family, folds=plan.folds,
+                               families=plan.families, wide_deep=plan.wide_deep, root=ensembles_root, on_step=on_step)
+    result.build = build
+    result.stage_seconds["ensemble"] = time.monotonic() - mark
+
+
+@dataclass(frozen=True)
+class BagPlan:
+    """What a K-fold study's blend may pick from in the time left: `families` (None: all of them)
+    and `rebuild_s`, the seconds that rebuilding let-go bags may take (None: no bound)."""
+
+    families: set[str] | None
+    rebuild_s: float | None
+
+
+def plan_bags(name: str, storage_url: str | None, seconds_left: float | None, expected_s: float) -> BagPlan:
+    """Keras bags cost `KERAS_BAGS_S` more than `expected_s`, so when time is short they go first,
+    unless the search's best trial is one; what is left after that pays for rebuilding bags whose
+    fold models were let go (a dense bag refits for as long as its trial took: 17-30 s on churn)."""
+    if seconds_left is None:
+        return BagPlan(None, None)
+    study = load_existing(name, storage_url)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    families = {t.user_attrs.get("family") for t in complete}
+    keras = {f for f in families if f in FAMILIES and FAMILIES[f].uses_tensorflow}
+    kept = families - keras if keras and seconds_left < expected_s + KERAS_BAGS_S else None
+    if kept is not None and study.best_trial.user_attrs.get("family") in keras:
+        kept = None  # the search's best always reaches the export
+    # from KERAS_RESERVE_FROM_S `expected_s` already holds one KERAS_BAGS_S; charging it again here keeps
+    # room for the many Keras bags a long search leaves (churn at 300 s: 10 dense bags, a 13 s stage)
+    keras_s = KERAS_BAGS_S if keras and kept is None else 0.0
+    return BagPlan(kept, max(seconds_left - expected_s - keras_s, 0.0))
+
+
+def _export(result: RunAllResult, name: str, tracking_uri: str | None, ensembles_root: str | Path | None,
+            on_step: Callable[[str], None]) -> None:
+    from tuner.ensemble.store import ensembles_root as root_of
+    from tuner.serve.export import MANIFEST, export_ensemble
+
+    mark = time.monotonic()
+    manifest = root_of(ensembles_root) / name / MANIFEST
+    if manifest.is_file() and json.loads(manifest.read_text()).get("built_at") == result.build.get("built_at"):
+        on_step(f"export: {manifest.parent} already holds this build's blend")
+        result.reused.append("export")
+    else:
+        on_step(f"export: blend {result.build['chosen']!r} as an MLflow pyfunc model")
+        result.export = export_ensemble(name, tracking_uri=tracking_uri, root=ensembles_root)
+    result.stage_seconds["export"] = time.monotonic() - mark
+
+
+def _plots(result: RunAllResult, name: str, storage_url: str | None, tracking_uri: str | None, clock: Clock,
+           expected: float, on_step: Callable[[str], None]) -> None:
+    """The study's plots last, under a budget: the model matters more than its pictures."""
+    from tuner.reporting.dashboard import refresh_plots
+
+    left = clock.left()
+    if left < expected + SAFETY_S:
+        result.skipped["plots"] = (f"{max(left, 0):.0f} s were left and drawing needs about {expected:.0f} s, "
+                                   f"with {SAFETY_S:.0f} s kept for the exit; "
+                                   f"`tuner study plots {name}` draws them")
+        on_step(f"plots: skipped ({result.skipped['plots']})")
+        return
+    mark = time.monotonic()
+    on_step("plots: the study's history, scores by family and curves on its MLflow run")
+    refresh_plots(name, storage_url, tracking_uri)
+    result.stage_seconds["plots"] = time.monotonic() - mark
+
+
+def _counted(run: RunResult) -> int:
+    return sum(n for state, n in run.counts.items() if state in ("COMPLETE", "PRUNED", "FAIL"))
+
+
+@dataclass(frozen=True)
+class EnsemblePlan:
+    """What a holdout study's ensemble stage builds: folds, members per family, which families, and
+    whether the jointly trained wide-and-deep blend is affordable; `seconds` is the expected cost."""
+
+    folds: int
+    per_family: int
+    families: tuple[str, ...] | None  # None: every family in the study
+    wide_deep: bool
+    seconds: float
+
+    def describe(self) -> str:
+        which = "every family" if self.families is None else ", ".join(self.families)
+        return (f"{self.per_family} member(s) per family ({which}), {self.folds}-fold out-of-fold predictions, "
+                f"wide-and-deep blend {'included' if self.wide_deep else 'left out'}")
+
+
+def plan_ensemble(name: str, storage_url: str | None, seconds_left: float | None, epochs: int) -> EnsemblePlan:
+    """The richest ensemble the time left pays for, judged by the trials' own recorded durations.
+
+    Each member costs about (folds + 1) fits of its family's median trial time (K out-of-fold fits
+    and the final refit); the wide-and-deep blend as much per fit as the slowest Keras family, or,
+    with none searched, a dense network trained for `epochs` (the study's `budget.epochs`);
+    scoring, saving and logging cost `ENSEMBLE_FIXED_S`. When even 2 folds of one member per
+    family do not fit, the wide-and-deep blend goes first, then the slowest families, but never
+    the family of the search's best trial. Without a budget: 5 folds, 2 per family, everything.
+    """
+    if seconds_left is None:
+        return EnsemblePlan(5, 2, None, True, float("nan"))
+    study = load_existing(name, storage_url)
+    per_family_s: dict[str, list[float]] = {}
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    for t in complete:
+        per_family_s.setdefault(t.user_attrs.get("family", "?"), []).append(t.user_attrs.get("duration_s", 1.0))
+    medians = {family: statistics.median(durations) for family, durations in per_family_s.items()} or {"?": 1.0}
+    keras = [s for family, s in medians.items() if family in FAMILIES and FAMILIES[family].uses_tensorflow]
+    deep_s = max(keras, default=epochs * DENSE_EPOCH_S)
+    best_family = study.best_trial.user_attrs.get("family", "?") if complete else next(iter(medians))
+    kept_first = [best_family] + sorted((f for f in medians if f != best_family), key=medians.get)
+
+    def plan(folds: int, per_family: int, families: list[str], wide_deep: bool) -> EnsemblePlan:
+        fits = per_family * sum(medians[f] for f in families) + (deep_s if wide_deep else 0.0)
+        every = len(families) == len(kept_first)
+        return EnsemblePlan(folds, per_family, None if every else tuple(families), wide_deep,
+                            ENSEMBLE_FIXED_S + (folds + 1) * fits)
+
+    richest_first = [plan(folds, per_family, kept_first, True)
+                     for folds, per_family in ((5, 2), (3, 2), (3, 1), (2, 1))]
+    richest_first += [plan(2, 1, kept_first[:n], False) for n in range(len(kept_first), 0, -1)]
+    # the first that fits; when none does, the cheapest (the best trial's family alone)
+    return next((p for p in richest_first if p.seconds <= seconds_left), richest_first[-1])
+>>>>>>> wt-families

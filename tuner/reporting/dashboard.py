@@ -27,19 +27,23 @@ from tuner.tracking import Tracker
 if TYPE_CHECKING:
     from tuner.search.runner import RunEnded
 
-N_CURVES = 3  # learning curves of this many best Keras trials
+N_CURVES = 3  # learning curves of this many best trials (of families that draw them)
 log = logging.getLogger("tuner")
 
 
 def draw(tracker: Tracker, study: optuna.Study, metric: str, experiment_id: str, parent_run_id: str) -> PlotSet:
-    """The study's plots, with the best Keras trials' learning curves read back from their child runs."""
+    """The study's plots, with the learning curves of the best trials of families that draw them (the
+    Keras ones) read back from their child runs."""
     sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
-    keras_trials = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                           if t.user_attrs.get("family") in FAMILIES and FAMILIES[t.user_attrs["family"]].uses_keras),
-                          key=lambda t: -sign * t.value)[:N_CURVES]
-    found = tracker.trial_curves(experiment_id, parent_run_id, [t.number for t in keras_trials], prefix="epoch/")
+    drawn = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                    if t.user_attrs.get("family") in FAMILIES and FAMILIES[t.user_attrs["family"]].draws_curves),
+                   key=lambda t: -sign * t.value)[:N_CURVES]
+    found = {}
+    for t in drawn:
+        found.update(tracker.trial_curves(experiment_id, parent_run_id, [t.number],
+                                          prefix=f"{FAMILIES[t.user_attrs['family']].curve_step}/"))
     curves = {f"trial {t.number} {t.user_attrs['family']} {score_label(metric)} {t.value:.4f}": found[t.number]
-              for t in keras_trials if t.number in found}
+              for t in drawn if t.number in found}
     return study_plots(study, metric, curves)
 
 

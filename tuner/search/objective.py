@@ -136,10 +136,8 @@ class Objective:
                     oof.add(fold.val.rows, predicted)
                     fold_members.append(member)  # a bag keeps every fold model
                 del member
-                if family.uses_keras and oof is None and index < len(self.folds) - 1:
-                    from tuner.models.keras.training import release_memory
-
-                    release_memory()  # this fold's model, before the next one is built
+                if oof is None and index < len(self.folds) - 1:
+                    family.release_memory()  # this fold's model, before the next one is built
                 if self.cross_validated:
                     self._report_fold(trial, fold_scores)
             value = float(np.mean(fold_scores))
@@ -158,10 +156,7 @@ class Objective:
             self._finish(trial, family, run_id, "KILLED", curves, fold_scores, started)
             raise
         finally:
-            if family.uses_keras:
-                from tuner.models.keras.training import release_memory
-
-                release_memory()
+            family.release_memory()
         if all(step is not None for step in steps):
             trial.set_user_attr("best_step", int(round(float(np.median(steps)))))  # finalize refits with it
         self._finish(trial, family, run_id, "COMPLETE", curves, fold_scores, started, value=value)
@@ -185,18 +180,11 @@ class Objective:
     def _fit(self, family: Family, params: dict[str, Any], fold: Fold, number: int, trial: optuna.Trial | None,
              curves: dict[str, list[float]]) -> Any:
         """One member fitted on the fold's training rows; the fold's validation rows stop it early."""
-        if family.uses_keras:
-            from tuner.models.keras.training import keras
-
-            keras().utils.set_random_seed(fold.spec.seed + number)
         view = family.view_for(fold.spec)
-        member = family.build(params, fold.spec)
-        try:
-            with trial_deadline(self.budget.deadline):
-                member.fit(fold.train.X(view), fold.train.y, fold.val.X(view), fold.val.y, trial=trial)
-        finally:
-            curves.update(member.curves_)  # the first fold's curves, kept even when it is pruned
-        return member
+        with trial_deadline(self.budget.deadline):
+            return family.fit_member(params, fold.spec, number, fold.train.X(view), fold.train.y,
+                                     fold.val.X(view), fold.val.y, trial=trial,
+                                     curves=curves)  # the first fold's curves, kept even when it is pruned
 
     def _report_fold(self, trial: optuna.Trial, fold_scores: list[float]) -> None:
         """The running mean over the folds so far is the pruner's intermediate value at step = fold index."""
@@ -241,8 +229,7 @@ class Objective:
         duration = time.perf_counter() - started
         trial.set_user_attr("duration_s", round(duration, 3))
         scores = {self.score_name: value} if value is not None else {}
-        prefix = "epoch" if family.uses_keras else "round"
-        logged = {f"{prefix}/{k}": v for k, v in curves.items()}
+        logged = {f"{family.curve_step}/{k}": v for k, v in curves.items()}
         if self.cross_validated:
             trial.set_user_attr("fold_scores", fold_scores)
             logged[f"fold/{self.fold_score_name}"] = fold_scores  # step = fold number (repeats continue the count)

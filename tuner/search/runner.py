@@ -149,7 +149,7 @@ def _tell(subscriber: Callable[[RunEnded], None], ended: RunEnded) -> None:
 
 def _open_parent_run(tracker: Tracker, sealed: SealedStudy, experiment_id: str, study_file: Path) -> str:
     config = sealed.config
-    uses_keras = any(FAMILIES[n].uses_keras for n in config.families)
+    uses_tensorflow = any(FAMILIES[n].uses_tensorflow for n in config.families)
     params = {
         "data": config.data.source, "task": sealed.task, "metric": sealed.metric,
         "direction": sealed.study.direction.name.lower(), "families": ",".join(sorted(config.families)),
@@ -160,7 +160,7 @@ def _open_parent_run(tracker: Tracker, sealed: SealedStudy, experiment_id: str, 
     if config.split.cross_validated:
         params.update(cv_folds=config.split.folds, cv_repeats=config.split.repeats)
     tags = {DESCRIPTION: config.description or f"tuner study {config.name}",
-            **device_tags(uses_keras)}
+            **device_tags(uses_tensorflow)}
     return tracker.open_study_run(experiment_id, sealed.study.user_attrs[ATTR + "uid"], config.name, tags, params,
                                   {"study.yaml": study_file.read_text()})
 
@@ -173,11 +173,11 @@ def _optimize(sealed: SealedStudy, tracker: Tracker, experiment_id: str, parent_
     if progress_of(study, budget).done >= budget:
         return
     folds = search_folds(sealed)
-    uses_keras = any(FAMILIES[n].uses_keras for n in config.families)
-    if uses_keras:
+    uses_tensorflow = any(FAMILIES[n].uses_tensorflow for n in config.families)
+    if uses_tensorflow:
         configure_mixed_precision(config.budget.mixed_precision)
     objective = Objective(config, folds, tracker, experiment_id, parent_run_id,
-                          {**{k: v for k, v in device_tags(uses_keras).items() if not k.startswith("version.")},
+                          {**{k: v for k, v in device_tags(uses_tensorflow).items() if not k.startswith("version.")},
                            **worker_tags(worker), "split_digest": sealed.split.digest},  # the split it verified
                           budget=TimeBudget.from_timeout(timeout), bags=trial_bags(sealed),
                           search_rows=sealed.split.search_rows())

@@ -18,16 +18,14 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.models import FAMILIES, ProblemSpec
+from tuner.models import FAMILIES, ProblemSpec, portfolio_order
 
 MIN_RECORD = 1  # finished trials of a family before its duration is trusted
 
 
-CHEAPEST_FIRST = ("linear", "hist_boosting", "xgboost", "random_forest")  # then the rest, Keras families last
-
-
 def enqueue_portfolio(study: optuna.Study, families: list[str], trials: int, spec: ProblemSpec) -> None:
-    """On a new study, each family's library default first (at most `trials`), cheapest family first.
+    """On a new study, each family's library default first (at most `trials`), cheapest family first
+    (`Family.portfolio_rank`: the linear model, then the trees, the Keras networks last).
 
     The first seconds of any budget then hold what a user would get from the defaults (a default
     random forest, XGBoost, HistGradientBoosting), every family has a duration on record early
@@ -36,9 +34,7 @@ def enqueue_portfolio(study: optuna.Study, families: list[str], trials: int, spe
     """
     if study.trials:
         return
-    order = sorted(families, key=lambda n: (FAMILIES[n].uses_keras,
-                                            CHEAPEST_FIRST.index(n) if n in CHEAPEST_FIRST else len(CHEAPEST_FIRST), n))
-    for name in order[:trials]:
+    for name in portfolio_order(families)[:trials]:
         defaults = FAMILIES[name].default_params(spec) or {}
         study.enqueue_trial({"family": name, **{f"{name}.{key}": value for key, value in defaults.items()}},
                             user_attrs={"portfolio": "default"}, skip_if_exists=True)

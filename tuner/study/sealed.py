@@ -22,7 +22,6 @@ from tuner.data import Dataset, SealedSplit, check_task, infer_task, load_datase
 from tuner.data.preprocess import probe_shapes
 from tuner.core.errors import SplitMismatchError, StudyFileError
 from tuner.models import FAMILIES, ProblemSpec
-from tuner.models.keras.custom import resolve_builder
 from tuner.study.storage import find_study, load_existing, normalize_url, open_storage, redact_url, resolve_storage_url
 
 ATTR = "tuner."  # prefix of the study attributes tuner owns
@@ -56,11 +55,10 @@ class SealedStudy:
 
 def problem_spec(config: StudyConfig, task: str, n_classes: int, n_features: int, **inputs: Any) -> ProblemSpec:
     budget = config.budget
-    custom = config.families.get("custom")
     return ProblemSpec(task=task, metric=config.resolved_metric(task), n_classes=n_classes, n_features=n_features,
                        max_epochs=budget.epochs, max_rounds=budget.rounds, patience=budget.patience,
                        seed=config.split.seed, batch_size=budget.batch_size, reduce_lr=budget.reduce_lr,
-                       custom_builder=custom.builder if custom else None, custom_monitor=config.custom_monitor,
+                       custom_builder=config.custom_builder, custom_monitor=config.custom_monitor,
                        custom_direction=config.objective_direction(task), **inputs)
 
 
@@ -76,8 +74,8 @@ def load_inputs(config: StudyConfig, base_dir: Path) -> tuple[Dataset, str]:
     task = config.task or infer_task(dataset.y)
     check_task(dataset.y, task, config.data.source)
     config.resolved_metric(task)
-    if "custom" in config.families:
-        resolve_builder(config.families["custom"].builder, base_dir)
+    for name, options in config.families.items():
+        FAMILIES[name].prepare(options, base_dir)
     probe = problem_spec(config, task, n_classes=0, n_features=0, **probe_shapes(dataset.X, dataset.kind))
     for name in config.families:
         reason = FAMILIES[name].unsupported_reason(probe)

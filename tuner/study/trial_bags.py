@@ -144,12 +144,8 @@ def _refit(family: Any, trial: FrozenTrial, index: int, train: Any, spec: Any) -
     steps = (trial.user_attrs.get("fold_steps") or [None] * (index + 1))[index]
     if steps is not None:
         spec = replace(spec, max_epochs=int(steps), max_rounds=int(steps))
-    if family.uses_keras:
-        from tuner.models.keras.training import keras
-
-        keras().utils.set_random_seed(spec.seed + trial.number)
     view = family.view_for(spec)
-    return family.build(trial.user_attrs["params"], spec).fit(train.X(view), train.y)
+    return family.fit_member(trial.user_attrs["params"], spec, trial.number, train.X(view), train.y)
 
 
 def has_oof(trial: FrozenTrial) -> bool:

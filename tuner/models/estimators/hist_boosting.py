@@ -55,6 +55,7 @@ class HistBoostingMember(BoosterMember):
 
 class HistBoostingFamily(Family):
     name = "hist_boosting"
+    portfolio_rank = 20
     view = "native"
     description = "scikit-learn HistGradientBoosting (native categoricals and missing values), early stopping"
 

@@ -14,6 +14,8 @@ MAX_DEPTH = 64  # deeper than any tree grows on tables this tool searches: the t
 
 class RandomForestFamily(Family):
     name = "random_forest"
+    portfolio_rank = 40
+    gives_leaves = True
     description = "scikit-learn random forest"
 
     def search_space(self, trial, spec: ProblemSpec) -> dict:

@@ -94,6 +94,8 @@ class XGBoostMember(BoosterMember):
 
 class XGBoostFamily(Family):
     name = "xgboost"
+    portfolio_rank = 30
+    gives_leaves = True
     view = "native"
     description = "XGBoost gradient boosted trees (hist, native categoricals and missing values), per-round pruning"
     requires = {"xgboost": "xgboost", "optuna_integration": "optuna-integration"}

@@ -8,15 +8,14 @@ halves the grid by max pooling or a strided convolution while the grid is larger
 from __future__ import annotations
 
 from tuner.models.registry import register
-from tuner.models.base import KERAS_PACKAGES, Family, ProblemSpec
+from tuner.models.base import ProblemSpec
+from tuner.models.keras.family import KerasFamily
 from tuner.models.keras.training import KerasMember, keras, member_for, output_head, training_params
 
 
-class ConvnetFamily(Family):
+class ConvnetFamily(KerasFamily):
     name = "convnet"
     view = "image"
-    uses_keras = True
-    requires = KERAS_PACKAGES
     description = "Keras convnet: Conv2D/SeparableConv2D, blocks, pooling or strides, BatchNorm, residual, inception"
 
     def search_space(self, trial, spec: ProblemSpec) -> dict:

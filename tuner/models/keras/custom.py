@@ -17,7 +17,8 @@ from typing import Any, Callable
 
 from tuner.core.errors import StudyFileError
 from tuner.models.registry import register
-from tuner.models.base import KERAS_PACKAGES, Family, ProblemSpec
+from tuner.models.base import ProblemSpec
+from tuner.models.keras.family import KerasFamily
 from tuner.models.keras.training import KerasMember, keras, output_head
 
 VIEW_PREFERENCE = ("image", "sequence", "tokens", "text", "tabular")
@@ -75,11 +76,10 @@ class _Recorder:
         return self._record("suggest_categorical", name, choices)
 
 
-class CustomFamily(Family):
+class CustomFamily(KerasFamily):
     name = "custom"
     view = "tabular"
-    uses_keras = True
-    requires = KERAS_PACKAGES
+    lends_deep_part = False  # a user's model may have several heads, or none named `HEAD`
     description = "your own Keras model: families.custom.builder names a function(trial, inputs) -> compiled model"
 
     def view_for(self, spec: ProblemSpec) -> str:
@@ -89,6 +89,22 @@ class CustomFamily(Family):
         if spec.custom_builder is None:
             return "set `builder: package.module:function` under families.custom"
         return None
+
+    def check_options(self, options: Any, study: Any) -> None:
+        """A builder always; a `monitor` scores a custom-only study on its own quantity."""
+        if options.builder is None:
+            raise ValueError("the custom family needs `builder: package.module:function`")
+        if options.monitor:
+            if len(study.families) > 1:
+                raise ValueError(f"custom with monitor {options.monitor!r} scores on its own quantity; "
+                                 "drop `monitor` to score it with the study metric next to other families")
+            if study.metric:
+                raise ValueError(f"custom with monitor {options.monitor!r} is scored by it; drop `metric`")
+            if study.direction is None and "loss" not in options.monitor:
+                raise ValueError(f"set `direction:` (minimize or maximize) for monitor {options.monitor!r}")
+
+    def prepare(self, options: Any, base_dir: Path) -> None:
+        resolve_builder(options.builder, base_dir)
 
     def inputs(self, spec: ProblemSpec) -> CustomInputs:
         view = self.view_for(spec)

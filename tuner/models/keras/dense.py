@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from tuner.models.registry import register
-from tuner.models.base import KERAS_PACKAGES, Family, ProblemSpec
+from tuner.models.base import ProblemSpec
+from tuner.models.keras.family import KerasFamily
 from tuner.models.keras.training import KerasMember, keras, member_for, output_head, training_params
 
 
-class DenseFamily(Family):
+class DenseFamily(KerasFamily):
     name = "dense"
-    uses_keras = True
-    requires = KERAS_PACKAGES
     description = "Keras MLP: layers, units, dropout, L1/L2, BatchNorm, optimizer, learning rate"
 
     def search_space(self, trial, spec: ProblemSpec) -> dict:
@@ -31,6 +30,12 @@ class DenseFamily(Family):
         """The book's first network (chapter 4): two Dense(64, relu) layers, RMSprop at 1e-3, batches of 32."""
         return {"layers": 2, "units": 64, "activation": "relu", "dropout": 0.0, "regularizer": "none",
                 "batch_norm": False, "optimizer": "rmsprop", "learning_rate": 1e-3, "batch_size": 32}
+
+    def deep_part_params(self) -> dict:
+        """The network a wide-and-deep blend falls back to: the book's first one, with a little
+        dropout and Adam."""
+        return {"layers": 2, "units": 64, "activation": "relu", "dropout": 0.1, "regularizer": "none",
+                "batch_norm": False, "optimizer": "adam", "learning_rate": 1e-3, "batch_size": 32}
 
     def build(self, params: dict, spec: ProblemSpec) -> KerasMember:
         k = keras()

@@ -7,7 +7,8 @@ column through TextVectorization + Embedding + a sequence encoder; the branches 
 from __future__ import annotations
 
 from tuner.models.registry import register
-from tuner.models.base import KERAS_PACKAGES, Family, ProblemSpec
+from tuner.models.base import ProblemSpec
+from tuner.models.keras.family import KerasFamily
 from tuner.models.keras.training import KerasMember, keras, member_for, output_head, training_params
 from tuner.models.keras.sequence import embed_text, encode_steps
 
@@ -27,11 +28,9 @@ def categorical_embeddings(codes, sizes: tuple[int, ...], dim: int):
     return embedded[0] if len(embedded) == 1 else layers.Concatenate()(embedded)
 
 
-class MultiInputFamily(Family):
+class MultiInputFamily(KerasFamily):
     name = "multi_input"
     view = "columns"
-    uses_keras = True
-    requires = KERAS_PACKAGES
     description = "Keras functional model: dense numbers, categorical embeddings and a text encoder, concatenated"
 
     def unsupported_reason(self, spec: ProblemSpec) -> str | None:

@@ -8,17 +8,16 @@ TextVectorization layer inside the model, adapted on training rows, so a saved m
 from __future__ import annotations
 
 from tuner.models.registry import register
-from tuner.models.base import KERAS_PACKAGES, Family, ProblemSpec
+from tuner.models.base import ProblemSpec
+from tuner.models.keras.family import KerasFamily
 from tuner.models.keras.training import KerasMember, keras, member_for, output_head, training_params
 
 INPUT_VIEWS = ("sequence", "tokens", "text")  # in order of preference when data offers several
 
 
-class SequenceFamily(Family):
+class SequenceFamily(KerasFamily):
     name = "sequence"
     view = "sequence"
-    uses_keras = True
-    requires = KERAS_PACKAGES
     description = "Keras RNN / 1D convnet: LSTM or GRU, units, stacked, bidirectional, dropouts, Conv1D front end"
 
     def view_for(self, spec: ProblemSpec) -> str:

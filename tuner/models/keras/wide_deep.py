@@ -11,18 +11,17 @@ from __future__ import annotations
 from itertools import combinations
 
 from tuner.models.registry import register
-from tuner.models.base import KERAS_PACKAGES, Family, ProblemSpec
+from tuner.models.base import ProblemSpec
+from tuner.models.keras.family import KerasFamily
 from tuner.models.keras.training import (
     HEAD, KerasMember, keras, member_for, output_activation, output_units, training_params,
 )
 from tuner.models.keras.multi_input import categorical_embeddings
 
 
-class WideDeepFamily(Family):
+class WideDeepFamily(KerasFamily):
     name = "wide_deep"
     view = "columns"
-    uses_keras = True
-    requires = KERAS_PACKAGES
     description = "Keras wide & deep: linear over one-hot and hashed crosses, plus an MLP, trained jointly"
 
     def unsupported_reason(self, spec: ProblemSpec) -> str | None:

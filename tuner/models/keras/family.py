@@ -1,0 +1,32 @@
+"""What every Keras family shares beyond the training loop: its packages, its place last in the
+portfolio, per-epoch curves, a seeded global random state and the memory released after each use.
+
+A Keras family subclasses `KerasFamily` and writes only its space and its build
+(`tuner/examples/tiny_keras_family.py`).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from tuner.models.base import Family
+from tuner.models.keras import training
+
+KERAS_PACKAGES = {"tensorflow": "tensorflow", "keras": "keras", "optuna_integration": "optuna-integration"}
+
+
+class KerasFamily(Family):
+    """A family whose members are Keras models (`tuner.models.keras.training.KerasMember`)."""
+
+    requires: ClassVar[dict[str, str]] = KERAS_PACKAGES
+    portfolio_rank: ClassVar[int] = 100  # networks are the slowest defaults: tried after every other family
+    curve_step: ClassVar[str] = "epoch"
+    draws_curves: ClassVar[bool] = True
+    uses_tensorflow: ClassVar[bool] = True
+    lends_deep_part: ClassVar[bool] = True  # its network ends in the `HEAD` layer a blend reads
+
+    def seed(self, seed: int) -> None:
+        training.keras().utils.set_random_seed(seed)
+
+    def release_memory(self) -> None:
+        training.release_memory()
