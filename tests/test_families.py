@@ -161,7 +161,12 @@ def test_a_fitted_member_predicts_by_contract_and_round_trips_through_save_and_l
     assert loaded.best_step_ == member.best_step_
 
 
-@pytest.mark.parametrize("name, problem_name", FIRST_CASES, ids=[f"{n}-{p}" for n, p in FIRST_CASES])
+# every Keras family prunes through KerasMember.fit: dense and custom check it in the fast suite, the heavier rest when slow
+PRUNE_CASES = [pytest.param(n, p, id=f"{n}-{p}", marks=[pytest.mark.slow] if FAMILIES[n].uses_keras and n not in
+                            ("dense", "custom") else []) for n, p in FIRST_CASES]
+
+
+@pytest.mark.parametrize("name, problem_name", PRUNE_CASES)
 def test_a_stepwise_fit_is_pruned_when_its_pruner_says_so_and_a_one_shot_fit_never_asks(name, problem_name):
     data = problem(problem_name)
     study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(lower=1e300))  # prunes at the first report
