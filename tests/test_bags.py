@@ -17,7 +17,7 @@ from tuner.models import FAMILIES
 from tuner.study.sealed import open_sealed
 from tuner.pipeline.study_run import run_study
 
-from conftest import run_cli, tiny_study
+from conftest import holdout_study, run_cli, tiny_study
 
 FAST = {"rounds": 20, "patience": 2, "epochs": 2}
 
@@ -37,7 +37,7 @@ def bagged_study(name: str, families: list[str], trials: int, **overrides) -> di
 def test_a_split_naming_neither_validation_nor_folds_bags_five_fold(write_study):
     config, _ = load_study_file(write_study(tiny_study("default", split={"seed": 1})))
     assert config.split.folds == 5 and config.split.cross_validated
-    explicit, _ = load_study_file(write_study(tiny_study("holdout")))
+    explicit, _ = load_study_file(write_study(holdout_study("holdout")))
     assert explicit.split.folds is None and explicit.split.validation_share == 0.2
 
 
