@@ -51,7 +51,7 @@ def test_run_logs_plots_and_tags_the_best_child_run(tiny):
     best = [r for r in children if r.data.tags.get("best") == "true"]
     assert [r.data.tags["trial"] for r in best] == [parent.data.tags["best_trial"]]
     for run in children:
-        assert float(run.data.tags["score"]) == pytest.approx(run.data.metrics["val_roc_auc"], abs=1e-6)
+        assert float(run.data.tags["score"]) == pytest.approx(run.data.metrics["cv_roc_auc"], abs=1e-6)
 
 
 def test_a_keras_study_gets_learning_curves_and_family_tags(tmp_path):
@@ -140,7 +140,7 @@ def test_report_command_writes_one_self_contained_page(tiny, tmp_path, monkeypat
     status, out, err = cli(monkeypatch, capsys, "report", tiny.name, "-o", str(output), *tiny.store_args)
     assert status == 0, err
     page = output.read_text()
-    assert "Leaderboard by family" in page and "best val_roc_auc" in page
+    assert "Leaderboard by family" in page and "best cv_roc_auc" in page
     leaderboard = describe_study(tiny.name, tiny.storage).families
     assert leaderboard and all(f"<td>{row.family}</td>" in page for row in leaderboard)
     assert '<img src="data:image/png;base64,' in page

@@ -16,7 +16,7 @@ from tuner.ensemble.blends import DeepPlan, WideAndDeep, fit_stacked, fit_wide_d
 from tuner.ensemble.store import read_build, write_build
 from tuner.core.errors import SplitMismatchError
 
-from conftest import run_cli, tiny_study
+from conftest import holdout_study, run_cli, tiny_study
 from ensemble_fixtures import WIDE_DEEP_MEMBER, fitted_members, stand_in_source, xgboost_candidate
 
 DENSE = {"layers": 1, "units": 8, "activation": "relu", "dropout": 0.0, "regularizer": "none", "batch_norm": False,
@@ -333,8 +333,8 @@ def test_a_build_limited_by_the_time_budget_skips_wide_and_deep_and_slow_familie
     from tuner.reporting.ensemble_page import render_markdown
     from tuner.pipeline.study_run import run_study
 
-    spec = tiny_study("short", families=["linear", "random_forest"], budget={"trials": 4},
-                      sampler={"name": "random", "seed": 5})
+    spec = holdout_study("short", families=["linear", "random_forest"], budget={"trials": 4},
+                         sampler={"name": "random", "seed": 5})
     run_study(write_study(spec), storage_url, tracking_uri)
     record = build_ensemble("short", ["short"], storage_url, tracking_uri, per_family=2, folds=2,
                             root=tmp_path / "ensembles", families=["linear"], wide_deep=False)

@@ -1,28 +1,107 @@
-"""One contract suite over every registered family that reads the tabular view (STYLE.md)."""
+"""One contract suite over every registered family, each on data of the view it reads (STYLE.md;
+scikit-learn's `check_estimator` and Optuna's storage test suite are the models).
+
+Each case is a family on a small problem, named `family-problem` in the test ids. The contract:
+the search space is deterministic under `FixedTrial` and returns plain values; a fitted member
+predicts one finite score per row (probabilities summing to 1 for classification); save and load
+give identical predictions; a stepwise family (Keras epochs, XGBoost rounds) raises `TrialPruned`
+when its pruner says so and a one-shot family never asks; library defaults lie in the space and build.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import optuna
 import pytest
+from sklearn.model_selection import train_test_split
 
-from tuner.data import TRAIN, VALID, load_dataset, make_split, prepare_parts
 from tuner.core.metrics import METRICS
+from tuner.data import Part, load_dataset, prepare_parts
 from tuner.models import FAMILIES, ProblemSpec, ScopedTrial
 
-# `custom` needs a user's builder (tests/test_custom_family.py); the other families read the tabular view.
-TABULAR = sorted(name for name, family in FAMILIES.items() if family.view == "tabular" and name != "custom")
-PROBLEMS = {"binary": ("builtin:breast_cancer", "roc_auc"), "multiclass": ("builtin:wine", "log_loss"),
-            "regression": ("builtin:diabetes", "rmse")}
+from ensemble_fixtures import FixedAnswers
+
+# problem -> (source, task, metric, rows kept): rows are subsampled so each fit takes a second or two
+PROBLEMS = {
+    "binary": ("builtin:breast_cancer", "binary", "roc_auc", 300),
+    "multiclass": ("builtin:wine", "multiclass", "log_loss", 178),
+    "regression": ("builtin:diabetes", "regression", "rmse", 300),
+    "mixed": ("builtin:generated_mixed", "binary", "roc_auc", 300),  # numbers, categoricals with gaps, text
+    "digits": ("builtin:digits", "multiclass", "accuracy", 300),  # 8x8x1 images
+    "series": ("builtin:generated_series", "multiclass", "log_loss", 240),  # N x T x F
+    "text": ("builtin:generated_text", "binary", "roc_auc", 240),  # a free-text column
+}
+# the problems each view is checked on
+VIEW_PROBLEMS = {
+    "tabular": ["binary", "multiclass", "regression"],
+    "native": ["binary", "multiclass", "regression", "mixed"],
+    "image": ["digits"],
+    "sequence": ["series", "text"],
+    "columns": ["mixed"],
+}
+STEPWISE = {"xgboost"} | {name for name, family in FAMILIES.items() if family.uses_keras}
+CASES = [(name, problem) for name, family in sorted(FAMILIES.items()) for problem in VIEW_PROBLEMS.get(family.view, [])]
+CASE_IDS = [f"{name}-{problem}" for name, problem in CASES]
+FIRST_CASES = [(name, problems[0]) for name, problems in
+               {name: [p for n, p in CASES if n == name] for name in sorted(FAMILIES)}.items()]
 
 
-@pytest.fixture(scope="module", params=sorted(PROBLEMS))
-def problem(request):
-    source, metric = PROBLEMS[request.param]
+def tiny_builder(trial, inputs):
+    """The custom family's builder here: one hidden layer, compiled as tuner compiles its own families."""
+    from tuner.models.keras.training import compile_model, keras
+
+    k = keras()
+    features = k.Input(shape=inputs.shape)
+    hidden = k.layers.Dense(trial.suggest_int("units", 4, 16, log=True), activation="relu")(features)
+    model = k.Model(features, inputs.output_head()(hidden))
+    compile_model(model, inputs.spec, "adam", trial.suggest_float("learning_rate", 1e-3, 3e-2, log=True))
+    return model
+
+
+@dataclass(frozen=True)
+class Problem:
+    spec: ProblemSpec
+    train: Part
+    val: Part
+
+
+@lru_cache(maxsize=None)
+def problem(name: str) -> Problem:
+    """A stratified 75/25 split of a subsample, preprocessed as a study's fold is."""
+    source, task, metric, rows = PROBLEMS[name]
     dataset = load_dataset(source)
-    split = make_split(dataset.y, request.param, 0.2, 0.25, 0, dataset.fingerprint)
-    train, parts, _, encoder = prepare_parts(dataset, request.param, split.rows(TRAIN), {"val": split.rows(VALID)})
-    spec = ProblemSpec(task=request.param, metric=metric, n_classes=len(encoder.classes_) if encoder else 0,
-                       n_features=train.X("tabular").shape[1], max_epochs=3, max_rounds=30, patience=2)
-    return spec, train, parts["val"]
+    stratify = dataset.y if task != "regression" else None
+    every_row = np.arange(len(dataset.y))
+    kept = every_row if rows >= len(every_row) else train_test_split(
+        every_row, train_size=rows, stratify=stratify, random_state=0)[0]
+    fit_rows, val_rows = train_test_split(kept, test_size=0.25, random_state=0,
+                                          stratify=None if stratify is None else stratify[kept])
+    train, parts, preprocessor, encoder = prepare_parts(dataset, task, np.sort(fit_rows), {"val": np.sort(val_rows)})
+    spec = ProblemSpec(task=task, metric=metric, n_classes=len(encoder.classes_) if encoder else 0,
+                       n_features=train.X("tabular").shape[1], max_epochs=2, max_rounds=20, patience=2,
+                       custom_builder=f"{__name__}:tiny_builder", **preprocessor.input_shapes())
+    return Problem(spec, train, parts["val"])
+
+
+@pytest.fixture(autouse=True)
+def _keras_seeded_and_released(request):
+    """Keras cases start from one seed and leave no graph behind for the next case."""
+    name = request.node.callspec.params.get("name") if hasattr(request.node, "callspec") else None
+    keras_case = name is not None and FAMILIES[name].uses_keras
+    if keras_case:
+        from tuner.models.keras.training import keras
+
+        keras().utils.set_random_seed(0)
+    yield
+    if keras_case:
+        from tuner.models.keras.training import release_memory
+
+        release_memory()
 
 
 def sampled_params(name: str, spec: ProblemSpec, seed: int = 0):
@@ -30,30 +109,93 @@ def sampled_params(name: str, spec: ProblemSpec, seed: int = 0):
     return FAMILIES[name].search_space(trial, spec), trial.params
 
 
-@pytest.mark.parametrize("name", TABULAR)
-def test_search_space_is_deterministic_under_fixed_trial(name, problem):
-    spec, _, _ = problem
-    params, raw = sampled_params(name, spec)
-    assert FAMILIES[name].search_space(optuna.trial.FixedTrial(raw), spec) == params
-    assert all(isinstance(v, (int, float, str, bool)) for v in params.values())
+def smallest_params(name: str, spec: ProblemSpec) -> dict:
+    """Each range's low end and each list's first choice: the cheapest model of the space."""
+    return FAMILIES[name].search_space(FixedAnswers({}), spec)
 
 
-@pytest.mark.parametrize("name", TABULAR)
-def test_build_fit_predict_contract(name, problem):
-    spec, train, val = problem
-    params, _ = sampled_params(name, spec, seed=3)
-    member = FAMILIES[name].build(params, spec)
-    assert member.fit(train.X("tabular"), train.y, val.X("tabular"), val.y) is member
-    scores = member.predict_scores(val.X("tabular"))
+def fitted(name: str, data: Problem, params: dict, trial=None):
+    family = FAMILIES[name]
+    view = family.view_for(data.spec)
+    member = family.build(params, data.spec)
+    assert member.fit(data.train.X(view), data.train.y, data.val.X(view), data.val.y, trial=trial) is member
+    return member, view
+
+
+def test_every_registered_family_has_contract_cases():
+    """A new family (or a new view) fails here until it is given data to be checked on."""
+    assert {name for name, _ in CASES} == set(FAMILIES)
+    assert all(FAMILIES[name].unsupported_reason(problem(p).spec) is None for name, p in CASES)
+
+
+@pytest.mark.parametrize("name, problem_name", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("seed", [0, 7])
+def test_search_space_is_deterministic_under_fixed_trial_and_plain(name, problem_name, seed):
+    spec = problem(problem_name).spec
+    params, raw = sampled_params(name, spec, seed)
+    again = FAMILIES[name].search_space(optuna.trial.FixedTrial(raw), spec)
+    assert again == params and list(again) == list(params)
+    assert all(type(value) in (int, float, str, bool) for value in params.values()), params
+    assert json.loads(json.dumps(params)) == params  # what Optuna stores and MLflow logs
+
+
+@pytest.mark.parametrize("name, problem_name", CASES, ids=CASE_IDS)
+def test_a_fitted_member_predicts_by_contract_and_round_trips_through_save_and_load(name, problem_name, tmp_path):
+    data = problem(problem_name)
+    spec = data.spec
+    member, view = fitted(name, data, smallest_params(name, spec))
+    scores = member.predict_scores(data.val.X(view))
+    assert np.isfinite(scores).all()
     if spec.is_classification:
-        assert scores.shape == (len(val), spec.n_classes)
+        assert scores.shape == (len(data.val), spec.n_classes)
+        assert (scores >= 0).all()
         np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
-        assert set(np.unique(member.predict(val.X("tabular")))) <= set(range(spec.n_classes))
+        np.testing.assert_array_equal(member.predict(data.val.X(view)), scores.argmax(axis=1))
     else:
-        assert scores.shape == (len(val),)
-    assert np.isfinite(METRICS[spec.metric].score(val.y, scores))
-    if member.best_step_ is not None:
+        assert scores.shape == (len(data.val),)
+    assert np.isfinite(METRICS[spec.metric].score(data.val.y, scores))
+    if name in STEPWISE or member.best_step_ is not None:
         assert 1 <= member.best_step_ <= max(spec.max_epochs, spec.max_rounds)
+    loaded = type(member).load(member.save(tmp_path / "member"))
+    np.testing.assert_array_equal(loaded.predict_scores(data.val.X(view)), scores)
+    assert loaded.best_step_ == member.best_step_
+
+
+# every Keras family prunes through KerasMember.fit: dense and custom check it in the fast suite, the heavier rest when slow
+PRUNE_CASES = [pytest.param(n, p, id=f"{n}-{p}", marks=[pytest.mark.slow] if FAMILIES[n].uses_keras and n not in
+                            ("dense", "custom") else []) for n, p in FIRST_CASES]
+
+
+@pytest.mark.parametrize("name, problem_name", PRUNE_CASES)
+def test_a_stepwise_fit_is_pruned_when_its_pruner_says_so_and_a_one_shot_fit_never_asks(name, problem_name):
+    data = problem(problem_name)
+    study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(lower=1e300))  # prunes at the first report
+    trial = study.ask()
+    params = smallest_params(name, data.spec)
+    if name in STEPWISE:
+        with pytest.raises(optuna.TrialPruned):
+            fitted(name, data, params, trial=trial)
+    else:
+        fitted(name, data, params, trial=trial)
+        assert study.trials[0].intermediate_values == {}
+
+
+WITH_DEFAULTS = [(n, p) for n, p in FIRST_CASES if FAMILIES[n].default_params(problem(p).spec) is not None]
+
+
+@pytest.mark.parametrize("name, problem_name", WITH_DEFAULTS, ids=[f"{n}-{p}" for n, p in WITH_DEFAULTS])
+def test_default_params_lie_in_the_search_space_and_build(name, problem_name):
+    """The portfolio enqueues them as the family's first trial: each must be a value the space can suggest."""
+    data = problem(problem_name)
+    defaults = FAMILIES[name].default_params(data.spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # FixedTrial warns when a value is outside its distribution
+        assert FAMILIES[name].search_space(optuna.trial.FixedTrial(defaults), data.spec) == defaults
+    study = optuna.create_study()
+    study.enqueue_trial({"family": name, **{f"{name}.{key}": value for key, value in defaults.items()}})
+    assert FAMILIES[name].search_space(ScopedTrial(study.ask(), name), data.spec) == defaults
+    member, view = fitted(name, data, defaults)
+    assert np.isfinite(member.predict_scores(data.val.X(view))).all()
 
 
 def test_scoped_trial_prefixes_names_so_families_never_collide():
@@ -69,18 +211,6 @@ def test_registry_refuses_a_duplicate_name():
 
     with pytest.raises(RuntimeError, match="registered twice"):
         register(FAMILIES["linear"])
-
-
-@pytest.mark.parametrize("name", sorted(n for n in TABULAR if n in ("xgboost", "dense")))
-def test_a_pruned_stepwise_fit_raises_trial_pruned(name, problem):
-    spec, train, val = problem
-    direction = METRICS[spec.metric].direction
-    bound = {"lower": 1e9} if direction == "maximize" else {"upper": -1e9}  # prunes at the first report
-    study = optuna.create_study(direction=direction, pruner=optuna.pruners.ThresholdPruner(**bound))
-    trial = study.ask()
-    params = FAMILIES[name].search_space(trial, spec)
-    with pytest.raises(optuna.TrialPruned):
-        FAMILIES[name].build(params, spec).fit(train.X("tabular"), train.y, val.X("tabular"), val.y, trial=trial)
 
 
 def test_installed_packages_are_found_already_imported_or_not(monkeypatch):

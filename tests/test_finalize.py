@@ -18,12 +18,12 @@ from tuner.study.catalog import count_test_look
 from tuner.pipeline.study_run import run_study
 from tuner.tracking import Tracker
 
-from conftest import run_cli, tiny_study
+from conftest import holdout_study, run_cli, tiny_study
 
 
 @pytest.fixture
 def small_study(write_study, storage_url, tracking_uri):
-    spec = tiny_study("fin", families=["linear", "random_forest", "xgboost"], sampler={"name": "random", "seed": 2})
+    spec = holdout_study("fin", families=["linear", "random_forest", "xgboost"], sampler={"name": "random", "seed": 2})
     run_study(write_study(spec), storage_url, tracking_uri, trials=6)
     return "fin"
 

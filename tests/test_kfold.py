@@ -18,9 +18,9 @@ from tuner.search.samplers import make_pruner
 from tuner.study.sealed import open_sealed, open_study
 from tuner.pipeline.study_run import run_study
 
-from conftest import run_cli, tiny_study
+from conftest import holdout_study, run_cli, tiny_study
 
-LEGACY_IDENTITY = "bebad9999cf21d43"  # tiny_study("legacy") hashed by tuner before folds and holdout existed
+LEGACY_IDENTITY = "bebad9999cf21d43"  # holdout_study("legacy") hashed by tuner before folds and holdout existed
 LEGACY_IRIS_RECORD = {  # make_split(iris, "multiclass", 0.2, 0.2, 0, "abc").to_record() before folds existed
     "fingerprint": "abc", "seed": 0, "n_rows": 150,
     "parts": "eNo1jYEBACAIwoD/jw6QTE1tpAiRAOV0JlzNhQfxIEpp3Dd7SmPSwQyjSjrV9G38wP8pbu/4rWHSAxtLAFs=",
@@ -47,7 +47,7 @@ class TestStudyFile:
         assert "\n" not in str(caught.value)
 
     def test_old_study_files_keep_their_identity(self):
-        assert StudyConfig.model_validate(tiny_study("legacy")).identity_hash() == LEGACY_IDENTITY
+        assert StudyConfig.model_validate(holdout_study("legacy")).identity_hash() == LEGACY_IDENTITY
         folds = StudyConfig.model_validate(cv_study("legacy"))
         assert folds.identity_hash() != LEGACY_IDENTITY
         assert folds.split.score_prefix() == "cv_" and folds.split.validation_share is None
