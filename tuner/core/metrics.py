@@ -9,10 +9,19 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from sklearn.exceptions import UndefinedMetricWarning
+
+
+def direction_sign(direction: Any) -> int:
+    """+1 where higher is better, -1 where lower is, so `sign * score` always grows with quality.
+
+    Takes a metric's direction ("maximize" / "minimize") or an Optuna `StudyDirection`, so every
+    ranking of trials and scores reads the direction the same way.
+    """
+    return 1 if getattr(direction, "name", direction).lower() == "maximize" else -1
 
 
 @dataclass(frozen=True)
@@ -24,8 +33,13 @@ class Metric:
     keras_name: str  # the History key without the "val_" prefix
     xgboost_name: str  # the eval metric name XGBoost logs
 
+    @property
+    def sign(self) -> int:
+        """+1 for a metric to maximise, -1 for one to minimise (`direction_sign`)."""
+        return direction_sign(self.direction)
+
     def better(self, a: float, b: float) -> bool:
-        return a > b if self.direction == "maximize" else a < b
+        return a > b if self.sign > 0 else a < b
 
 
 def _labels(pred: np.ndarray) -> np.ndarray:

@@ -18,7 +18,6 @@ import time
 from typing import Any, Callable
 
 import numpy as np
-import optuna
 from optuna.trial import TrialState
 
 from tuner.study.trial_bags import TrialBags, artifact_root, assemble_bags, has_oof
@@ -30,7 +29,7 @@ from tuner.ensemble.judge import Blended, choose_blend, standard_blends
 from tuner.ensemble.oof import fit_candidate
 from tuner.ensemble.selection import cross_fitted, greedy_selection, optimised_weights
 from tuner.core.errors import TunerError
-from tuner.core.metrics import METRICS
+from tuner.core.metrics import METRICS, direction_sign
 from tuner.study.sealed import SealedStudy
 
 EXAMPLE_ROWS = 5
@@ -62,7 +61,7 @@ def blend_bagged_trials(source: SealedStudy, on_step: Callable[[str], None], ref
     encoder = fit_target_encoder(dataset.y[rows], task)
     y = encode_target(encoder, dataset.y[rows])
     ids = split.folds[0][rows].astype(np.int64)  # the study's own first-repeat folds
-    sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+    sign = direction_sign(study.direction)
     trials.sort(key=lambda t: (-sign * t.value, t.number))
     unreachable = [t.number for t in trials if not bags.holds_oof(t)]  # another machine's folder, not shared
     if len(unreachable) == len(trials):

@@ -9,11 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.core.errors import SplitMismatchError, TunerError
-from tuner.core.metrics import METRICS
+from tuner.core.metrics import METRICS, direction_sign
 from tuner.study.sealed import SealedStudy, open_sealed
 
 
@@ -73,7 +72,7 @@ def gather_candidates(sources: list[SealedStudy], per_family: int, families: set
     candidates = []
     for source in sources:
         study = source.study
-        sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+        sign = direction_sign(study.direction)
         complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: -sign * t.value)
         found = {t.user_attrs["family"] for t in complete}
         for family in sorted(found if families is None else found & families):

@@ -22,7 +22,7 @@ from scipy.stats import spearmanr
 from tuner.study.trial_bags import TrialBags, artifact_root, assemble_bags, has_oof
 from tuner.data import TEST, prepare_parts
 from tuner.core.errors import TunerError
-from tuner.core.metrics import METRICS, Metric
+from tuner.core.metrics import METRICS, Metric, direction_sign
 from tuner.models import FAMILIES
 from tuner.study.sealed import ATTR, SealedStudy, open_sealed
 from tuner.study.catalog import count_test_look
@@ -83,7 +83,7 @@ class FinalizeReport:
 
 def select_finalists(study: optuna.Study, top: int) -> list[FrozenTrial]:
     """The best `top` complete trials by validation, widened to hold the best of every family."""
-    sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+    sign = direction_sign(study.direction)
     ranked = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
                     key=lambda t: -sign * t.value)
     chosen = ranked[:top]
@@ -197,7 +197,7 @@ def score_on_test(sealed: SealedStudy, trials: list[FrozenTrial],
     for trial, y, predictions in refitted:
         value = metric.score(y, predictions)
         low, high, _ = bootstrap_interval(metric, y, predictions, seed=trial.number)
-        optimism = trial.value - value if metric.direction == "maximize" else value - trial.value
+        optimism = trial.value - value if metric.sign > 0 else value - trial.value
         rows.append(FinalRow(trial.number, trial.user_attrs["family"], trial.user_attrs["params"],
                              trial.user_attrs.get("best_step"), trial.value, value, low, high, optimism))
     return rows
@@ -220,14 +220,14 @@ def search_score_standard_error(metric: Metric, winner: FinalRow, rows_scored: i
 
 def top_spread(values: list[float], direction: str, top: int = 5) -> float:
     """How far the best search score lies from the `top`-th best (0 with fewer than two scores)."""
-    ranked = sorted(values, reverse=direction == "maximize")[:top]
+    ranked = sorted(values, reverse=direction_sign(direction) > 0)[:top]
     return abs(ranked[0] - ranked[-1]) if len(ranked) > 1 else 0.0
 
 
 def _judge(sealed: SealedStudy, rows: list[FinalRow], looks: int) -> FinalizeReport:
     """Ranks, rank correlation, and the warnings a careful statistician would give."""
     metric = METRICS[sealed.metric]
-    sign = 1 if metric.direction == "maximize" else -1
+    sign = metric.sign
     for rank, row in enumerate(sorted(rows, key=lambda r: -sign * r.val), start=1):
         row.val_rank = rank
     for rank, row in enumerate(sorted(rows, key=lambda r: -sign * r.test), start=1):

@@ -27,7 +27,7 @@ from tuner.evaluate import finalize
 from tuner.core.config import ThresholdoutConfig
 from tuner.data import HOLDOUT, TRAIN
 from tuner.core.errors import TunerError
-from tuner.core.metrics import METRICS
+from tuner.core.metrics import METRICS, direction_sign
 from tuner.study.sealed import open_sealed
 
 STATE_ATTR = "tuner.thresholdout"
@@ -130,7 +130,7 @@ def choose_trials(study: Any, top: int | None, numbers: list[int] | None) -> lis
             raise TunerError(f"trial(s) {', '.join(map(str, missing))} are not complete trials of study "
                              f"{study.study_name!r}; see `tuner study show {study.study_name}`")
         return [by_number[n] for n in dict.fromkeys(numbers)]
-    sign = 1 if study.direction.name == "MAXIMIZE" else -1
+    sign = direction_sign(study.direction)
     return sorted(complete, key=lambda t: -sign * t.value)[:top or 3]
 
 

@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 
 from tuner.reporting.ensemble_page import ensemble_sections
 from tuner.core.errors import StudyFileError
+from tuner.core.metrics import direction_sign
 from tuner.models import FAMILIES
 from tuner.reporting.plots import PlotSet, is_study_plot, score_label, study_plots
 from tuner.reporting.study_page import finalize_section, study_page
@@ -33,7 +34,7 @@ log = logging.getLogger("tuner")
 
 def draw(tracker: Tracker, study: optuna.Study, metric: str, experiment_id: str, parent_run_id: str) -> PlotSet:
     """The study's plots, with the best Keras trials' learning curves read back from their child runs."""
-    sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+    sign = direction_sign(study.direction)
     keras_trials = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                            if t.user_attrs.get("family") in FAMILIES and FAMILIES[t.user_attrs["family"]].uses_keras),
                           key=lambda t: -sign * t.value)[:N_CURVES]

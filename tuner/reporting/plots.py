@@ -21,6 +21,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from optuna.visualization import matplotlib as optuna_plots  # noqa: E402
 
+from tuner.core.metrics import direction_sign  # noqa: E402
+
 DPI = 110
 FINALIZE_PLOT = "plots/validation_vs_test.png"  # put on the study's run by `study finalize`
 ENSEMBLE_PLOT_PREFIX = "plots/ensemble-"  # plots/ensemble-NAME-weights.png etc., put there by `ensemble build`
@@ -120,7 +122,7 @@ def scores_by_family(scores: dict[str, list[float]], metric: str, direction: str
     scores = {family: values for family, values in scores.items() if values}
     if not scores:
         raise PlotSkipped("score distribution by family needs at least 1 complete trial")
-    sign = 1 if direction == "maximize" else -1
+    sign = direction_sign(direction)
     families = sorted(scores, key=lambda f: -sign * max(sign * v for v in scores[f]))
     figure = Figure(figsize=(max(4.5, 1.4 * len(families) + 2), 4.2))
     ax = figure.add_subplot()

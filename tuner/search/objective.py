@@ -24,7 +24,7 @@ from tuner.search.time_budget import TimeBudget
 from tuner.core.deadline import trial_deadline
 from tuner.core.config import StudyConfig
 from tuner.data import Part
-from tuner.core.metrics import METRICS
+from tuner.core.metrics import METRICS, direction_sign
 from tuner.models import FAMILIES, Family, ProblemSpec, ScopedTrial
 
 
@@ -166,7 +166,7 @@ class Objective:
             trial.set_user_attr("best_step", int(round(float(np.median(steps)))))  # finalize refits with it
         self._finish(trial, family, run_id, "COMPLETE", curves, fold_scores, started, value=value)
         if self.bags is not None:
-            sign = 1 if trial.study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+            sign = direction_sign(trial.study.direction)
             done = [(t.number, t.value, t.user_attrs) for t in
                     trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
             self.bags.let_go([*done, (trial.number, value, {"family": family_name, **{

@@ -14,6 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.core.config import StudyConfig
+from tuner.core.metrics import direction_sign
 from tuner.search.objective import counts_toward_budget
 from tuner.study.sealed import ATTR, stored_score_name
 from tuner.study.storage import load_existing, open_storage
@@ -22,7 +23,7 @@ from tuner.study.storage import load_existing, open_storage
 def best_among(trials: list[FrozenTrial], direction: optuna.study.StudyDirection) -> FrozenTrial | None:
     """The best completed trial of an already-read trial list (`study.best_trial` without its query);
     a tie goes to the earlier trial."""
-    sign = 1 if direction == optuna.study.StudyDirection.MAXIMIZE else -1
+    sign = direction_sign(direction)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     return min(complete, key=lambda t: (-sign * t.value, t.number)) if complete else None
 
@@ -77,7 +78,7 @@ def describe_study(name: str, storage_url: str | None = None) -> StudyReport:
     everything = study.get_trials(deepcopy=False)
     trials = [t for t in everything if counts_toward_budget(t)]  # what the budget counts, so the totals match it
     not_counted = dict(Counter(uncounted_reason(t) for t in everything if not counts_toward_budget(t)))
-    sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+    sign = direction_sign(study.direction)
     rows = []
     for family in sorted({t.user_attrs.get("family", "?") for t in trials}):
         mine = [t for t in trials if t.user_attrs.get("family") == family]

@@ -129,7 +129,7 @@ def compile_model(model, spec: ProblemSpec, optimizer: str, learning_rate: float
 def monitored(spec: ProblemSpec) -> tuple[str, str]:
     """The History key to watch and its mode."""
     metric = METRICS[spec.metric]
-    return f"val_{metric.keras_name}", "max" if metric.direction == "maximize" else "min"
+    return f"val_{metric.keras_name}", "max" if metric.sign > 0 else "min"
 
 
 class KerasMember(Member):
