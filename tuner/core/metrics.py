@@ -42,6 +42,14 @@ class Metric:
         return a > b if self.sign > 0 else a < b
 
 
+def renormalise(scores: np.ndarray) -> np.ndarray:
+    """Class probabilities (N x classes) as float64 rows summing to one; regression values (N,) as
+    they are. float32 probabilities (XGBoost, a Keras softmax) miss one by more than scikit-learn's
+    checks allow, and means of them drift further."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return scores / scores.sum(axis=1, keepdims=True) if scores.ndim == 2 else scores
+
+
 def _labels(pred: np.ndarray) -> np.ndarray:
     return pred.argmax(axis=1) if pred.ndim == 2 else pred
 

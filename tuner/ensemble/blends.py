@@ -28,6 +28,7 @@ from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import LabelEncoder, OneHotEncoder, StandardScaler
 
+from tuner.core.metrics import renormalise
 from tuner.data import Part
 from tuner.ensemble.fitted import Combiner, FittedMember, register_combiner
 from tuner.ensemble.oof import FoldFit, fit_candidate
@@ -147,7 +148,7 @@ def _as_scores(out: np.ndarray, task: str, scale: tuple[float, float]) -> np.nda
     if task == "binary":
         return np.column_stack([1.0 - out[:, 0], out[:, 0]])
     if task == "multiclass":
-        return out / out.sum(axis=1, keepdims=True)
+        return renormalise(out)
     return out[:, 0] * scale[1] + scale[0]
 
 

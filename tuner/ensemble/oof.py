@@ -18,6 +18,7 @@ from sklearn.preprocessing import LabelEncoder
 from tuner.data import Dataset, Part, prepare_parts
 from tuner.ensemble.fitted import Combiner, FittedMember
 from tuner.core.errors import DataError
+from tuner.core.metrics import renormalise
 from tuner.models import FAMILIES, ProblemSpec
 
 if TYPE_CHECKING:
@@ -99,9 +100,7 @@ def out_of_fold(dataset: Dataset, task: str, rows: np.ndarray, ids: np.ndarray,
         fit, parts, _, encoder = prepare_parts(dataset, task, rows[~held], {"oof": rows[held]})
         for name, fitter in fitters.items():
             fitted = fitter(fit, encoder)
-            scores = np.asarray(fitted.predict(parts["oof"]), dtype=np.float64)
-            if scores.ndim == 2:  # float32 probabilities (XGBoost) miss one by more than scikit-learn allows
-                scores = scores / scores.sum(axis=1, keepdims=True)
+            scores = renormalise(fitted.predict(parts["oof"]))
             if fitted.uses_keras:
                 from tuner.models.keras.training import release_memory
 
