@@ -32,7 +32,7 @@ from tuner.core.metrics import renormalise
 from tuner.data import Part
 from tuner.ensemble.fitted import Combiner, FittedMember, register_combiner
 from tuner.ensemble.oof import FoldFit, fit_candidate
-from tuner.models import FAMILIES
+from tuner.models import FAMILIES, ProblemSpec
 
 if TYPE_CHECKING:  # studies and candidates are only passed through; loading a blend needs neither
     from tuner.ensemble.candidates import Candidate
@@ -218,8 +218,7 @@ def fit_wide_deep(tree: Candidate | None, plan: DeepPlan, part: Part, encoder: L
     if members:
         leaf_encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype=np.float32).fit(
             leaf_indices(members[0].member, part.X(members[0].view)))
-    spec = plan.source.problem_spec(len(encoder.classes_) if encoder is not None else 0, part.X("tabular").shape[1],
-                                    **part.preprocessor.input_shapes())
+    spec = plan.source.problem_spec(**ProblemSpec.data_fields(part, encoder))
     spec = replace(spec, max_epochs=plan.steps)
     k.utils.set_random_seed(spec.seed)
     family = FAMILIES[plan.family]

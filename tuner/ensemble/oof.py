@@ -46,8 +46,7 @@ Fitter = Callable[[Part, LabelEncoder | None], FoldFit]
 
 def member_spec(candidate: Candidate, fit: Part, encoder: LabelEncoder | None) -> ProblemSpec:
     """The candidate's study spec for these rows, held to the step count its trial kept."""
-    spec = candidate.source.problem_spec(len(encoder.classes_) if encoder is not None else 0,
-                                         fit.X("tabular").shape[1], **fit.preprocessor.input_shapes())
+    spec = candidate.source.problem_spec(**ProblemSpec.data_fields(fit, encoder))
     if candidate.steps is not None:
         spec = replace(spec, max_epochs=candidate.steps, max_rounds=candidate.steps)
     return spec

@@ -23,7 +23,7 @@ from tuner.study.trial_bags import TrialBags, artifact_root, assemble_bags, has_
 from tuner.data import TEST, prepare_parts
 from tuner.core.errors import TunerError
 from tuner.core.metrics import METRICS, Metric, direction_sign
-from tuner.models import FAMILIES
+from tuner.models import FAMILIES, ProblemSpec
 from tuner.study.sealed import ATTR, SealedStudy, open_sealed
 from tuner.study.catalog import count_test_look
 
@@ -155,7 +155,7 @@ def refit_predictions(sealed: SealedStudy, trials: list[FrozenTrial], fit_rows: 
     if sealed.metric not in METRICS:
         raise TunerError(f"study {sealed.config.name!r} is scored by the custom monitor {sealed.metric!r}, which has "
                          "no counterpart outside the search; this needs a study `metric:`")
-    fit, parts, preprocessor, encoder = prepare_parts(sealed.dataset, sealed.task, fit_rows, {part: scored_rows})
+    fit, parts, _, encoder = prepare_parts(sealed.dataset, sealed.task, fit_rows, {part: scored_rows})
     scored = parts[part]
     if trials and all(map(has_oof, trials)):  # bagged trials: their own fold models, nothing refitted
         bags, _ = assemble_bags(sealed, trials, TrialBags(artifact_root(sealed.storage_url)))
@@ -165,8 +165,7 @@ def refit_predictions(sealed: SealedStudy, trials: list[FrozenTrial], fit_rows: 
     for trial in trials:
         family = FAMILIES[trial.user_attrs["family"]]
         steps = trial.user_attrs.get("best_step")
-        spec = sealed.problem_spec(len(encoder.classes_) if encoder is not None else 0, fit.X("tabular").shape[1],
-                                   **preprocessor.input_shapes())
+        spec = sealed.problem_spec(**ProblemSpec.data_fields(fit, encoder))
         if steps is not None:
             spec = replace(spec, max_epochs=steps, max_rounds=steps)
         if family.uses_keras:

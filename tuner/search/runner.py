@@ -24,7 +24,7 @@ from tuner.core.config import load_study_file
 from tuner.data import TRAIN, VALID, Dataset, prepare_parts
 from tuner.core.devices import configure_mixed_precision, device_tags
 from tuner.core.errors import TunerError
-from tuner.models import FAMILIES
+from tuner.models import FAMILIES, ProblemSpec
 from tuner.search.objective import Fold, Objective, TrialFailed, counts_toward_budget
 from tuner.study.sealed import ATTR, SealedStudy, load_inputs, open_study, stored_score_name
 from tuner.search.samplers import make_pruner, make_sampler
@@ -310,9 +310,8 @@ def search_folds(sealed: SealedStudy) -> list[Fold]:
     pairs = split.fold_rows() or [(split.rows(TRAIN), split.rows(VALID))]
     folds = []
     for train_rows, val_rows in pairs:
-        train, parts, preprocessor, encoder = prepare_parts(sealed.dataset, sealed.task, train_rows, {"val": val_rows})
-        spec = sealed.problem_spec(len(encoder.classes_) if encoder is not None else 0,
-                                   train.X("tabular").shape[1], **preprocessor.input_shapes())
+        train, parts, _, encoder = prepare_parts(sealed.dataset, sealed.task, train_rows, {"val": val_rows})
+        spec = sealed.problem_spec(**ProblemSpec.data_fields(train, encoder))
         folds.append(Fold(train, parts["val"], spec))
     return folds
 

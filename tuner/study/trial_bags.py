@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.models import FAMILIES, Member
+from tuner.models import FAMILIES, Member, ProblemSpec
 from tuner.models.bagged_member import BaggedMember, read_fold_models, write_fold_models
 
 KEEP_BAGS = 12  # trials whose fold models stay stored, besides each family's best
@@ -123,8 +123,7 @@ def assemble_bags(source: Any, trials: list[FrozenTrial], bags: TrialBags) -> tu
     folds = []
     for train_rows, _ in source.split.fold_rows():
         train, _, preprocessor, encoder = prepare_parts(source.dataset, source.task, train_rows, {})
-        spec = source.problem_spec(len(encoder.classes_) if encoder is not None else 0,
-                                   train.X("tabular").shape[1], **preprocessor.input_shapes())
+        spec = source.problem_spec(**ProblemSpec.data_fields(train, encoder))
         folds.append((train, preprocessor, spec))
     members, rebuilt = [], []
     for trial in trials:
