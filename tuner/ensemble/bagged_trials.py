@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 from optuna.trial import TrialState
 
+from tuner.study.trial_attrs import BEST_STEP_ATTR, DURATION_ATTR, FAMILY_ATTR, PARAMS_ATTR
 from tuner.study.trial_bags import TrialBags, artifact_root, assemble_bags, has_oof
 from tuner.data.preprocess import encode_target, fit_target_encoder, prepare_parts
 from tuner.ensemble.blends import stacked_out_of_fold
@@ -52,7 +53,7 @@ def blend_bagged_trials(source: SealedStudy, on_step: Callable[[str], None], ref
     split, dataset, task, metric = source.split, source.dataset, source.task, METRICS[source.metric]
     study = source.study
     trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-              if has_oof(t) and (families is None or t.user_attrs["family"] in families)]
+              if has_oof(t) and (families is None or t.user_attrs[FAMILY_ATTR] in families)]
     if not trials:
         raise TunerError(f"study {source.config.name!r} has no complete bagged trial; run `tuner study run` first")
     started = time.perf_counter()
@@ -115,7 +116,7 @@ def blend_bagged_trials(source: SealedStudy, on_step: Callable[[str], None], ref
     else:
         on_step(f"assembling {len(picked)} bagged member(s) from their stored fold models")
         bagged, rebuilt = assemble_bags(source, [trials[i] for i in picked], bags)
-        members = [FittedMember(source.config.name, t.number, t.user_attrs["family"], t.user_attrs.get("params", {}),
+        members = [FittedMember(source.config.name, t.number, t.user_attrs[FAMILY_ATTR], t.user_attrs.get(PARAMS_ATTR, {}),
                                 bag.best_step_, RAW_VIEW, bag) for t, bag in zip([trials[i] for i in picked], bagged)]
     classes = None if encoder is None else list(encoder.classes_)
 
@@ -125,9 +126,9 @@ def blend_bagged_trials(source: SealedStudy, on_step: Callable[[str], None], ref
 
     ensembles = standard_blends(ensemble, members, pool_weights, pool, y, task)
     oof_scores = {blend: metric.score(y, blend_oof[blend]) for blend in ensembles}
-    member_rows = [{"label": f"{source.config.name}#{t.number} {t.user_attrs['family']}", "study": source.config.name,
-                    "trial": t.number, "family": t.user_attrs["family"], "params": t.user_attrs.get("params", {}),
-                    "steps": t.user_attrs.get("best_step"), "val": t.value, "oof": oof_score[i]}
+    member_rows = [{"label": f"{source.config.name}#{t.number} {t.user_attrs[FAMILY_ATTR]}", "study": source.config.name,
+                    "trial": t.number, "family": t.user_attrs[FAMILY_ATTR], "params": t.user_attrs.get(PARAMS_ATTR, {}),
+                    "steps": t.user_attrs.get(BEST_STEP_ATTR), "val": t.value, "oof": oof_score[i]}
                    for i, t in zip(picked, [trials[i] for i in picked])]
     blended = Blended(members, member_rows, pool_weights, pool, ensembles, oof_scores,
                       choose_blend(oof_scores, metric), weighting, {
@@ -153,7 +154,7 @@ def costliest_rebuild(trials: list[Any], picked: list[int], bags: TrialBags, reb
 
 def rebuild_cost(trial: Any) -> float:
     """Seconds to rebuild a let-go bag: what fitting its folds took in the search (unknown: too long)."""
-    return trial.user_attrs.get("duration_s", float("inf"))
+    return trial.user_attrs.get(DURATION_ATTR, float("inf"))
 
 
 def _refit_on_all(source: SealedStudy, trial: Any, full: Any, encoder: Any) -> FittedMember:

@@ -19,6 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from scipy.stats import spearmanr
 
+from tuner.study.trial_attrs import BEST_STEP_ATTR, FAMILY_ATTR, PARAMS_ATTR
 from tuner.study.trial_bags import TrialBags, artifact_root, assemble_bags, has_oof
 from tuner.data import TEST, prepare_parts
 from tuner.core.errors import TunerError
@@ -87,9 +88,9 @@ def select_finalists(study: optuna.Study, top: int) -> list[FrozenTrial]:
     ranked = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
                     key=lambda t: -sign * t.value)
     chosen = ranked[:top]
-    for family in sorted({t.user_attrs["family"] for t in ranked}):
-        if not any(t.user_attrs["family"] == family for t in chosen):
-            chosen.append(next(t for t in ranked if t.user_attrs["family"] == family))
+    for family in sorted({t.user_attrs[FAMILY_ATTR] for t in ranked}):
+        if not any(t.user_attrs[FAMILY_ATTR] == family for t in chosen):
+            chosen.append(next(t for t in ranked if t.user_attrs[FAMILY_ATTR] == family))
     return sorted(chosen, key=lambda t: -sign * t.value)
 
 
@@ -163,8 +164,8 @@ def refit_predictions(sealed: SealedStudy, trials: list[FrozenTrial], fit_rows: 
             yield trial, scored.y, bag.predict_scores(scored.raw)
         return
     for trial in trials:
-        family = FAMILIES[trial.user_attrs["family"]]
-        steps = trial.user_attrs.get("best_step")
+        family = FAMILIES[trial.user_attrs[FAMILY_ATTR]]
+        steps = trial.user_attrs.get(BEST_STEP_ATTR)
         spec = sealed.problem_spec(**ProblemSpec.data_fields(fit, encoder))
         if steps is not None:
             spec = replace(spec, max_epochs=steps, max_rounds=steps)
@@ -173,7 +174,7 @@ def refit_predictions(sealed: SealedStudy, trials: list[FrozenTrial], fit_rows: 
 
             keras().utils.set_random_seed(spec.seed + trial.number)
         view = family.view_for(spec)
-        member = family.build(trial.user_attrs["params"], spec).fit(fit.X(view), fit.y)
+        member = family.build(trial.user_attrs[PARAMS_ATTR], spec).fit(fit.X(view), fit.y)
         predictions = member.predict_scores(scored.X(view))
         if family.uses_keras:
             release_memory()
@@ -197,8 +198,8 @@ def score_on_test(sealed: SealedStudy, trials: list[FrozenTrial],
         value = metric.score(y, predictions)
         low, high, _ = bootstrap_interval(metric, y, predictions, seed=trial.number)
         optimism = trial.value - value if metric.sign > 0 else value - trial.value
-        rows.append(FinalRow(trial.number, trial.user_attrs["family"], trial.user_attrs["params"],
-                             trial.user_attrs.get("best_step"), trial.value, value, low, high, optimism))
+        rows.append(FinalRow(trial.number, trial.user_attrs[FAMILY_ATTR], trial.user_attrs[PARAMS_ATTR],
+                             trial.user_attrs.get(BEST_STEP_ATTR), trial.value, value, low, high, optimism))
     return rows
 
 

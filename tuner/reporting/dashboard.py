@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import optuna
 from optuna.trial import TrialState
 
+from tuner.study.trial_attrs import FAMILY_ATTR
 from tuner.reporting.ensemble_page import ensemble_sections
 from tuner.core.errors import StudyFileError
 from tuner.core.metrics import direction_sign
@@ -36,10 +37,10 @@ def draw(tracker: Tracker, study: optuna.Study, metric: str, experiment_id: str,
     """The study's plots, with the best Keras trials' learning curves read back from their child runs."""
     sign = direction_sign(study.direction)
     keras_trials = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                           if t.user_attrs.get("family") in FAMILIES and FAMILIES[t.user_attrs["family"]].uses_keras),
+                           if t.user_attrs.get(FAMILY_ATTR) in FAMILIES and FAMILIES[t.user_attrs[FAMILY_ATTR]].uses_keras),
                           key=lambda t: -sign * t.value)[:N_CURVES]
     found = tracker.trial_curves(experiment_id, parent_run_id, [t.number for t in keras_trials], prefix="epoch/")
-    curves = {f"trial {t.number} {t.user_attrs['family']} {score_label(metric)} {t.value:.4f}": found[t.number]
+    curves = {f"trial {t.number} {t.user_attrs[FAMILY_ATTR]} {score_label(metric)} {t.value:.4f}": found[t.number]
               for t in keras_trials if t.number in found}
     return study_plots(study, metric, curves)
 
