@@ -8,7 +8,8 @@ import optuna
 import pandas as pd
 import pytest
 
-from tuner.study.trial_bags import BAG_ATTR, OOF_ATTR, TrialBags, artifact_root
+from tuner.study.trial_attrs import BAG_ATTR, OOF_ATTR
+from tuner.study.trial_bags import TrialBags, artifact_root
 from tuner.core.config import load_study_file
 from tuner.data import SealedSplit, load_dataset, prepare_parts
 from tuner.ensemble.build import build_ensemble

@@ -241,3 +241,15 @@ def test_a_forest_predicts_small_inputs_on_one_thread_and_keeps_its_own_setting(
     assert member.estimator.n_jobs == -1
     del member.estimator.predict_proba
     np.testing.assert_allclose(scores, member.estimator.predict_proba(X[:100]), atol=1e-12)
+
+
+@pytest.mark.parametrize("task", sorted(PROBLEMS))
+def test_data_fields_give_a_spec_the_fitted_rows_classes_features_and_input_shapes(task):
+    dataset = load_dataset(PROBLEMS[task][0])
+    train, _, preprocessor, encoder = prepare_parts(dataset, task, np.arange(0, len(dataset.y), 2), {})
+    fields = ProblemSpec.data_fields(train, encoder)
+    assert fields["n_classes"] == {"binary": 2, "multiclass": 3, "regression": 0}[task]
+    assert fields["n_features"] == train.X("tabular").shape[1] > 0
+    assert fields.items() >= preprocessor.input_shapes().items()
+    spec = ProblemSpec(task=task, metric=PROBLEMS[task][1], **fields)
+    assert spec.views == preprocessor.views and spec.n_numeric == fields["n_numeric"]

@@ -18,7 +18,7 @@ from tuner.study.catalog import count_test_look
 from tuner.pipeline.study_run import run_study
 from tuner.tracking import Tracker
 
-from conftest import holdout_study, run_cli, tiny_study
+from conftest import holdout_study, run_cli
 
 
 @pytest.fixture

@@ -149,7 +149,8 @@ def test_short_of_time_run_all_leaves_out_let_go_bags_instead_of_rebuilding_them
     still comes from the stored bags, the search's best among them."""
     import time
 
-    from tuner.study.trial_bags import BAG_ATTR, artifact_root
+    from tuner.study.trial_attrs import BAG_ATTR
+    from tuner.study.trial_bags import artifact_root
     from tuner.pipeline.run_all import run_all
     from tuner.pipeline.study_run import run_study
 

@@ -9,10 +9,19 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from sklearn.exceptions import UndefinedMetricWarning
+
+
+def direction_sign(direction: Any) -> int:
+    """+1 where higher is better, -1 where lower is, so `sign * score` always grows with quality.
+
+    Takes a metric's direction ("maximize" / "minimize") or an Optuna `StudyDirection`, so every
+    ranking of trials and scores reads the direction the same way.
+    """
+    return 1 if getattr(direction, "name", direction).lower() == "maximize" else -1
 
 
 @dataclass(frozen=True)
@@ -24,8 +33,21 @@ class Metric:
     keras_name: str  # the History key without the "val_" prefix
     xgboost_name: str  # the eval metric name XGBoost logs
 
+    @property
+    def sign(self) -> int:
+        """+1 for a metric to maximise, -1 for one to minimise (`direction_sign`)."""
+        return direction_sign(self.direction)
+
     def better(self, a: float, b: float) -> bool:
-        return a > b if self.direction == "maximize" else a < b
+        return a > b if self.sign > 0 else a < b
+
+
+def renormalise(scores: np.ndarray) -> np.ndarray:
+    """Class probabilities (N x classes) as float64 rows summing to one; regression values (N,) as
+    they are. float32 probabilities (XGBoost, a Keras softmax) miss one by more than scikit-learn's
+    checks allow, and means of them drift further."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return scores / scores.sum(axis=1, keepdims=True) if scores.ndim == 2 else scores
 
 
 def _labels(pred: np.ndarray) -> np.ndarray:

@@ -18,9 +18,9 @@ import time
 from typing import Any, Callable
 
 import numpy as np
-import optuna
 from optuna.trial import TrialState
 
+from tuner.study.trial_attrs import DURATION_ATTR, FAMILY_ATTR, PARAMS_ATTR
 from tuner.study.trial_bags import TrialBags, artifact_root, assemble_bags, has_oof
 from tuner.data.preprocess import encode_target, fit_target_encoder
 from tuner.ensemble.blending import OutOfFold, blend_out_of_fold, select_members
@@ -29,7 +29,7 @@ from tuner.ensemble.fitted import RAW_VIEW, FittedMember
 from tuner.ensemble.judge import Blended
 from tuner.ensemble.oof import fit_candidate
 from tuner.core.errors import TunerError
-from tuner.core.metrics import METRICS
+from tuner.core.metrics import METRICS, direction_sign
 from tuner.study.sealed import SealedStudy
 
 NO_WIDE_DEEP = "not built from bagged trials: it would need a training pass of its own"
@@ -41,12 +41,12 @@ def bagged_out_of_fold(source: SealedStudy, bags: TrialBags, families: set[str] 
     another machine's folder, not shared."""
     split, dataset, task, study = source.split, source.dataset, source.task, source.study
     trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-              if has_oof(t) and (families is None or t.user_attrs["family"] in families)]
+              if has_oof(t) and (families is None or t.user_attrs[FAMILY_ATTR] in families)]
     if not trials:
         raise TunerError(f"study {source.config.name!r} has no complete bagged trial; run `tuner study run` first")
     rows = split.search_rows()
     y = encode_target(fit_target_encoder(dataset.y[rows], task), dataset.y[rows])
-    sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+    sign = direction_sign(study.direction)
     trials.sort(key=lambda t: (-sign * t.value, t.number))
     unreachable = [t.number for t in trials if not bags.holds_oof(t)]
     if len(unreachable) == len(trials):
@@ -103,7 +103,7 @@ def blend_bagged_trials(source: SealedStudy, on_step: Callable[[str], None], ref
             return members
         on_step(f"assembling {len(picked)} bagged member(s) from their stored fold models")
         bagged, record["rebuilt"] = assemble_bags(source, [c.trial for c in picked], bags)
-        return [FittedMember(c.study, c.trial.number, c.family, c.trial.user_attrs.get("params", {}), bag.best_step_,
+        return [FittedMember(c.study, c.trial.number, c.family, c.trial.user_attrs.get(PARAMS_ATTR, {}), bag.best_step_,
                              RAW_VIEW, bag) for c, bag in zip(picked, bagged)]
 
     blended, encoder, preprocessor = blend_out_of_fold(source, oof, fit_members, selection)
@@ -129,4 +129,4 @@ def costliest_rebuild(trials: list[Any], picked: list[int], bags: TrialBags, reb
 
 def rebuild_cost(trial: Any) -> float:
     """Seconds to rebuild a let-go bag: what fitting its folds took in the search (unknown: too long)."""
-    return trial.user_attrs.get("duration_s", float("inf"))
+    return trial.user_attrs.get(DURATION_ATTR, float("inf"))

@@ -28,10 +28,11 @@ from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import LabelEncoder, OneHotEncoder, StandardScaler
 
+from tuner.core.metrics import renormalise
 from tuner.data import Part
 from tuner.ensemble.fitted import Combiner, FittedMember, register_combiner
 from tuner.ensemble.oof import FoldFit, fit_candidate
-from tuner.models import FAMILIES, fallback_deep_part
+from tuner.models import FAMILIES, ProblemSpec, fallback_deep_part
 
 if TYPE_CHECKING:  # studies and candidates are only passed through; loading a blend needs neither
     from tuner.ensemble.candidates import Candidate
@@ -148,7 +149,7 @@ def _as_scores(out: np.ndarray, task: str, scale: tuple[float, float]) -> np.nda
     if task == "binary":
         return np.column_stack([1.0 - out[:, 0], out[:, 0]])
     if task == "multiclass":
-        return out / out.sum(axis=1, keepdims=True)
+        return renormalise(out)
     return out[:, 0] * scale[1] + scale[0]
 
 
@@ -218,8 +219,7 @@ def fit_wide_deep(tree: Candidate | None, plan: DeepPlan, part: Part, encoder: L
     if members:
         leaf_encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype=np.float32).fit(
             leaf_indices(members[0].member, part.X(members[0].view)))
-    spec = plan.source.problem_spec(len(encoder.classes_) if encoder is not None else 0, part.X("tabular").shape[1],
-                                    **part.preprocessor.input_shapes())
+    spec = plan.source.problem_spec(**ProblemSpec.data_fields(part, encoder))
     spec = replace(spec, max_epochs=plan.steps)
     family = FAMILIES[plan.family]
     family.seed(spec.seed)

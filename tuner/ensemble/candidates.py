@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.study.trial_attrs import BEST_STEP_ATTR, FAMILY_ATTR, PARAMS_ATTR
 from tuner.core.errors import SplitMismatchError, TunerError
-from tuner.core.metrics import METRICS
+from tuner.core.metrics import METRICS, direction_sign
 from tuner.study.sealed import SealedStudy, open_sealed
 
 
@@ -30,15 +30,15 @@ class Candidate:
 
     @property
     def family(self) -> str:
-        return self.trial.user_attrs["family"]
+        return self.trial.user_attrs[FAMILY_ATTR]
 
     @property
     def params(self) -> dict[str, Any]:
-        return self.trial.user_attrs["params"]
+        return self.trial.user_attrs[PARAMS_ATTR]
 
     @property
     def steps(self) -> int | None:
-        return self.trial.user_attrs.get("best_step")
+        return self.trial.user_attrs.get(BEST_STEP_ATTR)
 
     @property
     def label(self) -> str:
@@ -73,11 +73,11 @@ def gather_candidates(sources: list[SealedStudy], per_family: int, families: set
     candidates = []
     for source in sources:
         study = source.study
-        sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+        sign = direction_sign(study.direction)
         complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: -sign * t.value)
-        found = {t.user_attrs["family"] for t in complete}
+        found = {t.user_attrs[FAMILY_ATTR] for t in complete}
         for family in sorted(found if families is None else found & families):
-            candidates += [Candidate(source, t) for t in complete if t.user_attrs["family"] == family][:per_family]
+            candidates += [Candidate(source, t) for t in complete if t.user_attrs[FAMILY_ATTR] == family][:per_family]
     if not candidates:
         names = ", ".join(s.config.name for s in sources)
         raise TunerError(f"no complete trial in {names}; run `tuner study run` before building an ensemble")

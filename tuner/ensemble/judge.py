@@ -24,7 +24,7 @@ from tuner.ensemble.fitted import RAW_VIEW, FittedEnsemble, FittedMember, Weight
 from tuner.ensemble.selection import correlation_matrix
 from tuner.ensemble.store import write_build
 from tuner.evaluate.finalize import BOOTSTRAP_SAMPLES, bootstrap_interval
-from tuner.core.metrics import Metric
+from tuner.core.metrics import Metric, renormalise
 from tuner.study.sealed import ATTR, SealedStudy
 from tuner.study.catalog import count_test_look
 
@@ -94,7 +94,7 @@ def judge(name: str, sources: list[SealedStudy], blended: Blended, metric: Metri
     predicted = {id(f.member): f.member.predict_scores(test.raw if f.view == RAW_VIEW else test.X(f.view))
                  for f in blended.members}
     member_test = [_scored(metric, test.y, predicted[id(f.member)]) for f in blended.members]
-    test_scores = {blend: _probabilities(_predict_test(ens, test, predicted)) for blend, ens in blended.ensembles.items()}
+    test_scores = {blend: renormalise(_predict_test(ens, test, predicted)) for blend, ens in blended.ensembles.items()}
     blend_test = {blend: _scored(metric, test.y, scores) for blend, scores in test_scores.items()}
     difference_se = {blend: _paired_difference_se(metric, test.y, scores, test_scores["best_single"])
                      for blend, scores in test_scores.items()}
@@ -182,15 +182,9 @@ def _save_blends(ensembles: dict[str, FittedEnsemble], folder: Path) -> None:
         sklearn_log.setLevel(level)
 
 
-def _probabilities(scores: np.ndarray) -> np.ndarray:
-    """float32 probabilities (XGBoost) miss one by more than scikit-learn allows: renormalise."""
-    scores = np.asarray(scores, dtype=np.float64)
-    return scores / scores.sum(axis=1, keepdims=True) if scores.ndim == 2 else scores
-
-
 def _scored(metric: Metric, y: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
     """Test score and its bootstrap standard error."""
-    scores = _probabilities(scores)
+    scores = renormalise(scores)
     _, _, se = bootstrap_interval(metric, y, scores)
     return metric.score(y, scores), se
 

@@ -18,6 +18,7 @@ from sklearn.preprocessing import LabelEncoder
 from tuner.data import Dataset, Part, prepare_parts
 from tuner.ensemble.fitted import Combiner, FittedMember
 from tuner.core.errors import DataError
+from tuner.core.metrics import renormalise
 from tuner.models import FAMILIES, ProblemSpec
 
 if TYPE_CHECKING:
@@ -45,8 +46,7 @@ Fitter = Callable[[Part, LabelEncoder | None], FoldFit]
 
 def member_spec(candidate: Candidate, fit: Part, encoder: LabelEncoder | None) -> ProblemSpec:
     """The candidate's study spec for these rows, held to the step count its trial kept."""
-    spec = candidate.source.problem_spec(len(encoder.classes_) if encoder is not None else 0,
-                                         fit.X("tabular").shape[1], **fit.preprocessor.input_shapes())
+    spec = candidate.source.problem_spec(**ProblemSpec.data_fields(fit, encoder))
     if candidate.steps is not None:
         spec = replace(spec, max_epochs=candidate.steps, max_rounds=candidate.steps)
     return spec
@@ -96,9 +96,7 @@ def out_of_fold(dataset: Dataset, task: str, rows: np.ndarray, ids: np.ndarray,
         fit, parts, _, encoder = prepare_parts(dataset, task, rows[~held], {"oof": rows[held]})
         for name, fitter in fitters.items():
             fitted = fitter(fit, encoder)
-            scores = np.asarray(fitted.predict(parts["oof"]), dtype=np.float64)
-            if scores.ndim == 2:  # float32 probabilities (XGBoost) miss one by more than scikit-learn allows
-                scores = scores / scores.sum(axis=1, keepdims=True)
+            scores = renormalise(fitted.predict(parts["oof"]))
             fitted.release_memory()
             if name not in predictions:
                 predictions[name] = np.full((len(rows), *scores.shape[1:]), np.nan)

@@ -49,7 +49,7 @@ def drop_near_duplicates(labels: list[str], predictions: list[np.ndarray], oof_s
                          metric: Metric, threshold: float) -> tuple[list[int], list[Dropped]]:
     """Indices kept (best first) and what was dropped: a member correlating above `threshold`
     with a better one already kept."""
-    order = sorted(range(len(labels)), key=lambda i: oof_scores[i], reverse=metric.direction == "maximize")
+    order = sorted(range(len(labels)), key=lambda i: oof_scores[i], reverse=metric.sign > 0)
     matrix = correlation_matrix(predictions)
     kept: list[int] = []
     dropped: list[Dropped] = []
@@ -76,7 +76,7 @@ def greedy_selection(predictions: list[np.ndarray], y: np.ndarray, metric: Metri
     stacked = np.stack([np.asarray(p, dtype=np.float64) for p in predictions])
     counts = np.zeros(len(predictions))
     total = np.zeros_like(stacked[0])
-    pick = np.argmax if metric.direction == "maximize" else np.argmin
+    pick = np.argmax if metric.sign > 0 else np.argmin
     for step in range(1, rounds + 1):
         best = int(pick(score_many(metric, y, (total + stacked) / step)))
         counts[best] += 1

@@ -19,11 +19,12 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from scipy.stats import spearmanr
 
+from tuner.study.trial_attrs import BEST_STEP_ATTR, FAMILY_ATTR, PARAMS_ATTR
 from tuner.study.trial_bags import TrialBags, artifact_root, assemble_bags, has_oof
 from tuner.data import TEST, prepare_parts
 from tuner.core.errors import TunerError
-from tuner.core.metrics import METRICS, Metric
-from tuner.models import FAMILIES
+from tuner.core.metrics import METRICS, Metric, direction_sign
+from tuner.models import FAMILIES, ProblemSpec
 from tuner.study.sealed import ATTR, SealedStudy, open_sealed
 from tuner.study.catalog import count_test_look
 
@@ -83,13 +84,13 @@ class FinalizeReport:
 
 def select_finalists(study: optuna.Study, top: int) -> list[FrozenTrial]:
     """The best `top` complete trials by validation, widened to hold the best of every family."""
-    sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+    sign = direction_sign(study.direction)
     ranked = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
                     key=lambda t: -sign * t.value)
     chosen = ranked[:top]
-    for family in sorted({t.user_attrs["family"] for t in ranked}):
-        if not any(t.user_attrs["family"] == family for t in chosen):
-            chosen.append(next(t for t in ranked if t.user_attrs["family"] == family))
+    for family in sorted({t.user_attrs[FAMILY_ATTR] for t in ranked}):
+        if not any(t.user_attrs[FAMILY_ATTR] == family for t in chosen):
+            chosen.append(next(t for t in ranked if t.user_attrs[FAMILY_ATTR] == family))
     return sorted(chosen, key=lambda t: -sign * t.value)
 
 
@@ -155,7 +156,7 @@ def refit_predictions(sealed: SealedStudy, trials: list[FrozenTrial], fit_rows: 
     if sealed.metric not in METRICS:
         raise TunerError(f"study {sealed.config.name!r} is scored by the custom monitor {sealed.metric!r}, which has "
                          "no counterpart outside the search; this needs a study `metric:`")
-    fit, parts, preprocessor, encoder = prepare_parts(sealed.dataset, sealed.task, fit_rows, {part: scored_rows})
+    fit, parts, _, encoder = prepare_parts(sealed.dataset, sealed.task, fit_rows, {part: scored_rows})
     scored = parts[part]
     if trials and all(map(has_oof, trials)):  # bagged trials: their own fold models, nothing refitted
         bags, _ = assemble_bags(sealed, trials, TrialBags(artifact_root(sealed.storage_url)))
@@ -163,14 +164,13 @@ def refit_predictions(sealed: SealedStudy, trials: list[FrozenTrial], fit_rows: 
             yield trial, scored.y, bag.predict_scores(scored.raw)
         return
     for trial in trials:
-        family = FAMILIES[trial.user_attrs["family"]]
-        steps = trial.user_attrs.get("best_step")
-        spec = sealed.problem_spec(len(encoder.classes_) if encoder is not None else 0, fit.X("tabular").shape[1],
-                                   **preprocessor.input_shapes())
+        family = FAMILIES[trial.user_attrs[FAMILY_ATTR]]
+        steps = trial.user_attrs.get(BEST_STEP_ATTR)
+        spec = sealed.problem_spec(**ProblemSpec.data_fields(fit, encoder))
         if steps is not None:
             spec = replace(spec, max_epochs=steps, max_rounds=steps)
         view = family.view_for(spec)
-        member = family.fit_member(trial.user_attrs["params"], spec, trial.number, fit.X(view), fit.y)
+        member = family.fit_member(trial.user_attrs[PARAMS_ATTR], spec, trial.number, fit.X(view), fit.y)
         predictions = member.predict_scores(scored.X(view))
         family.release_memory()
         yield trial, scored.y, predictions
@@ -192,9 +192,9 @@ def score_on_test(sealed: SealedStudy, trials: list[FrozenTrial],
     for trial, y, predictions in refitted:
         value = metric.score(y, predictions)
         low, high, _ = bootstrap_interval(metric, y, predictions, seed=trial.number)
-        optimism = trial.value - value if metric.direction == "maximize" else value - trial.value
-        rows.append(FinalRow(trial.number, trial.user_attrs["family"], trial.user_attrs["params"],
-                             trial.user_attrs.get("best_step"), trial.value, value, low, high, optimism))
+        optimism = trial.value - value if metric.sign > 0 else value - trial.value
+        rows.append(FinalRow(trial.number, trial.user_attrs[FAMILY_ATTR], trial.user_attrs[PARAMS_ATTR],
+                             trial.user_attrs.get(BEST_STEP_ATTR), trial.value, value, low, high, optimism))
     return rows
 
 
@@ -215,14 +215,14 @@ def search_score_standard_error(metric: Metric, winner: FinalRow, rows_scored: i
 
 def top_spread(values: list[float], direction: str, top: int = 5) -> float:
     """How far the best search score lies from the `top`-th best (0 with fewer than two scores)."""
-    ranked = sorted(values, reverse=direction == "maximize")[:top]
+    ranked = sorted(values, reverse=direction_sign(direction) > 0)[:top]
     return abs(ranked[0] - ranked[-1]) if len(ranked) > 1 else 0.0
 
 
 def _judge(sealed: SealedStudy, rows: list[FinalRow], looks: int) -> FinalizeReport:
     """Ranks, rank correlation, and the warnings a careful statistician would give."""
     metric = METRICS[sealed.metric]
-    sign = 1 if metric.direction == "maximize" else -1
+    sign = metric.sign
     for rank, row in enumerate(sorted(rows, key=lambda r: -sign * r.val), start=1):
         row.val_rank = rank
     for rank, row in enumerate(sorted(rows, key=lambda r: -sign * r.test), start=1):

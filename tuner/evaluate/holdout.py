@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.study.trial_attrs import FAMILY_ATTR
 from tuner.evaluate import finalize
 from tuner.core.config import ThresholdoutConfig
 from tuner.data import HOLDOUT, TRAIN
 from tuner.core.errors import TunerError
-from tuner.core.metrics import METRICS
+from tuner.core.metrics import METRICS, direction_sign
 from tuner.study.sealed import open_sealed
 
 STATE_ATTR = "tuner.thresholdout"
@@ -130,7 +131,7 @@ def choose_trials(study: Any, top: int | None, numbers: list[int] | None) -> lis
             raise TunerError(f"trial(s) {', '.join(map(str, missing))} are not complete trials of study "
                              f"{study.study_name!r}; see `tuner study show {study.study_name}`")
         return [by_number[n] for n in dict.fromkeys(numbers)]
-    sign = 1 if study.direction.name == "MAXIMIZE" else -1
+    sign = direction_sign(study.direction)
     return sorted(complete, key=lambda t: -sign * t.value)[:top or 3]
 
 
@@ -161,12 +162,12 @@ def query_holdout(name: str, storage_url: str | None = None, top: int | None = N
     for trial, y, predictions in finalize.refit_predictions(sealed, trials, fit_rows, holdout_rows, "holdout"):
         answer = thresholdout.query(trial.value, metric.score(y, predictions))
         study.set_user_attr(STATE_ATTR, asdict(thresholdout.state))  # saved per query: an interrupted run still counts
-        report.rows.append(HoldoutRow(trial.number, trial.user_attrs["family"], trial.value, answer.value,
+        report.rows.append(HoldoutRow(trial.number, trial.user_attrs[FAMILY_ATTR], trial.value, answer.value,
                                       answer.from_holdout))
         if thresholdout.state.budget_left < 1:
             break
     for trial in trials[len(report.rows):]:
         report.exhausted = True
-        report.rows.append(HoldoutRow(trial.number, trial.user_attrs["family"], trial.value, None))
+        report.rows.append(HoldoutRow(trial.number, trial.user_attrs[FAMILY_ATTR], trial.value, None))
     report.budget_left, report.queries = thresholdout.state.budget_left, thresholdout.state.queries
     return report

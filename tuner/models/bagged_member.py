@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from tuner.core.metrics import renormalise
 from tuner.models.base import Member
 
 BAG_DESCRIPTION = "bag.json"
@@ -37,7 +38,7 @@ class BaggedMember(Member):
         scores = [np.asarray(m.predict_scores(p.transform(X, self.view)), dtype=np.float64)
                   for m, p in zip(self.members, self.preprocessors)]
         mean = np.mean(scores, axis=0)
-        return mean / mean.sum(axis=1, keepdims=True) if mean.ndim == 2 else mean
+        return renormalise(mean)
 
     def save(self, path: str | Path) -> Path:
         """One folder: the fold models (`write_fold_models`) and each fold's preprocessing (joblib)."""

@@ -10,11 +10,16 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pathlib import Path
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from sklearn.preprocessing import LabelEncoder
+
+    from tuner.data.preprocess import Part
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,13 @@ class ProblemSpec:
     def from_dict(cls, record: dict[str, Any]) -> ProblemSpec:
         """Inverse of `to_dict` after a JSON round trip (lists back to tuples)."""
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in record.items()})
+
+    @staticmethod
+    def data_fields(part: Part, encoder: LabelEncoder | None) -> dict[str, Any]:
+        """The fields fitted rows decide: classes (0 for regression), tabular features and every
+        view's input shapes. A study's `problem_spec(**data_fields(...))` adds its own settings."""
+        return {"n_classes": len(encoder.classes_) if encoder is not None else 0,
+                "n_features": part.X("tabular").shape[1], **part.preprocessor.input_shapes()}
 
 
 class Member(ABC):

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from tuner.models import FAMILIES
 from tuner.study.storage import load_existing
+from tuner.study.trial_attrs import DURATION_ATTR, FAMILY_ATTR
 
 ENSEMBLE_FIXED_S = 8.0  # a holdout study's build: scoring every member and blend on test, saving, MLflow, plots
 DENSE_EPOCH_S = 0.25  # a dense network's epoch on a small table on CPU (docs/families.md), when none was timed
@@ -71,10 +72,10 @@ def plan_bags(name: str, storage_url: str | None, seconds_left: float | None, ex
         return BagPlan(None, None)
     study = load_existing(name, storage_url)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    families = {t.user_attrs.get("family") for t in complete}
+    families = {t.user_attrs.get(FAMILY_ATTR) for t in complete}
     keras = {f for f in families if f in FAMILIES and FAMILIES[f].uses_tensorflow}
     kept = families - keras if keras and seconds_left < expected_s + KERAS_BAGS_S else None
-    if kept is not None and study.best_trial.user_attrs.get("family") in keras:
+    if kept is not None and study.best_trial.user_attrs.get(FAMILY_ATTR) in keras:
         kept = None  # the search's best always reaches the export
     # from KERAS_RESERVE_FROM_S `expected_s` already holds one KERAS_BAGS_S; charging it again here keeps
     # room for the many Keras bags a long search leaves (churn at 300 s: 10 dense bags, a 13 s stage)
@@ -115,11 +116,11 @@ def plan_ensemble(name: str, storage_url: str | None, seconds_left: float | None
     per_family_s: dict[str, list[float]] = {}
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     for t in complete:
-        per_family_s.setdefault(t.user_attrs.get("family", "?"), []).append(t.user_attrs.get("duration_s", 1.0))
+        per_family_s.setdefault(t.user_attrs.get(FAMILY_ATTR, "?"), []).append(t.user_attrs.get(DURATION_ATTR, 1.0))
     medians = {family: statistics.median(durations) for family, durations in per_family_s.items()} or {"?": 1.0}
     keras = [s for family, s in medians.items() if family in FAMILIES and FAMILIES[family].uses_tensorflow]
     deep_s = max(keras, default=epochs * DENSE_EPOCH_S)
-    best_family = study.best_trial.user_attrs.get("family", "?") if complete else next(iter(medians))
+    best_family = study.best_trial.user_attrs.get(FAMILY_ATTR, "?") if complete else next(iter(medians))
     kept_first = [best_family] + sorted((f for f in medians if f != best_family), key=medians.get)
 
     def plan(folds: int, per_family: int, families: list[str], wide_deep: bool) -> EnsemblePlan:

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING
 import optuna
 from optuna.trial import TrialState
 
+from tuner.study.trial_attrs import FAMILY_ATTR
 from tuner.reporting.ensemble_page import ensemble_sections
 from tuner.core.errors import StudyFileError
+from tuner.core.metrics import direction_sign
 from tuner.models import FAMILIES
 from tuner.reporting.plots import PlotSet, is_study_plot, score_label, study_plots
 from tuner.reporting.study_page import finalize_section, study_page
@@ -34,15 +36,15 @@ log = logging.getLogger("tuner")
 def draw(tracker: Tracker, study: optuna.Study, metric: str, experiment_id: str, parent_run_id: str) -> PlotSet:
     """The study's plots, with the learning curves of the best trials of families that draw them (the
     Keras ones) read back from their child runs."""
-    sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+    sign = direction_sign(study.direction)
     drawn = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                    if t.user_attrs.get("family") in FAMILIES and FAMILIES[t.user_attrs["family"]].draws_curves),
+                    if t.user_attrs.get(FAMILY_ATTR) in FAMILIES and FAMILIES[t.user_attrs[FAMILY_ATTR]].draws_curves),
                    key=lambda t: -sign * t.value)[:N_CURVES]
     found = {}
     for t in drawn:
         found.update(tracker.trial_curves(experiment_id, parent_run_id, [t.number],
-                                          prefix=f"{FAMILIES[t.user_attrs['family']].curve_step}/"))
-    curves = {f"trial {t.number} {t.user_attrs['family']} {score_label(metric)} {t.value:.4f}": found[t.number]
+                                          prefix=f"{FAMILIES[t.user_attrs[FAMILY_ATTR]].curve_step}/"))
+    curves = {f"trial {t.number} {t.user_attrs[FAMILY_ATTR]} {score_label(metric)} {t.value:.4f}": found[t.number]
               for t in drawn if t.number in found}
     return study_plots(study, metric, curves)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from tuner.core.metrics import direction_sign
 from tuner.ensemble.store import BUILD_RECORD, ensembles_root
 from tuner.reporting.plots import ensemble_plots
 from tuner.reporting.study_page import Section, image, table
@@ -28,7 +29,7 @@ BLEND_NOTES = {
 
 def _gain(record: dict[str, Any], a: float, b: float) -> float:
     """How much better `a` is than `b` in the metric's direction."""
-    return a - b if record["direction"] == "maximize" else b - a
+    return a - b if direction_sign(record["direction"]) > 0 else b - a  # never -0.0: printed with a sign
 
 
 def verdict(record: dict[str, Any]) -> list[str]:

@@ -21,6 +21,9 @@ from matplotlib.figure import Figure  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from optuna.visualization import matplotlib as optuna_plots  # noqa: E402
 
+from tuner.study.trial_attrs import FAMILY_ATTR  # noqa: E402
+from tuner.core.metrics import direction_sign  # noqa: E402
+
 DPI = 110
 FINALIZE_PLOT = "plots/validation_vs_test.png"  # put on the study's run by `study finalize`
 ENSEMBLE_PLOT_PREFIX = "plots/ensemble-"  # plots/ensemble-NAME-weights.png etc., put there by `ensemble build`
@@ -63,7 +66,7 @@ def _axis_label(metric: str) -> str:
 
 def _complete(study: optuna.Study, family: str | None = None) -> list[FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if family is None or t.user_attrs.get("family") == family]
+            if family is None or t.user_attrs.get(FAMILY_ATTR) == family]
 
 
 def _family_params(trials: list[FrozenTrial], family: str) -> list[str]:
@@ -120,7 +123,7 @@ def scores_by_family(scores: dict[str, list[float]], metric: str, direction: str
     scores = {family: values for family, values in scores.items() if values}
     if not scores:
         raise PlotSkipped("score distribution by family needs at least 1 complete trial")
-    sign = 1 if direction == "maximize" else -1
+    sign = direction_sign(direction)
     families = sorted(scores, key=lambda f: -sign * max(sign * v for v in scores[f]))
     figure = Figure(figsize=(max(4.5, 1.4 * len(families) + 2), 4.2))
     ax = figure.add_subplot()
@@ -230,7 +233,7 @@ def ensemble_plots(record: dict) -> dict[str, bytes]:
 def study_plots(study: optuna.Study, metric: str, curves: dict[str, dict[str, list[float]]]) -> PlotSet:
     """Every plot the study supports, as PNGs under `plots/`; the others become notes."""
     plots = PlotSet()
-    families = sorted({t.user_attrs.get("family", "?") for t in _complete(study)})
+    families = sorted({t.user_attrs.get(FAMILY_ATTR, "?") for t in _complete(study)})
     scores = {f: [t.value for t in _complete(study, f)] for f in families}
     drawings = [("plots/history.png", lambda: optimization_history(study, metric)),
                 ("plots/scores_by_family.png", lambda: scores_by_family(scores, metric, study.direction.name.lower())),

@@ -20,11 +20,15 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.study.trial_attrs import (
+    BAG_ATTR, BEST_STEP_ATTR, CUT_ATTR, DURATION_ATTR, ERROR_ATTR, FAMILY_ATTR, FOLD_SCORES_ATTR, FOLD_STEPS_ATTR,
+    PARAMS_ATTR, SKIPPED_ATTR,
+)
 from tuner.search.time_budget import TimeBudget
 from tuner.core.deadline import trial_deadline
 from tuner.core.config import StudyConfig
 from tuner.data import Part
-from tuner.core.metrics import METRICS
+from tuner.core.metrics import METRICS, direction_sign
 from tuner.models import FAMILIES, Family, ProblemSpec, ScopedTrial
 
 
@@ -70,10 +74,10 @@ class TrialFailed(Exception):
 
 def counts_toward_budget(trial: FrozenTrial) -> bool:
     """Trials that spend the budget: not family-cap skips, not heartbeat-stale fails (those re-run)."""
-    if trial.user_attrs.get("skipped"):
+    if trial.user_attrs.get(SKIPPED_ATTR):
         return False
     if trial.state == TrialState.FAIL:
-        return "error" in trial.user_attrs
+        return ERROR_ATTR in trial.user_attrs
     return trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 
@@ -105,7 +109,7 @@ class Objective:
         family_name = self._choose_family(trial, trials)
         family = FAMILIES[family_name]
         params = family.search_space(ScopedTrial(trial, family_name), self.spec)
-        trial.set_user_attr("params", params)
+        trial.set_user_attr(PARAMS_ATTR, params)
         run_id = self.tracker.start_trial(self.experiment_id, self.parent_run_id, trial.number,
                                           family_name, params, self.run_tags)
         started = time.perf_counter()
@@ -142,14 +146,14 @@ class Objective:
                     self._report_fold(trial, fold_scores)
             value = float(np.mean(fold_scores))
             if oof is not None:
-                trial.set_user_attr("fold_steps", steps)
+                trial.set_user_attr(FOLD_STEPS_ATTR, steps)
                 self.bags.save(trial, oof.mean(), fold_members)
         except optuna.TrialPruned:
             self._finish(trial, family, run_id, "PRUNED", curves, fold_scores, started)
             raise
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}".strip()
-            trial.set_user_attr("error", message[:2000])
+            trial.set_user_attr(ERROR_ATTR, message[:2000])
             self._finish(trial, family, run_id, "FAILED", curves, fold_scores, started, error=traceback.format_exc())
             raise TrialFailed(message) from exc
         except BaseException:  # Ctrl-C or a kill signal turned exception: close the run, then stop
@@ -158,14 +162,14 @@ class Objective:
         finally:
             family.release_memory()
         if all(step is not None for step in steps):
-            trial.set_user_attr("best_step", int(round(float(np.median(steps)))))  # finalize refits with it
+            trial.set_user_attr(BEST_STEP_ATTR, int(round(float(np.median(steps)))))  # finalize refits with it
         self._finish(trial, family, run_id, "COMPLETE", curves, fold_scores, started, value=value)
         if self.bags is not None:
-            sign = 1 if trial.study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+            sign = direction_sign(trial.study.direction)
             done = [(t.number, t.value, t.user_attrs) for t in
                     trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-            self.bags.let_go([*done, (trial.number, value, {"family": family_name, **{
-                key: trial.user_attrs[key] for key in ("bag_artifact",) if key in trial.user_attrs}})], sign)
+            self.bags.let_go([*done, (trial.number, value, {FAMILY_ATTR: family_name, **{
+                key: trial.user_attrs[key] for key in (BAG_ATTR,) if key in trial.user_attrs}})], sign)
         return value
 
     def _check_time_left(self, trial: optuna.Trial, index: int, started: float) -> None:
@@ -173,9 +177,9 @@ class Objective:
         per_fold = (time.perf_counter() - started) / index
         needed = per_fold * (len(self.folds) - index)
         if needed > self.budget.remaining():
-            trial.set_user_attr("cut", f"{len(self.folds) - index} more fold(s) need about {needed:.0f} s; "
-                                       f"{max(self.budget.remaining(), 0):.0f} s were left")
-            raise optuna.TrialPruned(trial.user_attrs["cut"])
+            trial.set_user_attr(CUT_ATTR, f"{len(self.folds) - index} more fold(s) need about {needed:.0f} s; "
+                                          f"{max(self.budget.remaining(), 0):.0f} s were left")
+            raise optuna.TrialPruned(trial.user_attrs[CUT_ATTR])
 
     def _fit(self, family: Family, params: dict[str, Any], fold: Fold, number: int, trial: optuna.Trial | None,
              curves: dict[str, list[float]]) -> Any:
@@ -196,13 +200,13 @@ class Objective:
     def _choose_family(self, trial: optuna.Trial, trials: list[FrozenTrial]) -> str:
         names = sorted(self.config.families)
         name = trial.suggest_categorical("family", names) if len(names) > 1 else names[0]
-        trial.set_user_attr("family", name)
+        trial.set_user_attr(FAMILY_ATTR, name)
         cap = self.config.families[name].max_trials
         if cap is not None:
             used = sum(1 for t in trials
-                       if t.number != trial.number and t.user_attrs.get("family") == name and counts_toward_budget(t))
+                       if t.number != trial.number and t.user_attrs.get(FAMILY_ATTR) == name and counts_toward_budget(t))
             if used >= cap:
-                trial.set_user_attr("skipped", f"{name} reached max_trials={cap}")
+                trial.set_user_attr(SKIPPED_ATTR, f"{name} reached max_trials={cap}")
                 if all(self.config.families[n].max_trials is not None for n in names) and self._all_capped(trials):
                     trial.study.stop()
                 raise optuna.TrialPruned(f"{name} reached max_trials={cap}")
@@ -211,7 +215,7 @@ class Objective:
         trials = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
         if not self.budget.fits(trials, name):
             reason = f"{name} would not finish in the {self.budget.remaining():.0f} s left of the timeout"
-            trial.set_user_attr("skipped", reason)
+            trial.set_user_attr(SKIPPED_ATTR, reason)
             if not self.budget.any_fits(trials, names):
                 trial.study.stop()
             raise optuna.TrialPruned(reason)
@@ -219,7 +223,7 @@ class Objective:
 
     def _all_capped(self, trials: list[FrozenTrial]) -> bool:
         return all(
-            sum(1 for t in trials if t.user_attrs.get("family") == n and counts_toward_budget(t)) >= cfg.max_trials
+            sum(1 for t in trials if t.user_attrs.get(FAMILY_ATTR) == n and counts_toward_budget(t)) >= cfg.max_trials
             for n, cfg in self.config.families.items()
         )
 
@@ -227,10 +231,10 @@ class Objective:
                 curves: dict[str, list[float]], fold_scores: list[float], started: float, value: float | None = None,
                 error: str | None = None) -> None:
         duration = time.perf_counter() - started
-        trial.set_user_attr("duration_s", round(duration, 3))
+        trial.set_user_attr(DURATION_ATTR, round(duration, 3))
         scores = {self.score_name: value} if value is not None else {}
         logged = {f"{family.curve_step}/{k}": v for k, v in curves.items()}
         if self.cross_validated:
-            trial.set_user_attr("fold_scores", fold_scores)
+            trial.set_user_attr(FOLD_SCORES_ATTR, fold_scores)
             logged[f"fold/{self.fold_score_name}"] = fold_scores  # step = fold number (repeats continue the count)
         self.tracker.finish_trial(run_id, state, scores, logged, duration, error=error)

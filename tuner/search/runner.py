@@ -18,13 +18,14 @@ from typing import Callable, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.study.trial_attrs import ERROR_ATTR, FAMILY_ATTR, INTERRUPTED_ATTR, REQUEUED_FROM_ATTR, SKIPPED_ATTR, WORKER_ATTR
 from tuner.study.trial_bags import TrialBags, artifact_root
 from tuner.search.time_budget import TimeBudget, enqueue_portfolio
 from tuner.core.config import load_study_file
 from tuner.data import TRAIN, VALID, Dataset, prepare_parts
 from tuner.core.devices import configure_mixed_precision, device_tags
 from tuner.core.errors import TunerError
-from tuner.models import FAMILIES
+from tuner.models import FAMILIES, ProblemSpec
 from tuner.search.objective import Fold, Objective, TrialFailed, counts_toward_budget
 from tuner.study.sealed import ATTR, SealedStudy, load_inputs, open_study, stored_score_name
 from tuner.search.samplers import make_pruner, make_sampler
@@ -85,7 +86,7 @@ def progress_of(study: optuna.Study, total: int, trials: list[FrozenTrial] | Non
     counted = [t for t in trials if counts_toward_budget(t)]
     done = sum(1 for t in counted if t.state != TrialState.RUNNING)
     best = best_among(trials, study.direction)
-    return Progress(done, total, best.value if best else None, best.user_attrs.get("family") if best else None,
+    return Progress(done, total, best.value if best else None, best.user_attrs.get(FAMILY_ATTR) if best else None,
                     len(counted) - done, score_name or stored_score_name(study.user_attrs))
 
 
@@ -207,19 +208,19 @@ class BudgetGuard:
         self.seen: list[FrozenTrial] | None = None  # the study's trials as read at the last trial's start
 
     def __call__(self, trial: optuna.Trial) -> float:
-        trial.set_user_attr("worker", worker_label())
+        trial.set_user_attr(WORKER_ATTR, worker_label())
         trials = self.seen = trial.study.get_trials(deepcopy=False)  # the trial's one read, handed on
         earlier = sum(1 for t in trials if t.number < trial.number and (counts_toward_budget(t) or _queued(t)))
         if earlier >= self.budget:
-            trial.set_user_attr("skipped", f"the budget of {self.budget} trials is spent")
+            trial.set_user_attr(SKIPPED_ATTR, f"the budget of {self.budget} trials is spent")
             self.refused = True
             trial.study.stop()
             raise optuna.TrialPruned(f"the budget of {self.budget} trials is spent")
         try:
             return self.objective(trial, trials)
         except KeyboardInterrupt:
-            trial.set_user_attr("interrupted", f"stopped by a signal in {worker_label()}; queued again")
-            trial.study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
+            trial.set_user_attr(INTERRUPTED_ATTR, f"stopped by a signal in {worker_label()}; queued again")
+            trial.study.enqueue_trial(trial.params, user_attrs={REQUEUED_FROM_ATTR: trial.number})
             raise
 
     def after(self, finished: FrozenTrial) -> list[FrozenTrial] | None:
@@ -231,7 +232,7 @@ class BudgetGuard:
 
 
 def _queued(trial: FrozenTrial) -> bool:
-    return trial.state == TrialState.WAITING and not trial.user_attrs.get("skipped")
+    return trial.state == TrialState.WAITING and not trial.user_attrs.get(SKIPPED_ATTR)
 
 
 def _search(study: optuna.Study, objective: Callable[..., float], budget: int, timeout: float | None,
@@ -292,7 +293,7 @@ def close_lost_runs(study: optuna.Study, tracker: Tracker, experiment_id: str, p
 
 def _run_status(trial: FrozenTrial) -> str:
     if trial.state == TrialState.FAIL:
-        return "FAILED" if "error" in trial.user_attrs else "KILLED"
+        return "FAILED" if ERROR_ATTR in trial.user_attrs else "KILLED"
     return "FINISHED"
 
 
@@ -310,9 +311,8 @@ def search_folds(sealed: SealedStudy) -> list[Fold]:
     pairs = split.fold_rows() or [(split.rows(TRAIN), split.rows(VALID))]
     folds = []
     for train_rows, val_rows in pairs:
-        train, parts, preprocessor, encoder = prepare_parts(sealed.dataset, sealed.task, train_rows, {"val": val_rows})
-        spec = sealed.problem_spec(len(encoder.classes_) if encoder is not None else 0,
-                                   train.X("tabular").shape[1], **preprocessor.input_shapes())
+        train, parts, _, encoder = prepare_parts(sealed.dataset, sealed.task, train_rows, {"val": val_rows})
+        spec = sealed.problem_spec(**ProblemSpec.data_fields(train, encoder))
         folds.append(Fold(train, parts["val"], spec))
     return folds
 
@@ -358,13 +358,13 @@ def _run_workers(sealed: SealedStudy, study_file: Path, tracking_uri: str, budge
 
 def summarize_run(sealed: SealedStudy, budget: int, before: int, elapsed: float) -> RunResult:
     study = sealed.study
-    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("skipped")]
+    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SKIPPED_ATTR)]
     result = RunResult(sealed.config.name, sealed.metric, study.direction.name.lower(), before, elapsed_s=elapsed,
                        score_name=sealed.score_name)
     for t in trials:
         result.counts[t.state.name] = result.counts.get(t.state.name, 0) + 1
         if t.state == TrialState.FAIL and result.first_error is None:
-            result.first_error = t.user_attrs.get("error")
+            result.first_error = t.user_attrs.get(ERROR_ATTR)
     result.best_value, result.best_family = best_of(study)
     if result.best_value is not None:
         result.best_trial = study.best_trial.number

@@ -11,6 +11,7 @@ from typing import Any
 import optuna
 from optuna.pruners import BasePruner
 
+from tuner.study.trial_attrs import FAMILY_ATTR
 from tuner.core.config import PrunerConfig, SamplerConfig
 
 
@@ -47,7 +48,7 @@ class FamilyScopedPruner(BasePruner):
         self.pruner = pruner
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
-        family = trial.user_attrs.get("family")
+        family = trial.user_attrs.get(FAMILY_ATTR)
         if family is None:
             return self.pruner.prune(study, trial)
         return self.pruner.prune(_FamilyView(study, family), trial)
@@ -60,7 +61,7 @@ class _FamilyView:
 
     def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[optuna.trial.FrozenTrial]:
         return [t for t in self._study.get_trials(deepcopy=deepcopy, states=states)
-                if t.user_attrs.get("family") == self._family]
+                if t.user_attrs.get(FAMILY_ATTR) == self._family]
 
     @property
     def trials(self) -> list[optuna.trial.FrozenTrial]:

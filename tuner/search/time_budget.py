@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.study.trial_attrs import DURATION_ATTR, FAMILY_ATTR, PORTFOLIO_ATTR
 from tuner.models import FAMILIES, ProblemSpec, portfolio_order
 
 MIN_RECORD = 1  # finished trials of a family before its duration is trusted
@@ -37,7 +38,7 @@ def enqueue_portfolio(study: optuna.Study, families: list[str], trials: int, spe
     for name in portfolio_order(families)[:trials]:
         defaults = FAMILIES[name].default_params(spec) or {}
         study.enqueue_trial({"family": name, **{f"{name}.{key}": value for key, value in defaults.items()}},
-                            user_attrs={"portfolio": "default"}, skip_if_exists=True)
+                            user_attrs={PORTFOLIO_ATTR: "default"}, skip_if_exists=True)
 
 
 @dataclass
@@ -53,8 +54,8 @@ class TimeBudget:
 
     def expected_seconds(self, trials: list[FrozenTrial], family: str) -> float | None:
         """Median duration of this family's finished trials (pruned ones included: they cost time too)."""
-        durations = [t.user_attrs["duration_s"] for t in trials
-                     if t.user_attrs.get("family") == family and "duration_s" in t.user_attrs
+        durations = [t.user_attrs[DURATION_ATTR] for t in trials
+                     if t.user_attrs.get(FAMILY_ATTR) == family and DURATION_ATTR in t.user_attrs
                      and t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
         return statistics.median(durations) if len(durations) >= MIN_RECORD else None
 

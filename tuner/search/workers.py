@@ -15,6 +15,7 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.study.trial_attrs import WORKER_ATTR
 from tuner.core.config import StudyConfig
 from tuner.search.samplers import make_sampler
 
@@ -44,7 +45,7 @@ def other_worker_at_work(trials: list[FrozenTrial], first: int, current: int | N
     """Another process searches this study: its trial is RUNNING, or was started since this process
     joined (trial number `first` on). Queued trials belong to no one yet."""
     me = worker_label()
-    return any(t.number != current and t.state != TrialState.WAITING and t.user_attrs.get("worker") != me
+    return any(t.number != current and t.state != TrialState.WAITING and t.user_attrs.get(WORKER_ATTR) != me
                and (t.state == TrialState.RUNNING or t.number >= first) for t in trials)
 
 
@@ -73,7 +74,7 @@ def parent_run_status(study: optuna.Study, status: str) -> str | None:
     workers run trials, so the last worker to finish is the one that closes it."""
     me = worker_label()
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    return None if any(t.user_attrs.get("worker") != me for t in running) else status
+    return None if any(t.user_attrs.get(WORKER_ATTR) != me for t in running) else status
 
 
 def interrupt_on_signals() -> None:

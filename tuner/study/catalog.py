@@ -13,7 +13,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.study.trial_attrs import DURATION_ATTR, FAMILY_ATTR, PARAMS_ATTR, SKIPPED_ATTR
 from tuner.core.config import StudyConfig
+from tuner.core.metrics import direction_sign
 from tuner.search.objective import counts_toward_budget
 from tuner.study.sealed import ATTR, stored_score_name
 from tuner.study.storage import load_existing, open_storage
@@ -22,7 +24,7 @@ from tuner.study.storage import load_existing, open_storage
 def best_among(trials: list[FrozenTrial], direction: optuna.study.StudyDirection) -> FrozenTrial | None:
     """The best completed trial of an already-read trial list (`study.best_trial` without its query);
     a tie goes to the earlier trial."""
-    sign = 1 if direction == optuna.study.StudyDirection.MAXIMIZE else -1
+    sign = direction_sign(direction)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     return min(complete, key=lambda t: (-sign * t.value, t.number)) if complete else None
 
@@ -33,7 +35,7 @@ def best_of(study: optuna.Study) -> tuple[float | None, str | None]:
         best = study.best_trial
     except ValueError:
         return None, None
-    return best.value, best.user_attrs.get("family")
+    return best.value, best.user_attrs.get(FAMILY_ATTR)
 
 
 @dataclass
@@ -77,13 +79,13 @@ def describe_study(name: str, storage_url: str | None = None) -> StudyReport:
     everything = study.get_trials(deepcopy=False)
     trials = [t for t in everything if counts_toward_budget(t)]  # what the budget counts, so the totals match it
     not_counted = dict(Counter(uncounted_reason(t) for t in everything if not counts_toward_budget(t)))
-    sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+    sign = direction_sign(study.direction)
     rows = []
-    for family in sorted({t.user_attrs.get("family", "?") for t in trials}):
-        mine = [t for t in trials if t.user_attrs.get("family") == family]
+    for family in sorted({t.user_attrs.get(FAMILY_ATTR, "?") for t in trials}):
+        mine = [t for t in trials if t.user_attrs.get(FAMILY_ATTR) == family]
         complete = [t for t in mine if t.state == TrialState.COMPLETE]
         best = max(complete, key=lambda t: sign * t.value) if complete else None
-        durations = [t.user_attrs["duration_s"] for t in mine if "duration_s" in t.user_attrs]
+        durations = [t.user_attrs[DURATION_ATTR] for t in mine if DURATION_ATTR in t.user_attrs]
         rows.append(FamilyRow(
             family, len(mine), len(complete), sum(t.state == TrialState.PRUNED for t in mine),
             sum(t.state == TrialState.FAIL for t in mine), best.value if best else None,
@@ -102,7 +104,7 @@ def describe_study(name: str, storage_url: str | None = None) -> StudyReport:
         split_counts={k: split.get(f"n_{k}", 0) for k in ("train", "val", "test", "holdout") if k != "holdout" or
                       split.get("n_holdout")}, states=states,
         families=rows, best_trial=best.number if best else None, best_value=best_value, best_family=best_family,
-        best_params=best.user_attrs.get("params", {}) if best else {}, score_name=stored_score_name(attrs),
+        best_params=best.user_attrs.get(PARAMS_ATTR, {}) if best else {}, score_name=stored_score_name(attrs),
         folds=f"{split['n_folds']} folds x {split['n_repeats']} repeat(s)" if "n_folds" in split else "",
         finalize=attrs.get(ATTR + "finalize"), holdout_budget=_holdout_budget(attrs), not_counted=not_counted,
         test_looks=int(attrs.get(ATTR + "test_looks", 0)), test_lookers=list(attrs.get(ATTR + "test_lookers", [])),
@@ -122,7 +124,7 @@ def count_test_look(study: optuna.Study, command: str) -> int:
 def uncounted_reason(trial: FrozenTrial) -> str:
     """Why a trial does not spend the budget: refused at its start, waiting in the queue, or stopped
     (Ctrl-C, SIGTERM, a lost worker) and queued again with the same params."""
-    if trial.user_attrs.get("skipped"):
+    if trial.user_attrs.get(SKIPPED_ATTR):
         return "skipped"
     return "queued" if trial.state == TrialState.WAITING else "stopped and re-queued"
 

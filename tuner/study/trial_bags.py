@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.models import FAMILIES, Member
+from tuner.study.trial_attrs import BAG_ATTR, FAMILY_ATTR, FOLD_STEPS_ATTR, OOF_ATTR, PARAMS_ATTR
+from tuner.models import FAMILIES, Member, ProblemSpec
 from tuner.models.bagged_member import BaggedMember, read_fold_models, write_fold_models
 
 KEEP_BAGS = 12  # trials whose fold models stay stored, besides each family's best
-OOF_ATTR, BAG_ATTR = "oof_artifact", "bag_artifact"
 BAGS_FOLDER = "trial-bags"
 
 
@@ -104,8 +104,8 @@ class TrialBags:
         stored = [t for t in trials if (self.root / str(t[2].get(BAG_ATTR))).exists()]
         ranked = sorted(stored, key=lambda t: -direction_sign * t[1])
         keep = {number for number, _, _ in ranked[:KEEP_BAGS]}
-        for family in {attrs.get("family") for _, _, attrs in ranked}:
-            keep.add(next(number for number, _, attrs in ranked if attrs.get("family") == family))
+        for family in {attrs.get(FAMILY_ATTR) for _, _, attrs in ranked}:
+            keep.add(next(number for number, _, attrs in ranked if attrs.get(FAMILY_ATTR) == family))
         for number, _, attrs in ranked:
             if number not in keep:
                 try:
@@ -123,12 +123,11 @@ def assemble_bags(source: Any, trials: list[FrozenTrial], bags: TrialBags) -> tu
     folds = []
     for train_rows, _ in source.split.fold_rows():
         train, _, preprocessor, encoder = prepare_parts(source.dataset, source.task, train_rows, {})
-        spec = source.problem_spec(len(encoder.classes_) if encoder is not None else 0,
-                                   train.X("tabular").shape[1], **preprocessor.input_shapes())
+        spec = source.problem_spec(**ProblemSpec.data_fields(train, encoder))
         folds.append((train, preprocessor, spec))
     members, rebuilt = [], []
     for trial in trials:
-        family = FAMILIES[trial.user_attrs["family"]]
+        family = FAMILIES[trial.user_attrs[FAMILY_ATTR]]
         fold_models = bags.fold_models(trial)
         if fold_models is None:
             rebuilt.append(trial.number)
@@ -141,11 +140,11 @@ def _refit(family: Any, trial: FrozenTrial, index: int, train: Any, spec: Any) -
     """One fold model again, from the trial's params and the step count early stopping found on that fold."""
     from dataclasses import replace
 
-    steps = (trial.user_attrs.get("fold_steps") or [None] * (index + 1))[index]
+    steps = (trial.user_attrs.get(FOLD_STEPS_ATTR) or [None] * (index + 1))[index]
     if steps is not None:
         spec = replace(spec, max_epochs=int(steps), max_rounds=int(steps))
     view = family.view_for(spec)
-    return family.fit_member(trial.user_attrs["params"], spec, trial.number, train.X(view), train.y)
+    return family.fit_member(trial.user_attrs[PARAMS_ATTR], spec, trial.number, train.X(view), train.y)
 
 
 def has_oof(trial: FrozenTrial) -> bool:

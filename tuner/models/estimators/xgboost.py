@@ -44,7 +44,7 @@ class XGBoostMember(BoosterMember):
         import xgboost as xgb
 
         metric, logged_name = eval_metric_for(self.spec)
-        maximize = METRICS[self.spec.metric].direction == "maximize"
+        maximize = METRICS[self.spec.metric].sign > 0
         callbacks = []
         if X_val is not None:
             callbacks.append(xgb.callback.EarlyStopping(

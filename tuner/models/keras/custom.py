@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tuner.core.errors import StudyFileError
+from tuner.core.metrics import direction_sign
 from tuner.models.registry import register
 from tuner.models.base import ProblemSpec
 from tuner.models.keras.family import KerasFamily
@@ -125,7 +126,7 @@ class CustomFamily(KerasFamily):
             raise TypeError(f"custom builder {spec.custom_builder!r} must return a compiled keras.Model, "
                             f"got {type(model).__name__}")
         monitor = spec.custom_monitor or "val_loss"
-        mode = "max" if spec.custom_monitor and spec.custom_direction == "maximize" else "min"
+        mode = "max" if spec.custom_monitor and direction_sign(spec.custom_direction) > 0 else "min"
         return KerasMember(model, spec, batch_size=params.get("batch_size") or spec.batch_size or 32,
                            reduce_lr=spec.reduce_lr == "on", monitor=monitor, mode=mode,
                            score_monitor=spec.custom_monitor is not None)

@@ -18,7 +18,7 @@ import numpy as np
 
 from tuner._quiet import import_tensorflow
 from tuner.core.deadline import past_deadline
-from tuner.core.metrics import METRICS
+from tuner.core.metrics import METRICS, renormalise
 from tuner.models.base import Member, ProblemSpec
 
 PREDICT_BATCH = 1024
@@ -129,7 +129,7 @@ def compile_model(model, spec: ProblemSpec, optimizer: str, learning_rate: float
 def monitored(spec: ProblemSpec) -> tuple[str, str]:
     """The History key to watch and its mode."""
     metric = METRICS[spec.metric]
-    return f"val_{metric.keras_name}", "max" if metric.direction == "maximize" else "min"
+    return f"val_{metric.keras_name}", "max" if metric.sign > 0 else "min"
 
 
 class KerasMember(Member):
@@ -228,7 +228,7 @@ class KerasMember(Member):
             p = out[:, 0]
             return np.column_stack([1.0 - p, p])
         if self.spec.task == "multiclass":
-            return out / out.sum(axis=1, keepdims=True)  # float32 softmax rounding
+            return renormalise(out)  # float32 softmax rounding
         return out[:, 0] * self.y_std_ + self.y_mean_
 
     def save(self, path: str | Path) -> Path:
