@@ -20,9 +20,9 @@ the search gets what the later stages leave, their expected seconds being measur
 comes is skipped whole, and the result says which and why. The ensemble stage and the test look
 are never skipped and the ensemble always keeps the search's best trial (the best single member is
 one of its candidates), so the export is never below the best trial out of fold; short of time,
-the test look scores the search's best trial alone as finalize's finalist. A holdout study (`split.validation_fraction`) has
-no bags: its ensemble stage refits members out of fold, as many as `plan_ensemble` says the time
-left pays for.
+the test look scores the search's best trial alone as finalize's finalist. A holdout study
+(`split.validation_fraction`) has no bags: its ensemble stage refits members out of fold, as many
+as `plan_ensemble` says the time left pays for.
 
 Run again on a finished study, it adds no test look: once its test split was looked at, a study's
 search stays closed and each stage shows what the earlier look stored for these trials; when those
@@ -136,7 +136,7 @@ def search_stage(ctx: StageContext) -> None:
 def show_closed_search(ctx: StageContext) -> bool:
     """A study whose test split was looked at (not `--force`d) is finished: its search stays closed,
     its trials are summed up and none is added. Its look's records must be there to be shown:
-    without them run-all stops, rather than look again uncounted by the user."""
+    without them run-all stops rather than look again unasked (`--force` asks)."""
     from tuner.pipeline.test_look import stored_look
 
     ctx.finished = not ctx.force and _looked_before(ctx.config.name, ctx.storage_url)
@@ -273,7 +273,7 @@ STAGES = (
     Stage("ensemble", "every trial's out-of-fold predictions; the picked members' bags",
           "the blend chosen out of fold (held for the test look)", 2.0, 0.6,
           run=ensemble_stage, show=show_stored_ensemble),
-    Stage("test look", f"the top {FINALIZE_TOP} trials' bags; the chosen blend; the sealed test rows (ONE counted look)",
+    Stage("test look", f"the top {FINALIZE_TOP} trials' bags; the chosen blend; the test rows (ONE counted look)",
           "the finalize report (study attributes, MLflow run `finalize`); ensembles/.built/NAME and the MLflow run "
           "`ensemble/NAME`", 1.5, 0.2, run=test_look_stage, show=show_stored_look),
     Stage("export", "the chosen blend", "ensembles/NAME (MLflow pyfunc), a registered model version @champion", 1.5, 0.1,
