@@ -24,8 +24,9 @@ def test_run_all_searches_finalizes_blends_and_exports_then_reruns_without_a_new
     manifest = json.loads((tmp_path / "ensembles" / "everything" / "manifest.json").read_text())
     study = optuna.load_study(study_name="everything", storage=storage_url)
     looks = study.user_attrs["tuner.test_looks"]
-    assert looks == 2  # finalize's and the ensemble's, each counted once
-    assert study.user_attrs["tuner.test_lookers"] == ["finalize", "ensemble build everything"]
+    assert looks == 1  # finalize's finalists and the ensemble's blends, scored in one look
+    assert study.user_attrs["tuner.test_lookers"] == ["run-all everything"]
+    assert "Test looks counted on the source studies: everything 1." in first.stdout
     client = MlflowClient(tracking_uri)
     [parent] = client.search_runs([client.get_experiment_by_name("everything").experiment_id],
                                   "tags.`tuner.role` = 'study'")
@@ -35,9 +36,60 @@ def test_run_all_searches_finalizes_blends_and_exports_then_reruns_without_a_new
 
     again = run_cli("run-all", str(path), *common)
     assert again.returncode == 0, again.stderr
-    assert "shown from the earlier run (no new test look): finalize, ensemble, export" in again.stdout
+    assert "shown from the earlier run (no new test look): ensemble, test look, export" in again.stdout
     assert optuna.load_study(study_name="everything", storage=storage_url).user_attrs["tuner.test_looks"] == looks
     assert json.loads((tmp_path / "ensembles" / "everything" / "manifest.json").read_text()) == manifest
+
+
+def test_run_all_scores_finalists_and_blends_in_one_counted_look(write_study, storage_url, tracking_uri, tmp_path):
+    """One look writes both records; a rerun shows them and adds none."""
+    from tuner.ensemble.store import read_build
+    from tuner.pipeline.run_all import run_all
+
+    path = write_study(tiny_study("onelook"))
+    root = tmp_path / "ens"
+    result = run_all(path, storage_url=storage_url, tracking_uri=tracking_uri, ensembles_root=root)
+    attrs = optuna.load_study(study_name="onelook", storage=storage_url).user_attrs
+    assert attrs["tuner.test_looks"] == 1 and attrs["tuner.test_lookers"] == ["run-all onelook"]
+    assert attrs["tuner.finalize"]["test_looks"] == 1 and result.finalize.test_looks == 1
+    assert {row.family for row in result.finalize.rows} == {"linear", "random_forest"}  # each family's best
+    build = read_build("onelook", root)
+    assert build["test_looks"] == {"onelook": 1} and build["built_at"] == result.build["built_at"]
+    assert "Test looks counted on the source studies: onelook 1." in build["verdict"]
+    client = MlflowClient(tracking_uri)
+    [finalize_run] = client.search_runs([client.get_experiment_by_name("onelook").experiment_id],
+                                        "tags.`tuner.role` = 'finalize'")
+    assert finalize_run.data.tags["test_looks"] == "1"
+    assert client.get_run(build["tracking_run_id"]).info.run_name == "ensemble/onelook"
+
+    again = run_all(path, storage_url=storage_url, tracking_uri=tracking_uri, ensembles_root=root)
+    assert again.reused == ["ensemble", "test look", "export"] and again.build["built_at"] == build["built_at"]
+    assert optuna.load_study(study_name="onelook", storage=storage_url).user_attrs["tuner.test_looks"] == 1
+
+
+def test_a_run_all_stopped_after_its_look_is_not_rerun_without_force(write_study, storage_url, tracking_uri, tmp_path,
+                                                                    monkeypatch):
+    """Killed after the look was counted, before the build was stored: the rerun says so and
+    needs --force, which looks again (counted)."""
+    import tuner.pipeline.test_look
+    from tuner.pipeline.run_all import run_all
+    from tuner.pipeline.test_look import LookedWithoutRecords
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    path = write_study(tiny_study("killed", budget={"trials": 2, "rounds": 20, "patience": 2}))
+    common = dict(storage_url=storage_url, tracking_uri=tracking_uri, ensembles_root=tmp_path / "ens")
+    with monkeypatch.context() as patch:
+        patch.setattr(tuner.pipeline.test_look, "record_build", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run_all(path, **common)
+    with pytest.raises(LookedWithoutRecords, match=r"1 counted look.*'run-all killed'.*ensemble build record is "
+                                                   r"missing.*rerun with --force"):
+        run_all(path, **common)
+    assert optuna.load_study(study_name="killed", storage=storage_url).user_attrs["tuner.test_looks"] == 1
+    forced = run_all(path, force=True, **common)
+    assert forced.build["test_looks"] == {"killed": 2} and forced.finalize.test_looks == 2
 
 
 def test_the_ensemble_is_planned_from_each_familys_median_trial_time(storage_url):
@@ -92,9 +144,10 @@ def test_the_plan_never_drops_the_family_of_the_searchs_best_trial(storage_url):
 
 
 def test_a_stage_the_budget_cannot_pay_for_is_skipped_whole_and_said(write_study, storage_url, tmp_path):
-    """The clock is started 25 s before the call of a 30 s budget: the search gets no time, finalize
-    and the plots are skipped with their reasons, and the ensemble and export still run from the
-    trials already on record, keeping the best one."""
+    """The clock is started 27 s before the call of a 30 s budget: the search gets no time, the
+    finalists narrow to the best trial and the plots are skipped with their reasons, and the
+    ensemble, its one test look and the export still run from the trials already on record, keeping
+    the best one."""
     import time
 
     from tuner.pipeline.run_all import run_all
@@ -105,16 +158,17 @@ def test_a_stage_the_budget_cannot_pay_for_is_skipped_whole_and_said(write_study
                                   budget={"trials": 6, "rounds": 20, "patience": 2}))
     run_study(path, storage_url, tracking, trials=2)
     result = run_all(path, budget=30, storage_url=storage_url, tracking_uri=tracking,
-                     ensembles_root=tmp_path / "ens", started_at=time.time() - 25)
-    assert set(result.skipped) == {"finalize", "plots"}
-    assert "finalize, ensemble and export need about" in result.skipped["finalize"]
+                     ensembles_root=tmp_path / "ens", started_at=time.time() - 27)
+    assert set(result.skipped) == {"finalists", "plots"}
+    assert "the test look and export need about" in result.skipped["finalists"]
     assert "tuner study plots late" in result.skipped["plots"]
-    assert result.finalize is None and result.export is not None
+    assert result.export is not None
     study = optuna.load_study(study_name="late", storage=storage_url)
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 2  # no time for a new one
     best = study.best_trial
     assert result.build["best_single_member"] == f"late#{best.number} {best.user_attrs['family']}"
-    assert study.user_attrs["tuner.test_lookers"] == ["ensemble build late"]
+    assert [row.trial for row in result.finalize.rows] == [best.number]  # the best trial alone, in the same look
+    assert study.user_attrs["tuner.test_lookers"] == ["run-all late"]
 
 
 def test_a_budget_that_leaves_no_time_for_one_trial_is_one_clear_error(write_study, storage_url, tmp_path):

@@ -1,4 +1,4 @@
-"""`tuner run-all`: search, finalize, ensemble and export a study in one command."""
+"""`tuner run-all`: search, ensemble, one test look (finalize's and the ensemble's) and export in one command."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def run_all(
     storage: Optional[str] = StorageOption,
     tracking_uri: Optional[str] = TrackingOption,
 ) -> None:
-    """Search, finalize (one test look), ensemble and export a study in one command."""
+    """Search, ensemble, score the finalists and blends in one test look, and export a study in one command."""
     import psutil
 
     from tuner.pipeline.run_all import run_all as run_everything
@@ -40,8 +40,7 @@ def run_all(
     run = result.run
     console.print(f"[bold]search[/]: {result.trials} trials, best {run.score_name} {run.best_value:.4f} "
                   f"(trial {run.best_trial}, {run.best_family})")
-    if result.finalize is not None:
-        print_finalize(result.finalize)
+    print_finalize(result.finalize)
     for stage, why in result.skipped.items():
         console.print(f"[bold]{stage}[/]: skipped: {why}", soft_wrap=True)
     print_build(result.build)

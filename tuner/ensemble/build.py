@@ -25,7 +25,7 @@ from tuner.ensemble.blending import OutOfFold, TrainedBlend, blend_out_of_fold
 from tuner.ensemble.blends import best_tree, fit_wide_deep, plan_deep_part
 from tuner.ensemble.candidates import Candidate, gather_candidates, open_sources
 from tuner.ensemble.fitted import FittedMember
-from tuner.ensemble.judge import Blended, judge
+from tuner.ensemble.judge import Blended, ChosenBuild, judge
 from tuner.ensemble.oof import FoldFit, fit_candidate, fold_ids, member_fitter, out_of_fold
 from tuner.ensemble.selection import drop_near_duplicates
 from tuner.study.sealed import SealedStudy
@@ -47,45 +47,49 @@ def build_ensemble(name: str, studies: list[str], storage_url: str | None = None
                    wide_deep: bool = True, refit: bool = False, rebuild_s: float | None = None) -> dict[str, Any]:
     """Build, score once on test, log to MLflow and store the blends; returns the build record.
 
+    The arguments are `choose_out_of_fold`'s. Ctrl-C raises `BuildInterrupted`, which says whether
+    the test look was counted.
+    """
+    looks: dict[str, int] = {}
+    try:
+        chosen = choose_out_of_fold(name, studies, storage_url, tracking_uri, per_family, folds, correlation, on_step,
+                                    families, wide_deep, refit, rebuild_s)
+        return judge(chosen, looks, root, on_step)
+    except KeyboardInterrupt:
+        raise BuildInterrupted(dict(looks)) from None
+
+
+def choose_out_of_fold(name: str, studies: list[str], storage_url: str | None = None, tracking_uri: str | None = None,
+                       per_family: int = 2, folds: int = 5, correlation: float = 0.98,
+                       on_step: Callable[[str], None] = lambda message: None, families: Iterable[str] | None = None,
+                       wide_deep: bool = True, refit: bool = False, rebuild_s: float | None = None) -> ChosenBuild:
+    """Everything a build decides out of fold (members, weights, the blend to export), nothing read
+    from the test rows; `judge` then takes the look.
+
     `families` limits the members to those families and `wide_deep=False` skips the jointly trained
     blend: what `tuner run-all` does when its time budget cannot pay for them. `refit=True` (a
     K-fold study only) refits each picked member on every search row instead of averaging its bag.
     `rebuild_s` (a K-fold study) bounds the seconds spent rebuilding trials whose fold models were
     let go: those past it are left out of the selection (None: no bound).
-    Ctrl-C raises `BuildInterrupted`, which says whether the test look was counted.
     """
-    looks: dict[str, int] = {}
-    try:
-        return _build(name, studies, storage_url, tracking_uri, per_family, folds, correlation, root, on_step, looks,
-                      None if families is None else set(families), wide_deep, refit, rebuild_s)
-    except KeyboardInterrupt:
-        raise BuildInterrupted(dict(looks)) from None
-
-
-def _build(name: str, studies: list[str], storage_url: str | None, tracking_uri: str | None, per_family: int,
-           folds: int, correlation: float, root: str | Path | None, on_step: Callable[[str], None],
-           looks: dict[str, int], families: set[str] | None, with_wide_deep: bool, refit: bool = False,
-           rebuild_s: float | None = None) -> dict[str, Any]:
-    """`build_ensemble`'s work; `looks` fills in as each study's test look is counted."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise TunerError(f"ensemble name {name!r} must be letters, digits, '.', '_' or '-' (it names a folder)")
     if not 0.0 < correlation <= 1.0:
         raise TunerError(f"--correlation must be in (0, 1], got {correlation}")
     from tuner.tracking import Tracker
 
+    families = None if families is None else set(families)
     sources = open_sources(studies, storage_url)
     tracker = Tracker(tracking_uri)
     if len(sources) == 1 and any(map(has_oof, sources[0].study.get_trials(deepcopy=False))):
         tracker.check()
         blended, encoder, preprocessor = blend_bagged_trials(sources[0], on_step, refit, families, rebuild_s)
-        return judge(name, sources, blended, METRICS[sources[0].metric], encoder, preprocessor, tracker, looks, root,
-                     on_step)
-    candidates = gather_candidates(sources, per_family, families)
-    tracker.check()
-    blended, encoder, preprocessor = blend_holdout(sources, candidates, per_family, folds, correlation, with_wide_deep,
-                                                   on_step)
-    return judge(name, sources, blended, METRICS[sources[0].metric], encoder, preprocessor, tracker, looks, root,
-                 on_step)
+    else:
+        candidates = gather_candidates(sources, per_family, families)
+        tracker.check()
+        blended, encoder, preprocessor = blend_holdout(sources, candidates, per_family, folds, correlation, wide_deep,
+                                                       on_step)
+    return ChosenBuild(name, sources, blended, METRICS[sources[0].metric], encoder, preprocessor, tracker)
 
 
 def holdout_out_of_fold(sources: list[SealedStudy], candidates: list[Candidate], folds: int) -> OutOfFold:

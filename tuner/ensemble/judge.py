@@ -3,7 +3,8 @@
 Everything before this (which members, which weights, which blend to export) was decided out of
 fold. Here the test look is counted on each source study before any test row is read, every member
 and blend is scored once with bootstrap standard errors, and the build is logged to MLflow and
-written under `ensembles/.built/NAME/` in one swap.
+written under `ensembles/.built/NAME/` in one swap. `run-all` counts one look for this and its
+finalists together and calls `record_build` (`tuner.pipeline.test_look`).
 """
 
 from __future__ import annotations
@@ -79,15 +80,37 @@ def choose_blend(oof_scores: dict[str, float], metric: Metric) -> str:
     return chosen
 
 
-def judge(name: str, sources: list[SealedStudy], blended: Blended, metric: Metric, encoder: LabelEncoder | None,
-          preprocessor: FeaturePreprocessor, tracker: Any, looks: dict[str, int], root: str | Path | None,
+@dataclass
+class ChosenBuild:
+    """A build decided out of fold, nothing scored on test yet: what its one look needs besides the count.
+    `tuner run-all` holds one between its ensemble stage and its test look."""
+
+    name: str
+    sources: list[SealedStudy]
+    blended: Blended
+    metric: Metric
+    encoder: LabelEncoder | None
+    preprocessor: FeaturePreprocessor
+    tracker: Any
+
+
+def judge(build: ChosenBuild, looks: dict[str, int], root: str | Path | None,
           on_step: Callable[[str], None]) -> dict[str, Any]:
-    """Score once on test, log to MLflow, store the blends; returns the build record."""
+    """Count the look on each source study, score once on test, log to MLflow, store the blends;
+    returns the build record."""
+    on_step("scoring every member and blend once on the sealed test split")
+    for source in build.sources:  # counted before any test row is read; `looks` tells a Ctrl-C what was counted
+        looks[source.config.name] = count_test_look(source.study, f"ensemble build {build.name}")
+    return record_build(build, looks, root)
+
+
+def record_build(build: ChosenBuild, looks: dict[str, int], root: str | Path | None) -> dict[str, Any]:
+    """Score every member and blend on the test rows of a look already counted (`looks`: each source
+    study's count), log to MLflow, store the blends; returns the build record."""
+    name, sources, blended, metric = build.name, build.sources, build.blended, build.metric
+    encoder, preprocessor, tracker = build.encoder, build.preprocessor, build.tracker
     first = sources[0]
     dataset, split = first.dataset, first.split
-    on_step("scoring every member and blend once on the sealed test split")
-    for source in sources:  # counted before any test row is read; `looks` tells a Ctrl-C what was counted
-        looks[source.config.name] = count_test_look(source.study, f"ensemble build {name}")
     test_rows = split.rows(TEST)
     test = Part("test", test_rows, take_rows(dataset, test_rows), encode_target(encoder, dataset.y[test_rows]),
                 preprocessor)

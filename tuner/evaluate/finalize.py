@@ -1,4 +1,4 @@
-"""Scoring the sealed test split for `study finalize`; `ensemble build` is the only other reader of test rows.
+"""Scoring the sealed test split for `study finalize` (and for `run-all`'s test look, beside its ensemble).
 
 The top configurations (by validation score, at least the best of each family) are refitted on
 train + validation (every search row of a K-fold study) with the epoch / round count early
@@ -123,12 +123,7 @@ def finalize_study(name: str, storage_url: str | None = None, tracking_uri: str 
             f"study {name!r} was already scored on its test split ({earlier} look(s)); every further look "
             "is counted and weakens the estimate: add --force to look again"
         )
-    if sealed.metric not in METRICS:
-        raise TunerError(f"study {name!r} is scored by the custom monitor {sealed.metric!r}, which has no test-set "
-                         "counterpart; finalize needs a study `metric:`")
-    finalists = select_finalists(study, top)
-    if not finalists:
-        raise TunerError(f"study {name!r} has no complete trial to finalize; run `tuner study run` first")
+    finalists = finalists_of(sealed, top)
     from tuner.tracking import Tracker
 
     tracker = Tracker(tracking_uri)
@@ -136,15 +131,33 @@ def finalize_study(name: str, storage_url: str | None = None, tracking_uri: str 
     counted: list[int] = []  # this run's look number, once it is counted
     try:
         rows = score_on_test(sealed, finalists, before_scoring=lambda: counted.append(count_test_look(study, "finalize")))
-        report = _judge(sealed, rows, counted[0])
-        study.set_user_attr(ATTR + "finalize", report.to_record())
-        tracker.log_finalize(name, study.user_attrs[ATTR + "uid"], report, render_markdown(report))
+        report = record_finalize(sealed, rows, counted[0], tracker)
     except Exception as exc:
         if not counted:  # failed before any test row was scored: nothing was spent
             raise
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise TunerError(f"finalize failed after test look {counted[0]} of study {name!r} was counted ({reason}); "
                          "the look stays counted: fix the cause and rerun with --force") from exc
+    return report
+
+
+def finalists_of(sealed: SealedStudy, top: int) -> list[FrozenTrial]:
+    """`select_finalists`, refused with one line when the study cannot be finalized."""
+    name = sealed.config.name
+    if sealed.metric not in METRICS:
+        raise TunerError(f"study {name!r} is scored by the custom monitor {sealed.metric!r}, which has no test-set "
+                         "counterpart; finalize needs a study `metric:`")
+    finalists = select_finalists(sealed.study, top)
+    if not finalists:
+        raise TunerError(f"study {name!r} has no complete trial to finalize; run `tuner study run` first")
+    return finalists
+
+
+def record_finalize(sealed: SealedStudy, rows: list[FinalRow], look: int, tracker: Any) -> FinalizeReport:
+    """The report on `rows` (scored in test look number `look`), stored with the study and logged to MLflow."""
+    report = _judge(sealed, rows, look)
+    sealed.study.set_user_attr(ATTR + "finalize", report.to_record())
+    tracker.log_finalize(sealed.config.name, sealed.study.user_attrs[ATTR + "uid"], report, render_markdown(report))
     return report
 
 
@@ -185,9 +198,22 @@ def score_on_test(sealed: SealedStudy, trials: list[FrozenTrial],
     there. The honesty benchmark passes nothing, to score a random configuration beside the
     finalists without a second look.
     """
-    metric = METRICS[sealed.metric]
-    refitted = list(refit_predictions(sealed, trials, sealed.split.search_rows(), sealed.split.rows(TEST), "test"))
+    refitted = predict_test(sealed, trials)
     before_scoring()
+    return score_predictions(sealed, refitted)
+
+
+def predict_test(sealed: SealedStudy, trials: list[FrozenTrial]) -> list[tuple[FrozenTrial, np.ndarray, np.ndarray]]:
+    """Each trial refitted on every search row (a bagged trial: its fold models) and its test
+    predictions, with the encoded test targets; nothing is scored yet, so nothing is looked at."""
+    return list(refit_predictions(sealed, trials, sealed.split.search_rows(), sealed.split.rows(TEST), "test"))
+
+
+def score_predictions(sealed: SealedStudy,
+                      refitted: list[tuple[FrozenTrial, np.ndarray, np.ndarray]]) -> list[FinalRow]:
+    """`predict_test`'s predictions scored on the test targets, each with its bootstrap interval and
+    optimism: the look itself."""
+    metric = METRICS[sealed.metric]
     rows = []
     for trial, y, predictions in refitted:
         value = metric.score(y, predictions)

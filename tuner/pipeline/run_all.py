@@ -6,26 +6,29 @@ study (the default split) bags every trial, so after the search nothing is fitte
 
     search    reads the study file and the sealed split's search rows; writes trials, each with
               its out-of-fold predictions and fold models (tuner.study.trial_bags)
-    finalize  reads the top trials' bags and the test rows (one counted look); writes the
-              validation-optimism report to the study and MLflow
-    ensemble  reads every trial's out-of-fold predictions, the picked members' fold models and the
-              test rows (one counted look); writes ensembles/.built/NAME and its MLflow run
+    ensemble  reads every trial's out-of-fold predictions and the picked members' fold models;
+              chooses the blend out of fold (nothing is read from the test rows)
+    test look reads the top trials' bags, the chosen blend and the test rows (ONE counted look);
+              writes the validation-optimism report (finalize's) to the study and MLflow, and
+              ensembles/.built/NAME with its MLflow run (the ensemble build's)
     export    reads the chosen blend; writes ensembles/NAME, a registered MLflow pyfunc model
     plots     reads the trials and their curves; writes the study run's plots in MLflow
 
 With `--budget B` the clock starts when the process did (imports count; `tuner.pipeline.clock`):
 the search gets what the later stages leave, their expected seconds being measured costs
 (`benchmarks/quality.py`) scaled by the table's rows; a stage that no longer fits when its turn
-comes is skipped whole, and the result says which and why. The ensemble stage is never skipped and
-always keeps the search's best trial (the best single member is one of its candidates), so the
-export is never below the best trial out of fold. A holdout study (`split.validation_fraction`) has
-no bags: its ensemble stage refits members out of fold, as many as `plan_ensemble` says the time
-left pays for.
+comes is skipped whole, and the result says which and why. The ensemble stage and the test look
+are never skipped and the ensemble always keeps the search's best trial (the best single member is
+one of its candidates), so the export is never below the best trial out of fold; short of time,
+the test look scores the search's best trial alone as finalize's finalist. A holdout study
+(`split.validation_fraction`) has no bags: its ensemble stage refits members out of fold, as many
+as `plan_ensemble` says the time left pays for.
 
-Run again on a finished study, it adds no test look: once a study is finalized its search stays
-closed, and each stage shows what the earlier run stored for these trials (a stage whose stored
-result no longer matches runs again). `--force` searches on (up to the study's trial budget) and
-looks at the test split again (counted).
+Run again on a finished study, it adds no test look: once its test split was looked at, a study's
+search stays closed and each stage shows what the earlier look stored for these trials; when those
+records are missing or stale (a run-all stopped after its look was counted) it says so and stops
+(`tuner.pipeline.test_look.stored_look`). `--force` searches on (up to the study's trial budget)
+and looks at the test split again (counted).
 """
 
 from __future__ import annotations
@@ -36,15 +39,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from optuna.trial import TrialState
-
 from tuner.core.config import StudyConfig, load_study_file
 from tuner.models import FAMILIES
 from tuner.pipeline.clock import KERAS_BAGS_S, SAFETY_S, Clock, plan_bags, plan_ensemble, reserve_after_search
 from tuner.search import runner
 from tuner.search.runner import RunResult
 from tuner.study.sealed import ATTR, load_inputs, open_sealed
-from tuner.study.storage import find_study, load_existing, normalize_url, open_storage, resolve_storage_url
+from tuner.study.storage import find_study, normalize_url, open_storage, resolve_storage_url
 
 FINALIZE_TOP = 3
 
@@ -52,7 +53,7 @@ FINALIZE_TOP = 3
 @dataclass
 class RunAllResult:
     run: RunResult | None = None  # set by the search stage
-    finalize: Any = None  # finalize.FinalizeReport, or None when the budget skipped it
+    finalize: Any = None  # finalize.FinalizeReport, set by the test look
     build: dict[str, Any] = field(default_factory=dict)
     export: Any = None  # export.ExportResult, or None when the stored export is already this build's
     trials: int = 0
@@ -66,7 +67,7 @@ class StageContext:
     """What a stage reads: the call's arguments, the clock, the seconds `reserved` for each stage
     after the search, and what the earlier stages produced: `result`, and whether the search found
     the study `finished` (then it stays closed, and nothing is reserved: the stages show what the
-    earlier run stored)."""
+    earlier run stored, `stored`). The ensemble stage leaves its blend, `chosen`, to the test look."""
 
     study_file: str | Path
     config: StudyConfig
@@ -79,6 +80,8 @@ class StageContext:
     reserved: dict[str, float]
     on_step: Callable[[str], None]
     finished: bool = False
+    stored: Any = None  # test_look.StoredLook of a finished study
+    chosen: Any = None  # judge.ChosenBuild: the ensemble stage's blend, not yet scored on test
     result: RunAllResult = field(default_factory=RunAllResult)
 
 
@@ -131,13 +134,18 @@ def search_stage(ctx: StageContext) -> None:
 
 
 def show_closed_search(ctx: StageContext) -> bool:
-    """A study finalized by an earlier run (not `--force`d) is finished: its search stays closed,
-    its trials are summed up and none is added."""
-    ctx.finished = not ctx.force and _finalized_before(ctx.config.name, ctx.storage_url)
+    """A study whose test split was looked at (not `--force`d) is finished: its search stays closed,
+    its trials are summed up and none is added. Its look's records must be there to be shown:
+    without them run-all stops rather than look again unasked (`--force` asks)."""
+    from tuner.pipeline.test_look import stored_look
+
+    ctx.finished = not ctx.force and _looked_before(ctx.config.name, ctx.storage_url)
     if not ctx.finished:
         return False
+    ctx.stored = stored_look(ctx.config.name, ctx.storage_url, ctx.ensembles_root)
     ctx.reserved = {}
-    ctx.on_step("search: closed, the study was finalized by an earlier run (--force searches on and looks again)")
+    ctx.on_step("search: closed, the study's test split was looked at by an earlier run (--force searches on and "
+                "looks again)")
     trials = ctx.config.budget.trials
     sealed = open_sealed(ctx.config.name, ctx.storage_url)
     run = runner.summarize_run(sealed, trials, runner.progress_of(sealed.study, trials).done, 0.0)
@@ -145,81 +153,76 @@ def show_closed_search(ctx: StageContext) -> bool:
     return True
 
 
-def finalize_stage(ctx: StageContext) -> None:
-    from tuner.evaluate.finalize import finalize_study
-
-    ctx.on_step("finalize: the top configurations scored once on the sealed test split")
-    ctx.result.finalize = finalize_study(ctx.config.name, ctx.storage_url, ctx.tracking_uri, top=FINALIZE_TOP,
-                                         force=ctx.force)
-
-
-def show_stored_finalize(ctx: StageContext) -> bool:
-    from tuner.evaluate.finalize import FinalizeReport
-
-    study = load_existing(ctx.config.name, ctx.storage_url)
-    stored = study.user_attrs.get(ATTR + "finalize")
-    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    if not stored or ctx.force or stored.get("trials_complete") != complete:
-        return False
-    ctx.on_step("finalize: already done for these trials; shown again without a new test look")
-    ctx.result.finalize = FinalizeReport.from_record(stored)
-    ctx.result.reused.append("finalize")
-    return True
-
-
-def finalize_no_time(ctx: StageContext) -> str | None:
-    """Finalize gives way when the time left cannot pay for it and for the ensemble and export."""
-    left = ctx.clock.left()
-    needed = sum(ctx.reserved.get(name, 0.0) for name in ("finalize", "ensemble", "export"))
-    if left is None or left >= needed:
-        return None
-    return (f"{max(left, 0):.0f} s were left and finalize, ensemble and export need about {needed:.0f} s; "
-            "the ensemble build still scores the best single member on the test split")
-
-
 def ensemble_stage(ctx: StageContext) -> None:
-    from tuner.ensemble.build import build_ensemble
+    from tuner.ensemble.build import choose_out_of_fold
 
     name, config, result = ctx.config.name, ctx.config, ctx.result
+    look_s = ctx.reserved.get("test look", 0.0)  # the look comes after: the plans leave it its seconds
     if config.split.cross_validated:
-        ensemble_s = ctx.reserved.get("ensemble", 0.0) + ctx.reserved.get("export", 0.0)
+        ensemble_s = ctx.reserved.get("ensemble", 0.0) + look_s + ctx.reserved.get("export", 0.0)
         bags = plan_bags(name, ctx.storage_url, ctx.clock.left(), ensemble_s)
         if bags.families is not None:
             result.skipped["keras bags"] = (f"{max(ctx.clock.left(), 0):.0f} s were left and Keras bags cost about "
                                             f"{KERAS_BAGS_S:.0f} s more; the search's best trial is not one")
         ctx.on_step("ensemble: selection over every bagged trial's out-of-fold predictions, nothing refitted"
                     + ("" if bags.families is None else f" (Keras bags left out: {result.skipped['keras bags']})"))
-        result.build = build_ensemble(name, [name], ctx.storage_url, ctx.tracking_uri, root=ctx.ensembles_root,
-                                      on_step=ctx.on_step, families=bags.families, rebuild_s=bags.rebuild_s)
-        if result.build.get("left_out_for_time"):
-            result.skipped["rebuilds"] = (f"{len(result.build['left_out_for_time'])} trial(s) whose fold models were "
-                                          f"let go would take longer to rebuild than the {bags.rebuild_s:.0f} s the "
-                                          "budget leaves for it")
+        ctx.chosen = choose_out_of_fold(name, [name], ctx.storage_url, ctx.tracking_uri, on_step=ctx.on_step,
+                                        families=bags.families, rebuild_s=bags.rebuild_s)
+        if ctx.chosen.blended.record.get("left_out_for_time"):
+            result.skipped["rebuilds"] = (f"{len(ctx.chosen.blended.record['left_out_for_time'])} trial(s) whose fold "
+                                          f"models were let go would take longer to rebuild than the "
+                                          f"{bags.rebuild_s:.0f} s the budget leaves for it")
     else:
-        plan = plan_ensemble(name, ctx.storage_url, ctx.clock.left(), config.budget.epochs)
+        left = ctx.clock.left()
+        plan = plan_ensemble(name, ctx.storage_url, None if left is None else left - look_s, config.budget.epochs)
         ctx.on_step(f"ensemble: {plan.describe()}")
-        result.build = build_ensemble(name, [name], ctx.storage_url, ctx.tracking_uri, per_family=plan.per_family,
-                                      folds=plan.folds, families=plan.families, wide_deep=plan.wide_deep,
-                                      root=ctx.ensembles_root, on_step=ctx.on_step)
+        ctx.chosen = choose_out_of_fold(name, [name], ctx.storage_url, ctx.tracking_uri, per_family=plan.per_family,
+                                        folds=plan.folds, families=plan.families, wide_deep=plan.wide_deep,
+                                        on_step=ctx.on_step)
 
 
 def show_stored_ensemble(ctx: StageContext) -> bool:
-    """The stored build is shown when finalize was (the same trials) and it was built on this split."""
-    from tuner.core.errors import TunerError
-    from tuner.ensemble.store import read_build
-
-    if "finalize" not in ctx.result.reused:
-        return False
-    try:
-        build = read_build(ctx.config.name, ctx.ensembles_root)
-    except TunerError:
-        return False
-    if build.get("split_digest") != load_existing(ctx.config.name, ctx.storage_url).user_attrs[ATTR + "split"]["digest"]:
+    """A finished study's build, stored by its look."""
+    if ctx.stored is None:
         return False
     ctx.on_step("ensemble: already built from these trials; shown again without a new test look")
     ctx.result.reused.append("ensemble")
-    ctx.result.build = build
+    ctx.result.build = ctx.stored.build
     return True
+
+
+def test_look_stage(ctx: StageContext) -> None:
+    """Finalize's finalists (the top trials, each family's best among them) and the chosen build's
+    members and blends, scored in one counted look; short of time, the search's best trial alone."""
+    from tuner.evaluate.finalize import finalists_of
+    from tuner.pipeline.test_look import look_once
+
+    [sealed] = ctx.chosen.sources
+    finalists = finalists_of(sealed, FINALIZE_TOP)
+    why = finalists_no_time(ctx)
+    if why is not None:
+        ctx.result.skipped["finalists"] = why
+        finalists = finalists[:1]
+    ctx.result.finalize, ctx.result.build = look_once(ctx.chosen, finalists, ctx.ensembles_root, ctx.on_step)
+
+
+def show_stored_look(ctx: StageContext) -> bool:
+    if ctx.stored is None:
+        return False
+    ctx.on_step("test look: already taken for these trials; its finalize report shown again without a new look")
+    ctx.result.finalize = ctx.stored.finalize
+    ctx.result.reused.append("test look")
+    return True
+
+
+def finalists_no_time(ctx: StageContext) -> str | None:
+    """Every finalist gives way to the best trial alone when the time left cannot pay for the look and the export."""
+    left = ctx.clock.left()
+    needed = sum(ctx.reserved.get(name, 0.0) for name in ("test look", "export"))
+    if left is None or left >= needed:
+        return None
+    return (f"{max(left, 0):.0f} s were left and the test look and export need about {needed:.0f} s; the look "
+            f"scored the search's best trial alone as finalist (not the top {FINALIZE_TOP}), beside the ensemble")
 
 
 def export_stage(ctx: StageContext) -> None:
@@ -266,12 +269,13 @@ STAGES = (
     Stage("search", "the study file; the sealed split's search rows",
           "trials with their out-of-fold predictions and fold models", 0.0, 0.0,
           run=search_stage, show=show_closed_search),
-    Stage("finalize", f"the top {FINALIZE_TOP} trials' bags; the sealed test rows (one counted look)",
-          "the finalize report (study attributes, MLflow run `finalize`)", 1.5, 0.2,
-          run=finalize_stage, show=show_stored_finalize, no_time=finalize_no_time),
-    Stage("ensemble", "every trial's out-of-fold predictions; the picked members' bags; the test rows (one counted look)",
-          "ensembles/.built/NAME and the MLflow run `ensemble/NAME`", 2.0, 0.6,
+    # the ensemble's measured cost includes its share of the look (scoring its blends, its record, MLflow)
+    Stage("ensemble", "every trial's out-of-fold predictions; the picked members' bags",
+          "the blend chosen out of fold (held for the test look)", 2.0, 0.6,
           run=ensemble_stage, show=show_stored_ensemble),
+    Stage("test look", f"the top {FINALIZE_TOP} trials' bags; the chosen blend; the test rows (ONE counted look)",
+          "the finalize report (study attributes, MLflow run `finalize`); ensembles/.built/NAME and the MLflow run "
+          "`ensemble/NAME`", 1.5, 0.2, run=test_look_stage, show=show_stored_look),
     Stage("export", "the chosen blend", "ensembles/NAME (MLflow pyfunc), a registered model version @champion", 1.5, 0.1,
           run=export_stage, show=show_stored_export),
     Stage("plots", "the study's trials and curves", "the study run's plots in MLflow (`tuner study plots` redraws them)",
@@ -311,15 +315,15 @@ def run_all(study_file: str | Path, budget: float | None = None, storage_url: st
     return ctx.result
 
 
-def _finalized_before(name: str, storage_url: str | None) -> bool:
-    """Whether an earlier run finalized this study (its test split was looked at): then a plain
-    rerun shows what it stored instead of searching on. A store not yet made is not created here."""
+def _looked_before(name: str, storage_url: str | None) -> bool:
+    """Whether the study's test split was looked at (a counted look): then a plain rerun shows what
+    that look stored instead of searching on. A store not yet made is not created here."""
     url = normalize_url(resolve_storage_url(storage_url))
     for scheme in ("sqlite:///", "journal:///"):
         if url.startswith(scheme) and not Path(url.removeprefix(scheme).split("?")[0]).exists():
             return False
     study = find_study(open_storage(url), name)
-    return study is not None and ATTR + "finalize" in study.user_attrs
+    return study is not None and int(study.user_attrs.get(ATTR + "test_looks", 0)) > 0
 
 
 def _counted(run: RunResult) -> int:
