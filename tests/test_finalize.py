@@ -10,9 +10,10 @@ import tuner.evaluate.finalize as finalize_module
 from tuner.data import TEST, TRAIN, VALID
 from tuner.core.errors import SplitMismatchError, TunerError
 from tuner.evaluate.finalize import (
-    AlreadyFinalized, FinalRow, _judge, bootstrap_interval, finalize_study, render_markdown, select_finalists,
+    AlreadyFinalized, FinalRow, _report_finalists, bootstrap_interval, finalize_study, select_finalists,
 )
 from tuner.core.metrics import METRICS
+from tuner.reporting.finalize_page import render_markdown
 from tuner.study.sealed import open_sealed
 from tuner.study.catalog import count_test_look
 from tuner.pipeline.study_run import run_study
@@ -200,7 +201,7 @@ def test_bootstrap_interval_is_nan_when_no_resample_can_be_scored():
 
 def constructed(metric: str, values: list[float], rows: list[tuple[float, float, float, float]],
                 n_val: int = 100, n_test: int = 100):
-    """A sealed study's stand-in for `_judge`: complete trials with `values`, finalists (val, test, low, high)."""
+    """A sealed study's stand-in for `_report_finalists`: complete trials with `values`, finalists (val, test, low, high)."""
     study = optuna.create_study(direction=METRICS[metric].direction)
     for value in values:
         study.add_trial(optuna.trial.create_trial(value=value, user_attrs={"family": "linear"}))
@@ -217,7 +218,7 @@ def constructed(metric: str, values: list[float], rows: list[tuple[float, float,
 def test_judge_ranks_finalists_and_computes_spearman():
     sealed, rows = constructed("roc_auc", [0.9, 0.8, 0.7, 0.6], [
         (0.9, 0.85, 0.80, 0.90), (0.8, 0.70, 0.65, 0.75), (0.7, 0.75, 0.70, 0.80), (0.6, 0.60, 0.55, 0.65)])
-    report = _judge(sealed, rows, looks=1)
+    report = _report_finalists(sealed, rows, looks=1)
     assert [r.val_rank for r in report.rows] == [1, 2, 3, 4]
     assert [r.test_rank for r in report.rows] == [1, 3, 2, 4]
     assert report.spearman == pytest.approx(1 - 6 * 2 / (4 * 15))  # two ranks swapped: 0.8
@@ -227,10 +228,10 @@ def test_judge_ranks_finalists_and_computes_spearman():
 def test_judge_warns_when_the_winners_gap_exceeds_the_test_interval():
     spread_out = [0.99, 0.90, 0.80, 0.70, 0.60]
     sealed, rows = constructed("roc_auc", spread_out, [(0.99, 0.90, 0.88, 0.92), (0.90, 0.89, 0.87, 0.91)])
-    [warning] = _judge(sealed, rows, looks=1).warnings
+    [warning] = _report_finalists(sealed, rows, looks=1).warnings
     assert "val_roc_auc flattered the winner by 0.0900 roc_auc, more than the test score's 95% interval (+/-0.0200" in warning
     sealed, rows = constructed("roc_auc", spread_out, [(0.99, 0.98, 0.96, 1.00), (0.90, 0.89, 0.87, 0.91)])
-    assert _judge(sealed, rows, looks=1).warnings == []
+    assert _report_finalists(sealed, rows, looks=1).warnings == []
 
 
 def test_selection_noise_warning_depends_on_the_trial_count_and_the_validation_size():
@@ -240,7 +241,7 @@ def test_selection_noise_warning_depends_on_the_trial_count_and_the_validation_s
     def noise_warnings(trials: int, n_val: int) -> list[str]:
         values = top_scores + [0.5] * (trials - len(top_scores))
         sealed, rows = constructed("roc_auc", values, finalists, n_val=n_val, n_test=100)
-        report = _judge(sealed, rows, looks=1)
+        report = _report_finalists(sealed, rows, looks=1)
         val_se = 0.04 / 3.92 * math.sqrt(100 / n_val)
         assert report.val_standard_error == pytest.approx(val_se)
         assert report.expected_selection_optimism == pytest.approx(val_se * math.sqrt(2 * math.log(trials)))
@@ -256,12 +257,12 @@ def test_selection_noise_warning_depends_on_the_trial_count_and_the_validation_s
 
 def test_accuracy_uses_the_binomial_standard_error_of_the_validation_size():
     sealed, rows = constructed("accuracy", [0.9, 0.8], [(0.9, 0.8, 0.7, 0.9), (0.8, 0.75, 0.65, 0.85)], n_val=64)
-    assert _judge(sealed, rows, looks=1).val_standard_error == pytest.approx(math.sqrt(0.8 * 0.2 / 64))
+    assert _report_finalists(sealed, rows, looks=1).val_standard_error == pytest.approx(math.sqrt(0.8 * 0.2 / 64))
 
 
 def test_an_interval_that_could_not_be_bootstrapped_is_a_note_not_a_crash():
     nan = math.nan
     sealed, rows = constructed("roc_auc", [0.9, 0.5], [(0.9, 0.7, nan, nan), (0.5, 0.6, nan, nan)], n_test=3)
-    report = _judge(sealed, rows, looks=1)
+    report = _report_finalists(sealed, rows, looks=1)
     assert len(report.warnings) == 1 and "too few or too one-sided to bootstrap" in report.warnings[0]
     assert "| n/a |" in render_markdown(report)

@@ -30,7 +30,7 @@ def study_finalize(
 
 def print_finalize(report) -> None:
     """The finalists' search and test scores side by side, and how far the search flattered the winner."""
-    from tuner.evaluate.finalize import interval_text, search_score_name
+    from tuner.reporting.finalize_page import interval_text, search_score_name
 
     m, s = report.metric, search_score_name(report)
     table = Table(f"{s} rank", "family", "trial", s, f"test_{m}", f"test_{m} 95% interval", f"optimism ({s} - test)",

@@ -27,6 +27,7 @@ from tuner.core.metrics import METRICS, Metric, direction_sign
 from tuner.models import FAMILIES, ProblemSpec
 from tuner.study.sealed import ATTR, SealedStudy, open_sealed
 from tuner.study.catalog import count_test_look
+from tuner.reporting.finalize_page import render_markdown
 
 BOOTSTRAP_SAMPLES = 1000
 
@@ -155,7 +156,7 @@ def finalists_of(sealed: SealedStudy, top: int) -> list[FrozenTrial]:
 
 def record_finalize(sealed: SealedStudy, rows: list[FinalRow], look: int, tracker: Any) -> FinalizeReport:
     """The report on `rows` (scored in test look number `look`), stored with the study and logged to MLflow."""
-    report = _judge(sealed, rows, look)
+    report = _report_finalists(sealed, rows, look)
     sealed.study.set_user_attr(ATTR + "finalize", report.to_record())
     tracker.log_finalize(sealed.config.name, sealed.study.user_attrs[ATTR + "uid"], report, render_markdown(report))
     return report
@@ -245,7 +246,7 @@ def top_spread(values: list[float], direction: str, top: int = 5) -> float:
     return abs(ranked[0] - ranked[-1]) if len(ranked) > 1 else 0.0
 
 
-def _judge(sealed: SealedStudy, rows: list[FinalRow], looks: int) -> FinalizeReport:
+def _report_finalists(sealed: SealedStudy, rows: list[FinalRow], looks: int) -> FinalizeReport:
     """Ranks, rank correlation, and the warnings a careful statistician would give."""
     metric = METRICS[sealed.metric]
     sign = metric.sign
@@ -293,40 +294,3 @@ def _judge(sealed: SealedStudy, rows: list[FinalRow], looks: int) -> FinalizeRep
     if looks > 1:
         report.warnings.append(f"this is test look number {looks}: the test score is no longer an untouched estimate")
     return report
-
-
-def search_score_name(record: FinalizeReport | dict[str, Any]) -> str:
-    """The finalize report's search score (records written before K-fold existed say val_)."""
-    get = record.get if isinstance(record, dict) else lambda key: getattr(record, key)
-    return get("score_name") or f"val_{get('metric')}"
-
-
-def interval_text(low: float, high: float) -> str:
-    """A 95% interval, or n/a when the test part was too small to bootstrap one."""
-    return "n/a" if math.isnan(low) else f"[{low:.4f}, {high:.4f}]"
-
-
-def render_markdown(report: FinalizeReport) -> str:
-    m, s = report.metric, search_score_name(report)
-    lines = [
-        f"# Finalize: {report.study}",
-        "",
-        f"Refitted on every search row ({report.rows_train + report.rows_val} rows), scored once on the sealed "
-        f"test split ({report.rows_test} rows). Test look {report.test_looks}. {report.trials_complete} complete trials.",
-        "",
-        f"| {s} rank | family | trial | {s} | test_{m} | test_{m} 95% interval | optimism ({s} - test_{m}) | test rank |",
-        "|---:|---|---:|---:|---:|---|---:|---:|",
-    ]
-    for r in report.rows:
-        lines.append(f"| {r.val_rank} | {r.family} | {r.trial} | {r.val:.4f} | {r.test:.4f} | "
-                     f"{interval_text(r.test_low, r.test_high)} | {r.optimism:+.4f} | {r.test_rank} |")
-    rho = "n/a (fewer than 3 finalists)" if report.spearman is None else f"{report.spearman:.2f}"
-    lines += [
-        "",
-        f"- Spearman rank correlation of {s} and test_{m} over the finalists: {rho}",
-        f"- Standard error of a {s} on {report.rows_scored or report.rows_val} rows: about {report.val_standard_error:.4f}; "
-        f"picking the best of {report.trials_complete} such scores inflates it by about "
-        f"{report.expected_selection_optimism:.4f} on average",
-    ]
-    lines += [f"- **Warning:** {w}" for w in report.warnings]
-    return "\n".join(lines) + "\n"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from tuner.evaluate.finalize import interval_text
+from tuner.reporting.finalize_page import interval_text
 from tuner.reporting.plots import PlotSet, PlotSkipped, png_bytes, validation_vs_test
 from tuner.study.catalog import StudyReport
 

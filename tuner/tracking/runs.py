@@ -198,7 +198,7 @@ class StudyRuns(TrackingClient):
             tags[MLFLOW_PARENT_RUN_ID] = parent
         run_id = self.client.create_run(experiment_id, run_name=f"finalize (test look {report.test_looks})", tags=tags).info.run_id
         winner, m, now = report.winner, report.metric, int(time.time() * 1000)
-        score = report.score_name or f"val_{m}"  # as tuner.evaluate.finalize.search_score_name reads a report
+        score = report.score_name or f"val_{m}"  # as tuner.reporting.finalize_page.search_score_name reads a report
         metrics = {f"winner_{score}": winner.val, f"winner_test_{m}": winner.test,
                    "winner_optimism": winner.optimism, "test_looks": report.test_looks,
                    "expected_selection_optimism": report.expected_selection_optimism}
