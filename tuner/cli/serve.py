@@ -1,6 +1,6 @@
 """`tuner export` and `tuner predict`: a built blend becomes an MLflow model, and the model predicts a file.
 
-`tuner predict` starts fast: its imports stay inside it (tests/test_startup.py).
+`tuner predict` starts fast: its imports stay inside it (tests/serve/test_startup.py).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import pytest
 from tiny_study import make_tiny_study
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHOT_COPY = Path("/tmp/dash/ui.png")
 WAIT_S = 60
 

@@ -311,7 +311,7 @@ def test_mlflow_models_serve_answers_a_bagged_export_as_in_process(write_study, 
     import sys
     from pathlib import Path
 
-    from tests.test_export import _free_port, _invoke, _wait_for_ping
+    from tests.serve.test_export import _free_port, _invoke, _wait_for_ping
 
     from tuner.ensemble.fitted import FittedEnsemble
     from tuner.serve.export import export_ensemble

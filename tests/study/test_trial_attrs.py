@@ -5,7 +5,7 @@ from pathlib import Path
 
 from tuner.study import trial_attrs
 
-PACKAGE = Path(__file__).resolve().parents[1] / "tuner"
+PACKAGE = Path(__file__).resolve().parents[2] / "tuner"
 # a string literal as the key of a trial's `user_attrs[...]` / `user_attrs.get(...)` / `set_user_attr(...)`
 RAW_KEY = re.compile(r"""(?<!study\.)(user_attrs\[|user_attrs\.get\(|set_user_attr\()\s*["']""")
 

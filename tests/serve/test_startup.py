@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, tiny_study
-from tests.test_export import make_build
+from tests.serve.test_export import make_build
 from tuner.core.errors import TunerError
 
 KERAS_MODULES = ("tensorflow", "keras")
