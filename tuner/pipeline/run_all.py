@@ -10,7 +10,9 @@ study (the default split) bags every trial, so after the search nothing is fitte
               validation-optimism report to the study and MLflow
     ensemble  reads every trial's out-of-fold predictions, the picked members' fold models and the
               test rows (one counted look); writes ensembles/.built/NAME and its MLflow run
-    export    reads the chosen blend; writes ensembles/NAME, a registered MLflow pyfunc model
+    export    reads the chosen blend and every row of the data (search + sealed test: its members are
+              trained again on all of them, `tuner.serve.refit`); writes ensembles/NAME, a
+              registered MLflow pyfunc model
     plots     reads the trials and their curves; writes the study run's plots in MLflow
 
 With `--budget B` the clock starts when the process did (imports count; `tuner.pipeline.clock`):
@@ -18,7 +20,9 @@ the search gets what the later stages leave, their expected seconds being measur
 (`benchmarks/quality.py`) scaled by the table's rows; a stage that no longer fits when its turn
 comes is skipped whole, and the result says which and why. The ensemble stage is never skipped and
 always keeps the search's best trial (the best single member is one of its candidates), so the
-export is never below the best trial out of fold. A holdout study (`split.validation_fraction`) has
+export is never below the best trial out of fold. The export's refit on every row is planned from
+the chosen members' recorded fit seconds (`plan_refit`); when the time left cannot pay for it, the
+blend is exported as scored and `skipped["refit"]` says so. A holdout study (`split.validation_fraction`) has
 no bags: its ensemble stage refits members out of fold, as many as `plan_ensemble` says the time
 left pays for.
 
@@ -40,7 +44,8 @@ from optuna.trial import TrialState
 
 from tuner.core.config import StudyConfig, load_study_file
 from tuner.models import FAMILIES
-from tuner.pipeline.clock import KERAS_BAGS_S, SAFETY_S, Clock, plan_bags, plan_ensemble, reserve_after_search
+from tuner.pipeline.clock import (KERAS_BAGS_S, SAFETY_S, Clock, plan_bags, plan_ensemble, plan_refit,
+                                  reserve_after_search)
 from tuner.search import runner
 from tuner.search.runner import RunResult
 from tuner.study.sealed import ATTR, load_inputs, open_sealed
@@ -225,8 +230,15 @@ def show_stored_ensemble(ctx: StageContext) -> bool:
 def export_stage(ctx: StageContext) -> None:
     from tuner.serve.export import export_ensemble
 
-    ctx.on_step(f"export: blend {ctx.result.build['chosen']!r} as an MLflow pyfunc model")
-    ctx.result.export = export_ensemble(ctx.config.name, tracking_uri=ctx.tracking_uri, root=ctx.ensembles_root)
+    name, result = ctx.config.name, ctx.result
+    refit, why = plan_refit(name, ctx.storage_url, result.build, ctx.clock.left(), ctx.reserved.get("export", 0.0))
+    if why is not None:
+        result.skipped["refit"] = why
+    ctx.on_step(f"export: blend {result.build['chosen']!r} as an MLflow pyfunc model"
+                + ("" if refit == "none" else ", its members trained again on every row"))
+    result.export = export_ensemble(name, tracking_uri=ctx.tracking_uri, root=ctx.ensembles_root, refit=refit,
+                                    storage_url=ctx.storage_url, on_step=ctx.on_step,
+                                    skipped_refit=why if refit == "none" else None)
 
 
 def show_stored_export(ctx: StageContext) -> bool:
@@ -272,7 +284,7 @@ STAGES = (
     Stage("ensemble", "every trial's out-of-fold predictions; the picked members' bags; the test rows (one counted look)",
           "ensembles/.built/NAME and the MLflow run `ensemble/NAME`", 2.0, 0.6,
           run=ensemble_stage, show=show_stored_ensemble),
-    Stage("export", "the chosen blend", "ensembles/NAME (MLflow pyfunc), a registered model version @champion", 1.5, 0.1,
+    Stage("export", "the chosen blend; every row (its members trained again)", "ensembles/NAME (MLflow pyfunc), a registered model version @champion", 1.5, 0.1,
           run=export_stage, show=show_stored_export),
     Stage("plots", "the study's trials and curves", "the study run's plots in MLflow (`tuner study plots` redraws them)",
           3.0, 0.0, run=plots_stage, no_time=plots_no_time, due=plots_due),
