@@ -4,6 +4,8 @@ with `single`), the combiner kept; `none` exports the blend exactly as it was sc
 
 from __future__ import annotations
 
+import json
+
 import mlflow
 import numpy as np
 import optuna
@@ -15,7 +17,7 @@ from tuner.ensemble.build import build_ensemble
 from tuner.ensemble.fitted import RAW_VIEW, FittedEnsemble
 from tuner.models.bagged_member import BaggedMember
 from tuner.pipeline.study_run import run_study
-from tuner.serve.export import export_ensemble
+from tuner.serve.export import MANIFEST, export_ensemble
 from tuner.study.sealed import open_sealed
 
 from conftest import holdout_study, run_cli, tiny_study
@@ -92,12 +94,14 @@ def test_the_export_bags_every_row_and_none_exports_the_blend_as_scored(write_st
     assert not as_scored.manifest["trained_on"]["includes_test_rows"]
     assert as_scored.manifest["trained_on"]["rows"] == len(sealed.split.search_rows())
 
-    trained_rows.clear()
-    single = export_ensemble("every", out=tmp_path / "single", tracking_uri=tracking_uri, root=tmp_path,
-                             refit="single", storage_url=storage_url)
-    assert [len(rows) for rows in trained_rows] == [every] * members
-    assert single.manifest["trained_on"]["folds"] is None
-    loaded = mlflow.pyfunc.load_model(str(single.folder)).unwrap_python_model().ensemble
+    exported = run_cli("export", "every", "--out", str(tmp_path / "single"), "--refit", "single", "--root",
+                       str(tmp_path), "--storage", storage_url, "--tracking-uri", tracking_uri)
+    assert exported.returncode == 0, exported.stderr
+    assert f"trained on all {every} rows (search + sealed test), one model per member" in exported.stdout
+    manifest = json.loads((tmp_path / "single" / MANIFEST).read_text())
+    assert manifest["trained_on"]["refit"] == "single" and manifest["trained_on"]["folds"] is None
+    assert all(len(rounds) == 1 for rounds in manifest["trained_on"]["steps"].values() if rounds)
+    loaded = mlflow.pyfunc.load_model(str(tmp_path / "single")).unwrap_python_model().ensemble
     assert not any(isinstance(m.member, BaggedMember) for m in loaded.members)
     shown = run_cli("ensemble", "show", "every", "--root", str(tmp_path))
     assert shown.returncode == 0, shown.stderr

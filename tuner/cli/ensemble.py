@@ -63,10 +63,11 @@ def ensemble_show(name: str = typer.Argument(..., help="the ensemble's name"), r
     import json
 
     from tuner.ensemble.store import ensembles_root, read_build
+    from tuner.serve.export import MANIFEST
 
     build = read_build(name, root)
     print_build(build)
-    manifest = ensembles_root(root) / name / "manifest.json"
+    manifest = ensembles_root(root) / name / MANIFEST
     if manifest.is_file():
         exported = json.loads(manifest.read_text())
         if exported.get("built_at") == build.get("built_at") and "trained_on" in exported:
