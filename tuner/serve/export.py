@@ -36,7 +36,7 @@ from tuner.ensemble.fitted import DESCRIPTION
 from tuner.ensemble.store import built_dir, ensembles_root, read_build, swap_folder
 from tuner.core.errors import TunerError
 from tuner.serve.predict import ARTIFACT  # the blend folder's name in context.artifacts (tuner/serve/pyfunc_model.py)
-from tuner.serve.refit import REFIT_MODES, as_scored, refit_on_every_row, refit_refusal
+from tuner.serve.refit import REFIT_MODES, as_scored, refit_on_every_row, refit_refusal, save_refitted
 from tuner.tracking import CHAMPION, PublishedModel, Tracker
 
 MANIFEST = "manifest.json"
@@ -83,7 +83,7 @@ def export_ensemble(name: str, blend: str | None = None, out: str | Path | None 
         if refit != "none" and refused is None:
             ensemble, trained_on = refit_on_every_row(ensemble, build, refit, storage_url, on_step)
             refitted = Path(tempfile.mkdtemp(prefix=f".{final.name}-refit-", dir=final.parent))
-            blend_folder = ensemble.save(refitted / blend)
+            blend_folder = save_refitted(ensemble, refitted / blend)
         save_model(ensemble, blend_folder, staging)
         manifest = make_manifest(build, blend, ensemble, trained_on)
         _write_json(staging / MANIFEST, manifest)
