@@ -103,27 +103,26 @@ def refit_on_every_row(ensemble: FittedEnsemble, build: dict[str, Any], mode: st
 
 def _refit_member(fitted: FittedMember, source: Any, parts: list, mode: str) -> tuple[FittedMember, list[int] | None]:
     """One member trained again on each of `parts` (one part: a single model; K: a bag), from its
-    trial's params and step counts; returns it and the boosting rounds each fit was given."""
+    trial's params and step counts; returns it and the epochs or rounds each fit trained for."""
     from tuner.study.trial_bags import refit_fold
 
     trial = next((t for t in source.study.get_trials(deepcopy=False) if t.number == fitted.trial), None)
     if trial is None:
         raise TunerError(f"trial {fitted.trial} of study {fitted.study!r} is gone; export with --refit none")
     family = FAMILIES[fitted.family]
-    models, rounds = [], []
+    models = []
     for index, (train, _, spec) in enumerate(parts):
         steps, trained_rows = _recorded_steps(trial, source.split, index, mode)
-        given = None if steps is None else max(1, int(round(steps * len(train) / trained_rows)))
-        models.append(refit_fold(family, trial, train, spec, steps, given))
-        rounds.append(given)
+        rounds = None if steps is None else max(1, int(round(steps * len(train) / trained_rows)))
+        models.append(refit_fold(family, trial, train, spec, steps, rounds))
+    trained = [model.best_step_ for model in models]  # the epochs or rounds each fit trained for
+    view = family.view_for(parts[0][2])
     if mode == "single":
-        [(train, _, spec)] = parts
-        member = FittedMember(fitted.study, fitted.trial, fitted.family, fitted.params, rounds[0],
-                              family.view_for(spec), models[0])
+        member = FittedMember(fitted.study, fitted.trial, fitted.family, fitted.params, trained[0], view, models[0])
     else:
-        bag = BaggedMember(models, [preprocessor for _, preprocessor, _ in parts], family.view_for(parts[0][2]))
+        bag = BaggedMember(models, [preprocessor for _, preprocessor, _ in parts], view)
         member = FittedMember(fitted.study, fitted.trial, fitted.family, fitted.params, bag.best_step_, RAW_VIEW, bag)
-    return member, None if None in rounds else rounds
+    return member, None if None in trained else trained
 
 
 def _recorded_steps(trial: Any, split: Any, index: int, mode: str) -> tuple[int | None, int]:
