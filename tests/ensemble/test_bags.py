@@ -198,7 +198,7 @@ def test_a_bagged_ensemble_exports_and_predicts_as_in_process(write_study, stora
     run_study(write_study(bagged_study("exported", ["linear", "hist_boosting", "xgboost"], trials=4,
                                        data={"source": "builtin:generated_mixed"})), storage_url, tracking_uri)
     record = build_ensemble("exported", ["exported"], storage_url, tracking_uri, root=tmp_path)
-    result = export_ensemble("exported", tracking_uri=tracking_uri, root=tmp_path)
+    result = export_ensemble("exported", tracking_uri=tracking_uri, root=tmp_path, refit="none")
     dataset = load_dataset("builtin:generated_mixed")
     rows = dataset.X.iloc[:60].copy()
     rows.loc[:5, "plan"] = None  # a missing category reaches the boosters as missing
@@ -319,7 +319,7 @@ def test_mlflow_models_serve_answers_a_bagged_export_as_in_process(write_study, 
     run_study(write_study(bagged_study("served-bag", ["linear", "xgboost"], trials=2,
                                        data={"source": "builtin:generated_mixed"})), storage_url, tracking_uri)
     record = build_ensemble("served-bag", ["served-bag"], storage_url, tracking_uri, root=tmp_path)
-    folder = export_ensemble("served-bag", tracking_uri=tracking_uri, root=tmp_path).folder
+    folder = export_ensemble("served-bag", tracking_uri=tracking_uri, root=tmp_path, refit="none").folder
     rows = load_dataset("builtin:generated_mixed").X.iloc[:20]
     port = _free_port()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

@@ -159,7 +159,7 @@ def test_a_stage_the_budget_cannot_pay_for_is_skipped_whole_and_said(write_study
     run_study(path, storage_url, tracking, trials=2)
     result = run_all(path, budget=30, storage_url=storage_url, tracking_uri=tracking,
                      ensembles_root=tmp_path / "ens", started_at=time.time() - 27)
-    assert set(result.skipped) == {"finalists", "plots"}
+    assert set(result.skipped) - {"refit"} == {"finalists", "plots"}  # the refit on every row may not fit either
     assert "the test look and export need about" in result.skipped["finalists"]
     assert "tuner study plots late" in result.skipped["plots"]
     assert result.export is not None

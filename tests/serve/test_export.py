@@ -88,7 +88,7 @@ def export_runs(uri: str, study: str) -> list:
 def test_export_writes_model_manifest_and_a_champion_version(tmp_path, tracking_uri, mixed):
     ensemble, _ = mixed
     make_build(tmp_path, "churn", ensemble)
-    result = export_ensemble("churn", root=tmp_path, tracking_uri=tracking_uri)
+    result = export_ensemble("churn", root=tmp_path, tracking_uri=tracking_uri, refit="none")
 
     folder = tmp_path / "churn"
     assert result.folder == folder
@@ -131,7 +131,7 @@ def test_export_writes_model_manifest_and_a_champion_version(tmp_path, tracking_
     assert [r.info.run_name for r in runs] == ["export/churn"] and runs[0].info.run_id == result.published.run_id
     assert runs[0].data.metrics == {"oof_roc_auc": 0.91, "test_roc_auc": 0.89}
 
-    again = export_ensemble("churn", root=tmp_path, tracking_uri=tracking_uri)
+    again = export_ensemble("churn", root=tmp_path, tracking_uri=tracking_uri, refit="none")
     assert again.published.version == "2" and champion(tracking_uri, "churn") == "2"
     assert json.loads((folder / MANIFEST).read_text())["mlflow"]["version"] == "2"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".built", "churn"]
@@ -144,7 +144,7 @@ def test_export_logs_to_the_builds_run_when_it_exists(tmp_path, tracking_uri, mi
     build_run = client.create_run(experiment_id, run_name="ensemble build").info.run_id
     make_build(tmp_path, "churn-built", ensemble, tracking_run_id=build_run)
 
-    result = export_ensemble("churn-built", root=tmp_path, tracking_uri=tracking_uri)
+    result = export_ensemble("churn-built", root=tmp_path, tracking_uri=tracking_uri, refit="none")
 
     assert result.published.run_id == build_run
     assert client.get_logged_model(result.published.model_id).source_run_id == build_run
@@ -155,7 +155,7 @@ def test_export_logs_to_the_builds_run_when_it_exists(tmp_path, tracking_uri, mi
 def test_the_registered_champion_loads_by_alias(tmp_path, tracking_uri, mixed, monkeypatch):
     ensemble, rows = mixed
     make_build(tmp_path, "churn-alias", ensemble)
-    export_ensemble("churn-alias", root=tmp_path, tracking_uri=tracking_uri)
+    export_ensemble("churn-alias", root=tmp_path, tracking_uri=tracking_uri, refit="none")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
 
     model = mlflow.pyfunc.load_model("models:/churn-alias@champion")
@@ -187,15 +187,15 @@ def test_a_failed_export_leaves_nothing_and_keeps_the_earlier_one(tmp_path, trac
     with monkeypatch.context() as patch:
         patch.setattr(*targets[where], fail)
         with pytest.raises(raised):
-            export_ensemble(name, root=tmp_path, tracking_uri=tracking_uri)
+            export_ensemble(name, root=tmp_path, tracking_uri=tracking_uri, refit="none")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".built"]  # no folder, no staging left
     assert registry_versions(tracking_uri, name) == [] and export_runs(tracking_uri, f"{name}-study") == []
 
-    first = export_ensemble(name, root=tmp_path, tracking_uri=tracking_uri)
+    first = export_ensemble(name, root=tmp_path, tracking_uri=tracking_uri, refit="none")
     with monkeypatch.context() as patch:
         patch.setattr(*targets[where], fail)
         with pytest.raises(raised):
-            export_ensemble(name, root=tmp_path, tracking_uri=tracking_uri)
+            export_ensemble(name, root=tmp_path, tracking_uri=tracking_uri, refit="none")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".built", name]
     assert json.loads((tmp_path / name / MANIFEST).read_text()) == first.manifest
     assert registry_versions(tracking_uri, name) == ["1"] and champion(tracking_uri, name) == "1"
@@ -212,7 +212,7 @@ def test_stacked_and_wide_and_deep_blends_export_and_load_with_identical_predict
 
     for ensemble in (stacked, wide_deep):
         folder = export_ensemble("learned", blend=ensemble.name, out=tmp_path / f"learned-{ensemble.name}",
-                                 root=tmp_path, tracking_uri=tracking_uri).folder
+                                 root=tmp_path, tracking_uri=tracking_uri, refit="none").folder
         model = mlflow.pyfunc.load_model(str(folder))
 
         assert model.model_config["kind"] == ensemble.name and model.model_config["weights"] is None
@@ -227,18 +227,18 @@ def test_export_refuses_unknown_names_blends_and_foreign_folders(tmp_path, track
     ensemble, _ = mixed
     make_build(tmp_path, "churn-refusals", ensemble)
     with pytest.raises(TunerError, match="no built ensemble named 'nope'"):
-        export_ensemble("nope", root=tmp_path, tracking_uri=tracking_uri)
+        export_ensemble("nope", root=tmp_path, tracking_uri=tracking_uri, refit="none")
     with pytest.raises(TunerError, match="no blend 'wieghted'; did you mean 'weighted'"):
-        export_ensemble("churn-refusals", blend="wieghted", root=tmp_path, tracking_uri=tracking_uri)
+        export_ensemble("churn-refusals", blend="wieghted", root=tmp_path, tracking_uri=tracking_uri, refit="none")
     foreign = tmp_path / "my-notes"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
     with pytest.raises(TunerError, match="is not a tuner export"):
-        export_ensemble("churn-refusals", out=foreign, root=tmp_path, tracking_uri=tracking_uri)
+        export_ensemble("churn-refusals", out=foreign, root=tmp_path, tracking_uri=tracking_uri, refit="none")
     assert (foreign / "notes.txt").read_text() == "keep me"
     shutil.rmtree(built_dir("churn-refusals", tmp_path) / "weighted")
     with pytest.raises(TunerError, match="blend 'weighted' of 'churn-refusals' is missing"):
-        export_ensemble("churn-refusals", root=tmp_path, tracking_uri=tracking_uri)
+        export_ensemble("churn-refusals", root=tmp_path, tracking_uri=tracking_uri, refit="none")
     assert registry_versions(tracking_uri, "churn-refusals") == []
     assert sorted(p.name for p in tmp_path.iterdir()) == [".built", "my-notes"]
 
@@ -247,7 +247,7 @@ def test_export_refuses_unknown_names_blends_and_foreign_folders(tmp_path, track
 def test_exported_model_loads_in_a_fresh_process_with_identical_predictions(tmp_path, tracking_uri, mixed):
     ensemble, rows = mixed
     make_build(tmp_path, "churn-fresh", ensemble)
-    folder = export_ensemble("churn-fresh", root=tmp_path, tracking_uri=tracking_uri).folder
+    folder = export_ensemble("churn-fresh", root=tmp_path, tracking_uri=tracking_uri, refit="none").folder
     rows.to_parquet(tmp_path / "rows.parquet")
     script = (
         "import sys, mlflow, pandas as pd\n"
@@ -273,7 +273,7 @@ def test_exported_model_loads_in_a_fresh_process_with_identical_predictions(tmp_
 def test_tuner_predict_reads_a_csv_with_categoricals_and_missing_values(tmp_path, tracking_uri, mixed):
     ensemble, rows = mixed
     make_build(tmp_path, "churn-csv", ensemble)
-    folder = export_ensemble("churn-csv", root=tmp_path, tracking_uri=tracking_uri).folder
+    folder = export_ensemble("churn-csv", root=tmp_path, tracking_uri=tracking_uri, refit="none").folder
     data = rows.assign(customer_id=range(len(rows)))
     data.to_csv(tmp_path / "customers.csv", index=False)
 
@@ -294,7 +294,7 @@ def test_tuner_predict_reads_a_csv_with_categoricals_and_missing_values(tmp_path
 def test_tuner_predict_refuses_a_misspelled_column_in_one_line(tmp_path, tracking_uri, mixed):
     ensemble, rows = mixed
     make_build(tmp_path, "churn-bad", ensemble)
-    folder = export_ensemble("churn-bad", root=tmp_path, tracking_uri=tracking_uri).folder
+    folder = export_ensemble("churn-bad", root=tmp_path, tracking_uri=tracking_uri, refit="none").folder
     rows.rename(columns={"region": "regoin"}).to_csv(tmp_path / "misspelled.csv", index=False)
 
     done = run_cli("predict", str(folder), str(tmp_path / "misspelled.csv"), "-o", str(tmp_path / "out.csv"))
@@ -354,7 +354,7 @@ def test_none_and_nan_in_text_columns_reach_the_preprocessor_as_missing(mixed, i
 def test_an_image_model_takes_flattened_pixel_columns_or_an_array(tmp_path, tracking_uri):
     ensemble, rest = tiny_ensemble("builtin:digits", "multiclass", "accuracy")
     make_build(tmp_path, "digits", ensemble)
-    folder = export_ensemble("digits", root=tmp_path, tracking_uri=tracking_uri).folder
+    folder = export_ensemble("digits", root=tmp_path, tracking_uri=tracking_uri, refit="none").folder
     signature = mlflow.models.Model.load(str(folder)).signature
     assert signature.inputs.inputs[0].shape == (-1, 64) and signature.inputs.inputs[0].type == np.float64
     images = rest.raw
@@ -380,7 +380,7 @@ def test_an_image_model_takes_flattened_pixel_columns_or_an_array(tmp_path, trac
 def test_a_regression_model_returns_values(tmp_path, tracking_uri):
     ensemble, rest = tiny_ensemble("builtin:diabetes", "regression", "rmse")
     make_build(tmp_path, "progression", ensemble)
-    folder = export_ensemble("progression", root=tmp_path, tracking_uri=tracking_uri).folder
+    folder = export_ensemble("progression", root=tmp_path, tracking_uri=tracking_uri, refit="none").folder
     signature = mlflow.models.Model.load(str(folder)).signature
     assert [(c.name, c.type.name) for c in signature.outputs.inputs] == [("prediction", "double")]
     assert json.loads((folder / MANIFEST).read_text())["scores"] == {"oof_rmse": 0.91, "test_rmse": 0.89}
@@ -404,7 +404,8 @@ def test_mlflow_models_serve_answers_with_the_same_predictions(tmp_path, trackin
     ensemble, rows = mixed
     root = tmp_path / "models"
     make_build(root, "churn-served", ensemble)
-    exported = run_cli("export", "churn-served", "--root", str(root), "--tracking-uri", tracking_uri, cwd=tmp_path)
+    exported = run_cli("export", "churn-served", "--root", str(root), "--tracking-uri", tracking_uri, "--refit", "none",
+                       cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert "registered models:/churn-served/1 (alias @champion)" in exported.stdout
     folder = root / "churn-served"

@@ -105,7 +105,7 @@ def test_tuner_predict_of_a_tree_only_export_skips_mlflow_and_tensorflow_with_py
 
     ensemble, rows = tree_only_ensemble()
     make_build(tmp_path, "trees", ensemble)
-    folder = export_ensemble("trees", root=tmp_path, tracking_uri=tracking_uri).folder
+    folder = export_ensemble("trees", root=tmp_path, tracking_uri=tracking_uri, refit="none").folder
     rows.assign(customer_id=range(len(rows))).to_csv(tmp_path / "customers.csv", index=False)
 
     done, imported = probed("predict", str(folder), str(tmp_path / "customers.csv"), "-o", str(tmp_path / "out.csv"))

@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from tuner.cli.shared import RootOption, StorageOption, TrackingOption, console, errors, score_text
+from tuner.cli.shared import (RootOption, StorageOption, TrackingOption, console, errors, score_text,
+                             trained_on_text)
 
 
 def ensemble_build(
@@ -58,10 +59,20 @@ def _print_build_interrupted(name: str, studies: list[str], test_looks: dict[str
 
 
 def ensemble_show(name: str = typer.Argument(..., help="the ensemble's name"), root: Optional[Path] = RootOption) -> None:
-    """The blends, members and verdict of a built ensemble."""
-    from tuner.ensemble.store import read_build
+    """The blends, members and verdict of a built ensemble, and which rows trained its export."""
+    import json
 
-    print_build(read_build(name, root))
+    from tuner.ensemble.store import ensembles_root, read_build
+    from tuner.serve.export import MANIFEST
+
+    build = read_build(name, root)
+    print_build(build)
+    manifest = ensembles_root(root) / name / MANIFEST
+    if manifest.is_file():
+        exported = json.loads(manifest.read_text())
+        if exported.get("built_at") == build.get("built_at") and "trained_on" in exported:
+            console.print(f"export {manifest.parent} (blend {exported['blend']}): trained on "
+                          f"{trained_on_text(exported['trained_on'])}", soft_wrap=True)
 
 
 def print_build(record: dict) -> None:

@@ -9,7 +9,7 @@ import typer
 
 from tuner.cli.ensemble import print_build
 from tuner.cli.evaluate import print_finalize
-from tuner.cli.shared import RootOption, StorageOption, TrackingOption, console, errors
+from tuner.cli.shared import RootOption, StorageOption, TrackingOption, console, errors, trained_on_text
 
 
 def run_all(
@@ -49,7 +49,8 @@ def run_all(
     model = ensembles_root(root) / result.build["name"]
     if result.export is not None:
         console.print(f"exported blend [bold]{result.export.blend}[/] to {result.export.folder}; registered "
-                      f"{result.export.published.uri} (alias @champion)")
+                      f"{result.export.published.uri} (alias @champion); trained on "
+                      f"{trained_on_text(result.export.manifest['trained_on'])}", soft_wrap=True)
     if result.reused:
         console.print(f"shown from the earlier run (no new test look): {', '.join(result.reused)}")
     timing = ", ".join(f"{stage} {s:.0f} s" for stage, s in result.stage_seconds.items())

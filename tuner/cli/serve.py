@@ -5,26 +5,37 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.table import Table
 
-from tuner.cli.shared import EXIT, RootOption, TrackingOption, console, errors
+from tuner.cli.shared import EXIT, RootOption, StorageOption, TrackingOption, console, errors, trained_on_text
+
+
+class Refit(str, Enum):
+    bag = "bag"
+    single = "single"
+    none = "none"
 
 
 def export(name: str = typer.Argument(..., help="a built ensemble (`tuner ensemble build NAME`)"),
            blend: Optional[str] = typer.Option(None, "--blend", help="which built blend [default: the one the build chose]"),
            out: Optional[Path] = typer.Option(None, "--out", help="model folder [default: ROOT/NAME]"),
+           refit: Refit = typer.Option(Refit.bag, "--refit", help="train the blend's members again on every row, the "
+                                       "sealed test rows included: a K-fold bag each (bag), one model each (single), "
+                                       "or export the blend as scored (none)"),
            root: Optional[Path] = RootOption,
+           storage: Optional[str] = StorageOption,
            tracking_uri: Optional[str] = TrackingOption) -> None:
     """Export a built blend as an MLflow pyfunc model; log it, register a new version, alias it champion."""
     from tuner.serve.export import export_ensemble
 
     try:
-        with console.status(f"exporting {name}"):
-            result = export_ensemble(name, blend, out, tracking_uri, root)
+        with console.status(f"exporting {name}") as status:
+            result = export_ensemble(name, blend, out, tracking_uri, root, refit.value, storage, status.update)
     except KeyboardInterrupt:
         errors.print("interrupted: nothing was exported; an earlier export and the registry are unchanged")
         raise typer.Exit(130)
@@ -32,6 +43,7 @@ def export(name: str = typer.Argument(..., help="a built ensemble (`tuner ensemb
     scores = ", ".join(f"{k} {v:.4f}" for k, v in manifest["scores"].items())
     console.print(f"exported blend [bold]{result.blend}[/] of {name} ({len(manifest['members'])} members) "
                   f"to {result.folder}" + (f": {scores}" if scores else ""))
+    console.print(f"trained on {trained_on_text(manifest['trained_on'])}")
     console.print(f"registered {published.uri} (alias @champion) from MLflow run {published.run_id}")
     console.print(f"next: tuner predict {result.folder} data.csv   |   "
                   f"mlflow models serve -m {result.folder} --env-manager local -h 127.0.0.1 -p 5001", soft_wrap=True)

@@ -32,3 +32,11 @@ EXIT = ExitPlan()
 def score_text(value: float | None) -> str:
     """A score to four places, or "-" where there is none."""
     return "-" if value is None else f"{value:.4f}"
+
+
+def trained_on_text(trained_on: dict) -> str:
+    """Which rows trained an export, and what its scores describe, in one line."""
+    if trained_on.get("includes_test_rows"):
+        return f"{trained_on['description']}; {trained_on['scores']}"
+    why = f" ({trained_on['why']})" if trained_on.get("why") else ""
+    return trained_on["description"] + why

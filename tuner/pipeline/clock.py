@@ -3,7 +3,8 @@
 The clock counts from process start (imports count); the search gets what the later stages'
 expected seconds leave (`reserve_after_search`, `Clock.deadline`), and the two ensemble plans size
 the ensemble stage to the time left: `plan_bags` for a K-fold study (which bags a blend may pick,
-how long rebuilds may take), `plan_ensemble` for a holdout study (how many members to refit). The
+how long rebuilds may take), `plan_ensemble` for a holdout study (how many members to refit);
+`plan_refit` says whether the export may train the chosen members again on every row. The
 constants are measured costs on two cores (`benchmarks/quality.py`, `benchmarks/throughput.py`).
 Kept apart from `tuner.search.time_budget`, which spends the search's own share trial by trial.
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from optuna.trial import TrialState
 
 from tuner.models import FAMILIES
+from tuner.study.sealed import ATTR
 from tuner.study.storage import load_existing
 from tuner.study.trial_attrs import DURATION_ATTR, FAMILY_ATTR
 
@@ -25,6 +27,8 @@ DENSE_EPOCH_S = 0.25  # a dense network's epoch on a small table on CPU (docs/fa
 KERAS_BAGS_S = 12.0  # TensorFlow's import and loading, predicting and saving the Keras bags a blend picks
 # (churn at --budget 300: an ensemble stage of 21 s with dense bags against 2-7 s without)
 KERAS_RESERVE_FROM_S = 120.0  # budgets from here reserve KERAS_BAGS_S; at 60 s few Keras bags finish (1-7 s measured)
+REFIT_SHARE = 0.1  # of a budget, kept from the search for the export's refit on every row (its members are
+# not known before the search; a member's refit costs about its trial's fit seconds x every row / search rows)
 SAFETY_S = 2.0  # kept back from the search for the interpreter's exit (MLflow and Optuna close their stores)
 
 
@@ -48,8 +52,11 @@ class Clock:
 
 def reserve_after_search(expected: dict[str, float], budget: float | None, keras: bool) -> dict[str, float]:
     """The seconds kept from the search for each later stage: its `expected` seconds on this table,
-    and with `keras` (the study searches a Keras family) the Keras bags a long budget pays for."""
+    with `keras` (the study searches a Keras family) the Keras bags a long budget pays for, and
+    under a budget `REFIT_SHARE` of it for the export's refit on every row (`refit`)."""
     reserved = dict(expected)
+    if budget is not None:
+        reserved["refit"] = REFIT_SHARE * budget
     if budget is not None and budget >= KERAS_RESERVE_FROM_S and keras:
         reserved["ensemble"] += KERAS_BAGS_S  # long enough for Keras bags to finish, and to be picked
     return reserved
@@ -134,3 +141,37 @@ def plan_ensemble(name: str, storage_url: str | None, seconds_left: float | None
     richest_first += [plan(2, 1, kept_first[:n], False) for n in range(len(kept_first), 0, -1)]
     # the first that fits; when none does, the cheapest (the best trial's family alone)
     return next((p for p in richest_first if p.seconds <= seconds_left), richest_first[-1])
+
+
+def refit_seconds(name: str, storage_url: str | None, build: dict, mode: str = "bag") -> float:
+    """What training the chosen blend's members again on every row costs (`tuner.serve.refit`):
+    each member's recorded fit seconds (`duration_s`, all its folds), times the fits the refit
+    makes over those its trial made, times every row over the search rows (unknown: too long)."""
+    study = load_existing(name, storage_url)
+    split = study.user_attrs[ATTR + "split"]
+    chosen = set(build["blends"][build["chosen"]]["members"])
+    numbers = {m["trial"] for m in build["members"] if m["label"] in chosen}
+    durations = [t.user_attrs.get(DURATION_ATTR, float("inf")) for t in study.get_trials(deepcopy=False)
+                 if t.number in numbers]
+    folds = split.get("n_folds") or build.get("folds") or 5
+    trial_fits = folds * split.get("n_repeats", 1) if split.get("n_folds") else 1
+    fits = (folds if mode == "bag" else 1) / trial_fits
+    return sum(durations) * fits * split["n_rows"] / (split["n_train"] + split["n_val"])
+
+
+def plan_refit(name: str, storage_url: str | None, build: dict, seconds_left: float | None,
+               export_s: float) -> tuple[str, str | None]:
+    """The export's refit the time left pays for, besides the export's own `export_s`: a K-fold bag
+    on every row, else one model per member, else none (the blend exported as scored); with the
+    reason when it is not the bag."""
+    if seconds_left is None:
+        return "bag", None
+    spare = seconds_left - export_s - SAFETY_S
+    bag = refit_seconds(name, storage_url, build, "bag")
+    if bag <= spare:
+        return "bag", None
+    single = refit_seconds(name, storage_url, build, "single")
+    needed = f"refit on every row: a {bag:.0f} s bag needed, {max(spare, 0):.0f} s left"
+    if single <= spare:
+        return "single", f"{needed}; one model per member ({single:.0f} s) instead"
+    return "none", f"{needed}; exported as scored"

@@ -11,7 +11,9 @@ study (the default split) bags every trial, so after the search nothing is fitte
     test look reads the top trials' bags, the chosen blend and the test rows (ONE counted look);
               writes the validation-optimism report (finalize's) to the study and MLflow, and
               ensembles/.built/NAME with its MLflow run (the ensemble build's)
-    export    reads the chosen blend; writes ensembles/NAME, a registered MLflow pyfunc model
+    export    reads the chosen blend and every row of the data (search + sealed test: its members are
+              trained again on all of them, `tuner.serve.refit`); writes ensembles/NAME, a
+              registered MLflow pyfunc model
     plots     reads the trials and their curves; writes the study run's plots in MLflow
 
 With `--budget B` the clock starts when the process did (imports count; `tuner.pipeline.clock`):
@@ -20,9 +22,11 @@ the search gets what the later stages leave, their expected seconds being measur
 comes is skipped whole, and the result says which and why. The ensemble stage and the test look
 are never skipped and the ensemble always keeps the search's best trial (the best single member is
 one of its candidates), so the export is never below the best trial out of fold; short of time,
-the test look scores the search's best trial alone as finalize's finalist. A holdout study
-(`split.validation_fraction`) has no bags: its ensemble stage refits members out of fold, as many
-as `plan_ensemble` says the time left pays for.
+the test look scores the search's best trial alone as finalize's finalist. The export's refit on
+every row is planned from the chosen members' recorded fit seconds (`plan_refit`); when the time
+left cannot pay for it, the blend is exported as scored and `skipped["refit"]` says so. A holdout
+study (`split.validation_fraction`) has no bags: its ensemble stage refits members out of fold, as
+many as `plan_ensemble` says the time left pays for.
 
 Run again on a finished study, it adds no test look: once its test split was looked at, a study's
 search stays closed and each stage shows what the earlier look stored for these trials; when those
@@ -41,7 +45,8 @@ from typing import Any, Callable
 
 from tuner.core.config import StudyConfig, load_study_file
 from tuner.models import FAMILIES
-from tuner.pipeline.clock import KERAS_BAGS_S, SAFETY_S, Clock, plan_bags, plan_ensemble, reserve_after_search
+from tuner.pipeline.clock import (KERAS_BAGS_S, SAFETY_S, Clock, plan_bags, plan_ensemble, plan_refit,
+                                  reserve_after_search)
 from tuner.search import runner
 from tuner.search.runner import RunResult
 from tuner.study.sealed import ATTR, load_inputs, open_sealed
@@ -228,8 +233,15 @@ def finalists_no_time(ctx: StageContext) -> str | None:
 def export_stage(ctx: StageContext) -> None:
     from tuner.serve.export import export_ensemble
 
-    ctx.on_step(f"export: blend {ctx.result.build['chosen']!r} as an MLflow pyfunc model")
-    ctx.result.export = export_ensemble(ctx.config.name, tracking_uri=ctx.tracking_uri, root=ctx.ensembles_root)
+    name, result = ctx.config.name, ctx.result
+    refit, why = plan_refit(name, ctx.storage_url, result.build, ctx.clock.left(), ctx.reserved.get("export", 0.0))
+    if why is not None:
+        result.skipped["refit"] = why
+    ctx.on_step(f"export: blend {result.build['chosen']!r} as an MLflow pyfunc model"
+                + ("" if refit == "none" else ", its members trained again on every row"))
+    result.export = export_ensemble(name, tracking_uri=ctx.tracking_uri, root=ctx.ensembles_root, refit=refit,
+                                    storage_url=ctx.storage_url, on_step=ctx.on_step,
+                                    skipped_refit=why if refit == "none" else None)
 
 
 def show_stored_export(ctx: StageContext) -> bool:
@@ -276,7 +288,7 @@ STAGES = (
     Stage("test look", f"the top {FINALIZE_TOP} trials' bags; the chosen blend; the test rows (ONE counted look)",
           "the finalize report (study attributes, MLflow run `finalize`); ensembles/.built/NAME and the MLflow run "
           "`ensemble/NAME`", 1.5, 0.2, run=test_look_stage, show=show_stored_look),
-    Stage("export", "the chosen blend", "ensembles/NAME (MLflow pyfunc), a registered model version @champion", 1.5, 0.1,
+    Stage("export", "the chosen blend; every row (its members trained again)", "ensembles/NAME (MLflow pyfunc), a registered model version @champion", 1.5, 0.1,
           run=export_stage, show=show_stored_export),
     Stage("plots", "the study's trials and curves", "the study run's plots in MLflow (`tuner study plots` redraws them)",
           3.0, 0.0, run=plots_stage, no_time=plots_no_time, due=plots_due),

@@ -6,6 +6,10 @@ formats, the fitted preprocessor) as its one artifact and a copy of the `tuner` 
 installed there. The signature declares the raw training columns (numbers `double`, categoricals and
 text `string`; missing values allowed in every column) or, for arrays, one flattened tensor.
 
+By default the blend's members are first trained again on every row, the sealed test rows
+included (`tuner.serve.refit`); `refit="none"` exports the blend exactly as the build scored it.
+The manifest's `trained_on` says which rows trained the exported model.
+
 Atomic: everything is written to a hidden folder beside the destination and renamed into place
 last; any failure, Ctrl-C included, removes it, keeps an earlier export and takes back what was
 logged or registered in MLflow.
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -32,6 +36,7 @@ from tuner.ensemble.fitted import DESCRIPTION
 from tuner.ensemble.store import built_dir, ensembles_root, read_build, swap_folder
 from tuner.core.errors import TunerError
 from tuner.serve.predict import ARTIFACT  # the blend folder's name in context.artifacts (tuner/serve/pyfunc_model.py)
+from tuner.serve.refit import REFIT_MODES, as_scored, refit_on_every_row, refit_refusal, save_refitted
 from tuner.tracking import CHAMPION, PublishedModel, Tracker
 
 MANIFEST = "manifest.json"
@@ -48,8 +53,14 @@ class ExportResult:
 
 
 def export_ensemble(name: str, blend: str | None = None, out: str | Path | None = None,
-                    tracking_uri: str | None = None, root: str | Path | None = None) -> ExportResult:
-    """Export blend `blend` (default: the build's chosen one) of the built ensemble `name`."""
+                    tracking_uri: str | None = None, root: str | Path | None = None, refit: str = "bag",
+                    storage_url: str | None = None, on_step: Callable[[str], None] = lambda message: None,
+                    skipped_refit: str | None = None) -> ExportResult:
+    """Export blend `blend` (default: the build's chosen one) of the built ensemble `name`, its
+    members trained again on every row (`refit` `bag` or `single`, reading the studies in
+    `storage_url`) or as scored (`none`; `skipped_refit` says why, when the caller chose it for time)."""
+    if refit not in REFIT_MODES:
+        raise TunerError(f"refit must be one of {', '.join(REFIT_MODES)}, got {refit!r}")
     build = read_build(name, root)
     blend = choose_blend(build, blend)
     record = build["blends"][blend]
@@ -62,16 +73,24 @@ def export_ensemble(name: str, blend: str | None = None, out: str | Path | None 
     tracker = Tracker(tracking_uri)
     tracker.check()
     ensemble = FittedEnsemble.load(blend_folder)
+    refused = None if refit == "none" else refit_refusal(ensemble)
+    trained_on = as_scored(build, skipped_refit or (refused and f"{refused}; exported as scored"))
 
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-export-", dir=final.parent))
+    refitted = None  # the refitted blend's folder, beside staging until the model holds a copy
     try:
+        if refit != "none" and refused is None:
+            ensemble, trained_on = refit_on_every_row(ensemble, build, refit, storage_url, on_step)
+            refitted = Path(tempfile.mkdtemp(prefix=f".{final.name}-refit-", dir=final.parent))
+            blend_folder = save_refitted(ensemble, refitted / blend)
         save_model(ensemble, blend_folder, staging)
-        manifest = make_manifest(build, blend, ensemble)
+        manifest = make_manifest(build, blend, ensemble, trained_on)
         _write_json(staging / MANIFEST, manifest)
         published = tracker.publish_model(
             staging, name, build.get("tracking_run_id"), build["studies"][0], f"export/{name}",
-            {"tuner.ensemble": name, "tuner.blend": blend, "fingerprint": str(build.get("fingerprint"))},
+            {"tuner.ensemble": name, "tuner.blend": blend, "fingerprint": str(build.get("fingerprint")),
+             "tuner.trained_on": trained_on["description"]},
             manifest["scores"])
         try:
             manifest["mlflow"] = {"tracking_uri": tracker.uri, "run_id": published.run_id,
@@ -85,6 +104,9 @@ def export_ensemble(name: str, blend: str | None = None, out: str | Path | None 
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        if refitted is not None:
+            shutil.rmtree(refitted, ignore_errors=True)
     if earlier is not None:
         shutil.rmtree(earlier, ignore_errors=True)
     return ExportResult(final, blend, manifest, published)
@@ -179,8 +201,10 @@ def pinned_requirements() -> list[str]:
     return pinned
 
 
-def make_manifest(build: dict[str, Any], blend: str, ensemble: FittedEnsemble) -> dict[str, Any]:
-    """What was exported and how good it is: members, weights, data identity, scores by split, versions."""
+def make_manifest(build: dict[str, Any], blend: str, ensemble: FittedEnsemble,
+                  trained_on: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What was exported and how good it is: members, weights, which rows trained them, data
+    identity, scores by split (those of the blend as scored), versions."""
     metric = build["metric"]
     blend_record = build["blends"][blend]
     weights = blend_record.get("weights")
@@ -198,6 +222,7 @@ def make_manifest(build: dict[str, Any], blend: str, ensemble: FittedEnsemble) -
         "name": build["name"], "blend": blend, "chosen_blend": build["chosen"], "best_single": build.get("best_single"),
         "task": build["task"], "metric": metric, "direction": build.get("direction"), "classes": ensemble.classes,
         "combiner": ensemble.combiner.kind, "weights": weights, "members": members,
+        "trained_on": trained_on or as_scored(build),
         "scores": {**ensemble.scores, **_split_scores(blend_record, metric)},
         "studies": build["studies"], "fingerprint": build.get("fingerprint", ensemble.fingerprint),
         "split_digest": build.get("split_digest", ensemble.split_digest),

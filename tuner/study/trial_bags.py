@@ -118,31 +118,44 @@ def assemble_bags(source: Any, trials: list[FrozenTrial], bags: TrialBags) -> tu
     """Each trial's bag from its stored fold models, behind each fold's own preprocessing (refitted
     from the sealed fold's training rows: deterministic, so identical to the search's). Trials
     whose fold models were let go are refitted fold by fold; their numbers are returned too."""
-    from tuner.data.preprocess import prepare_parts
-
-    folds = []
-    for train_rows, _ in source.split.fold_rows():
-        train, _, preprocessor, encoder = prepare_parts(source.dataset, source.task, train_rows, {})
-        spec = source.problem_spec(**ProblemSpec.data_fields(train, encoder))
-        folds.append((train, preprocessor, spec))
+    folds = fold_parts(source, [train_rows for train_rows, _ in source.split.fold_rows()])
     members, rebuilt = [], []
     for trial in trials:
         family = FAMILIES[trial.user_attrs[FAMILY_ATTR]]
         fold_models = bags.fold_models(trial)
         if fold_models is None:
             rebuilt.append(trial.number)
-            fold_models = [_refit(family, trial, index, train, spec) for index, (train, _, spec) in enumerate(folds)]
+            fold_models = [refit_fold(family, trial, train, spec, fold_steps(trial, index))
+                           for index, (train, _, spec) in enumerate(folds)]
         members.append(BaggedMember(fold_models, [p for _, p, _ in folds], family.view_for(folds[0][2])))
     return members, rebuilt
 
 
-def _refit(family: Any, trial: FrozenTrial, index: int, train: Any, spec: Any) -> Member:
-    """One fold model again, from the trial's params and the step count early stopping found on that fold."""
+def fold_parts(source: Any, train_rows: list[np.ndarray]) -> list[tuple[Any, Any, ProblemSpec]]:
+    """Each fold's training part, its preprocessing fitted on those rows only, and the study's spec for them."""
+    from tuner.data.preprocess import prepare_parts
+
+    folds = []
+    for rows in train_rows:
+        train, _, preprocessor, encoder = prepare_parts(source.dataset, source.task, rows, {})
+        folds.append((train, preprocessor, source.problem_spec(**ProblemSpec.data_fields(train, encoder))))
+    return folds
+
+
+def fold_steps(trial: FrozenTrial, index: int) -> int | None:
+    """The step count early stopping kept on the search's fold `index` (None: not a stepwise family)."""
+    return (trial.user_attrs.get(FOLD_STEPS_ATTR) or [None] * (index + 1))[index]
+
+
+def refit_fold(family: Any, trial: FrozenTrial, train: Any, spec: ProblemSpec, steps: int | None,
+               rounds: int | None = None) -> Member:
+    """One fold model again, from the trial's params, trained for `steps` epochs / rounds (those
+    early stopping found); `rounds`, when given, overrides the boosting rounds alone (a refit on
+    more rows than the trial's fold scales its rounds, while an epoch already covers every row)."""
     from dataclasses import replace
 
-    steps = (trial.user_attrs.get(FOLD_STEPS_ATTR) or [None] * (index + 1))[index]
     if steps is not None:
-        spec = replace(spec, max_epochs=int(steps), max_rounds=int(steps))
+        spec = replace(spec, max_epochs=int(steps), max_rounds=int(steps if rounds is None else rounds))
     view = family.view_for(spec)
     return family.fit_member(trial.user_attrs[PARAMS_ATTR], spec, trial.number, train.X(view), train.y)
 
