@@ -104,7 +104,7 @@ def test_ctrl_c_during_a_build_says_whether_the_test_look_was_counted(write_stud
                                                                        tmp_path, monkeypatch, capsys):
     from tuner.pipeline.study_run import run_study
 
-    run_study(write_study(tiny_study("stopped", families=["linear", "xgboost"],
+    run_study(write_study(holdout_study("stopped", families=["linear", "xgboost"],
                                      budget={"trials": 2, "epochs": 2, "rounds": 10})), storage_url, tracking_uri)
     args = ("stopped", "--from", "stopped", "--folds", "2", "--per-family", "1", "--root", str(tmp_path / "ens"),
             "--storage", storage_url, "--tracking-uri", tracking_uri)
@@ -205,7 +205,7 @@ def test_convnet_and_xgboost_blend_on_digits_through_the_cli(write_study, storag
     each family's library default, which the portfolio runs first)."""
     from tuner.pipeline.study_run import run_study
 
-    spec = tiny_study("digits-blend", data={"source": "builtin:digits"}, metric="accuracy",
+    spec = holdout_study("digits-blend", data={"source": "builtin:digits"}, metric="accuracy",
                       families=["convnet", "xgboost"], budget={"trials": 2, "epochs": 2, "rounds": 15, "patience": 2},
                       sampler={"name": "random", "seed": 3})
     run_study(write_study(spec), storage_url, tracking_uri)
@@ -258,7 +258,7 @@ def test_build_without_keras_members_and_a_failed_save_leaves_the_last_build(wri
     from tuner.ensemble.build import build_ensemble
     from tuner.pipeline.study_run import run_study
 
-    spec = tiny_study("trees", families=["linear", "xgboost"], budget={"trials": 4, "epochs": 2, "rounds": 20},
+    spec = holdout_study("trees", families=["linear", "xgboost"], budget={"trials": 4, "epochs": 2, "rounds": 20},
                       sampler={"name": "random", "seed": 4})
     run_study(write_study(spec), storage_url, tracking_uri)
     root = tmp_path / "ensembles"
