@@ -4,6 +4,7 @@ PostgreSQL database, dropped afterwards."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -151,12 +152,19 @@ def test_three_workers_on_postgres_share_one_study_and_an_exact_budget(tmp_path,
     assert server.poll() is None
 
 
+@functools.lru_cache(maxsize=None)
+def reader(url: str) -> optuna.storages.RDBStorage:
+    """One storage (one connection pool) per URL for the polling loops below: a new one per poll
+    left a PostgreSQL connection open every 0.1 s until the server refused clients."""
+    return optuna.storages.RDBStorage(url)
+
+
 def wait_for_running_trial(storage: str, name: str, tracking: str, timeout: float = 180) -> optuna.trial.FrozenTrial:
     """A trial in its fit: RUNNING in Optuna, its MLflow run already holding its params."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            running = optuna.load_study(study_name=name, storage=storage).get_trials(states=(TrialState.RUNNING,))
+            running = optuna.load_study(study_name=name, storage=reader(storage)).get_trials(states=(TrialState.RUNNING,))
         except KeyError:
             running = []
         for trial in running:
@@ -178,7 +186,7 @@ def freeze_a_worker_mid_trial(storage: str, name: str, tracking: str, workers: l
         trial = wait_for_running_trial(storage, name, tracking)
         worker = next(w for w in workers if w.pid == int(trial.user_attrs["worker"].rsplit(":", 1)[1]))
         os.kill(worker.pid, signal.SIGSTOP)
-        now = optuna.load_study(study_name=name, storage=storage).get_trials(states=(TrialState.RUNNING,))
+        now = optuna.load_study(study_name=name, storage=reader(storage)).get_trials(states=(TrialState.RUNNING,))
         if any(t.number == trial.number for t in now):
             return trial, worker
         os.kill(worker.pid, signal.SIGCONT)
