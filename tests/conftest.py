@@ -37,11 +37,11 @@ def write_study(tmp_path):
 
 
 def tiny_study(name: str, **overrides) -> dict:
-    """A small study split as the product splits by default: K-fold bags (3 folds rather than 5, for speed)."""
+    """A small study split as the product splits by default: K-fold bags (2 folds rather than 5, for speed)."""
     spec = {
         "name": name,
         "data": {"source": "builtin:breast_cancer"},
-        "split": {"test_fraction": 0.2, "folds": 3, "seed": 1},
+        "split": {"test_fraction": 0.2, "folds": 2, "seed": 1},
         "families": ["linear", "random_forest"],
         "budget": {"trials": 3, "epochs": 4, "rounds": 40, "patience": 2},
     }

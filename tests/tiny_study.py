@@ -1,5 +1,5 @@
 """A real study small enough for tests: 4 trials of the fast families in temp Optuna and MLflow stores,
-bagged 3-fold as the product splits by default (5 folds; 3 for speed)."""
+bagged 2-fold as the product splits by default (5 folds; 2 for speed)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ description: Tiny study for dashboard tests.
 data: {{source: builtin:breast_cancer}}
 task: binary
 metric: roc_auc
-split: {{seed: 1, folds: 3}}
+split: {{seed: 1, folds: 2}}
 families: [linear, random_forest, xgboost]
 budget: {{trials: {trials}, rounds: 20}}
 """
