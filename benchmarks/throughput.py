@@ -3,7 +3,8 @@
 One generated table (benchmarks/tables.py, `churn` cut to `--rows` rows) and one study file with
 four families; `tuner run-all --budget B` of this checkout and of `--against REV` (checked out in a
 temporary git worktree, run with the same Python) each as a fresh process. Prints wall time,
-trials, model fits (a bagged trial fits one model per fold), trials and fits per minute of search,
+CPU cores used (user + system seconds over wall seconds, for the whole run and, where the revision
+reports it, for its search), trials, model fits (a bagged trial fits one model per fold), trials and fits per minute of search,
 and each stage's seconds.
 
 Usage: python benchmarks/throughput.py [--against d6e036d] [--budget 60] [--rows 3500]
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -33,10 +36,13 @@ def run(source: Path, study: Path, folder: Path, budget: float) -> dict:
     stores = ["--storage", f"sqlite:///{folder}/optuna.db", "--tracking-uri", f"sqlite:///{folder}/mlflow.db",
               "--root", str(folder / "ensembles")]
     env = {**os.environ, "PYTHONPATH": str(source)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "tuner", "run-all", str(study), "--budget", str(budget), *stores],
                           capture_output=True, text=True, cwd=folder, env=env)
     wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-2000:])
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -45,7 +51,9 @@ def run(source: Path, study: Path, folder: Path, budget: float) -> dict:
     fits = sum(len(t.user_attrs.get("fold_scores", [None])) for t in trials)
     timing = next(line for line in done.stdout.splitlines() if line.startswith("time:"))
     search = float(timing.split("search ")[1].split(" s")[0])
-    return {"wall": wall, "trials": len(trials), "fits": fits, "search": search, "timing": timing}
+    cores = re.search(r"search \d+ s \(([\d.]+) cores\)", timing)
+    return {"wall": wall, "trials": len(trials), "fits": fits, "search": search, "timing": timing,
+            "cores": cpu / wall, "search_cores": float(cores.group(1)) if cores else None}
 
 
 def main() -> None:
@@ -75,11 +83,14 @@ def main() -> None:
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=REPO, capture_output=True)
     print(f"churn, {args.rows} rows, families {', '.join(FAMILIES)}, run-all --budget {args.budget:.0f}\n")
-    print("| revision | wall s | trials | model fits | trials / min of search | fits / min of search | stages |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("| revision | wall s | cores (run) | cores (search) | trials | model fits | trials / min of search | "
+          "fits / min of search | stages |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for label, r in rows.items():
-        print(f"| {label} | {r['wall']:.0f} | {r['trials']} | {r['fits']} | {60 * r['trials'] / r['search']:.1f} | "
-              f"{60 * r['fits'] / r['search']:.1f} | {r['timing'].removeprefix('time: ')} |")
+        search_cores = "-" if r["search_cores"] is None else f"{r['search_cores']:.2f}"
+        print(f"| {label} | {r['wall']:.0f} | {r['cores']:.2f} | {search_cores} | {r['trials']} | {r['fits']} | "
+              f"{60 * r['trials'] / r['search']:.1f} | {60 * r['fits'] / r['search']:.1f} | "
+              f"{r['timing'].removeprefix('time: ')} |")
     new, old_row = rows["this checkout"], rows[args.against]
     print(f"\nratios, this checkout / {args.against}: trials per minute "
           f"{(new['trials'] / new['search']) / (old_row['trials'] / old_row['search']):.2f}x, model fits per minute "

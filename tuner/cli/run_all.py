@@ -53,7 +53,8 @@ def run_all(
                       f"{trained_on_text(result.export.manifest['trained_on'])}", soft_wrap=True)
     if result.reused:
         console.print(f"shown from the earlier run (no new test look): {', '.join(result.reused)}")
-    timing = ", ".join(f"{stage} {s:.0f} s" for stage, s in result.stage_seconds.items())
+    timing = ", ".join(f"{stage} {s:.0f} s" + (f" ({result.stage_cores[stage]:.1f} cores)" if stage in result.stage_cores
+                                                 else "") for stage, s in result.stage_seconds.items())
     console.print(f"time: {timing}" + (f" (budget {budget:.0f} s)" if budget else ""))
     console.print(f"next: tuner ui   |   tuner report {run.study_name}   |   tuner predict {model} data.csv",
                   soft_wrap=True)

@@ -209,6 +209,14 @@ class Family(ABC):
     def release_memory(self) -> None:
         """Free what fitted members left in the library's global state, once they are not needed."""
 
+    def fits_in_workers(self) -> bool:
+        """Whether its folds may be fitted side by side in joblib worker processes
+        (`tuner.search.fold_fits`); False keeps every fit in the study's own process."""
+        return True
+
+    def limit_process_threads(self, threads: int) -> None:
+        """Size the library's process-wide thread pools (those fixed when it starts) in a fold worker."""
+
     def fit_member(self, params: dict[str, Any], spec: ProblemSpec, number: int, X: Any, y: np.ndarray,
                    X_val: Any = None, y_val: np.ndarray | None = None, trial: Any = None,
                    curves: dict[str, list[float]] | None = None) -> Member:

@@ -32,6 +32,20 @@ REFIT_SHARE = 0.1  # of a budget, kept from the search for the export's refit on
 SAFETY_S = 2.0  # kept back from the search for the interpreter's exit (MLflow and Optuna close their stores)
 
 
+def cpu_seconds() -> float:
+    """User + system seconds of this process and every process under it, live (fold workers) or ended."""
+    import psutil
+
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:4])  # user, system, and those of children already waited for
+    for child in me.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.Error:  # ended between the listing and the read
+            continue
+    return total
+
+
 @dataclass
 class Clock:
     """Seconds left of the budget, counted from `started_at` (a `time.time()` value: process start)."""

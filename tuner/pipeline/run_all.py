@@ -45,7 +45,7 @@ from typing import Any, Callable
 
 from tuner.core.config import StudyConfig, load_study_file
 from tuner.models import FAMILIES
-from tuner.pipeline.clock import (KERAS_BAGS_S, SAFETY_S, Clock, plan_bags, plan_ensemble, plan_refit,
+from tuner.pipeline.clock import (KERAS_BAGS_S, SAFETY_S, Clock, cpu_seconds, plan_bags, plan_ensemble, plan_refit,
                                   reserve_after_search)
 from tuner.search import runner
 from tuner.search.runner import RunResult
@@ -64,6 +64,7 @@ class RunAllResult:
     trials: int = 0
     reused: list[str] = field(default_factory=list)  # stages shown from an earlier run-all, not redone
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    stage_cores: dict[str, float] = field(default_factory=dict)  # CPU seconds over wall seconds, workers included
     skipped: dict[str, str] = field(default_factory=dict)  # stage -> why the budget left it out
 
 
@@ -303,7 +304,7 @@ def run_all(study_file: str | Path, budget: float | None = None, storage_url: st
 
     Each stage in `STAGES` gets its turn: it shows what an earlier run stored, or is skipped for
     time (its reason in `skipped`, no seconds), or runs; `stage_seconds` holds the seconds of each
-    stage that showed or ran, and the total from `started_at`."""
+    stage that showed or ran, and the total from `started_at`; `stage_cores` the cores each kept busy."""
     config, base_dir = load_study_file(study_file)
     clock = Clock(budget, time.time() if started_at is None else started_at)
     inputs = load_inputs(config, base_dir)
@@ -314,7 +315,7 @@ def run_all(study_file: str | Path, budget: float | None = None, storage_url: st
     for stage in STAGES:
         if not stage.due(ctx):
             continue
-        mark = time.monotonic()
+        mark, cpu = time.monotonic(), cpu_seconds()
         if not stage.show(ctx):
             why = stage.no_time(ctx)
             if why is not None:
@@ -323,6 +324,7 @@ def run_all(study_file: str | Path, budget: float | None = None, storage_url: st
                 continue
             stage.run(ctx)
         ctx.result.stage_seconds[stage.name] = time.monotonic() - mark
+        ctx.result.stage_cores[stage.name] = (cpu_seconds() - cpu) / max(ctx.result.stage_seconds[stage.name], 1e-6)
     ctx.result.stage_seconds["total"] = clock.elapsed()
     return ctx.result
 

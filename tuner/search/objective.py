@@ -24,8 +24,8 @@ from tuner.study.trial_attrs import (
     BAG_ATTR, BEST_STEP_ATTR, CUT_ATTR, DURATION_ATTR, ERROR_ATTR, FAMILY_ATTR, FOLD_SCORES_ATTR, FOLD_STEPS_ATTR,
     PARAMS_ATTR, SKIPPED_ATTR,
 )
+from tuner.search.fold_fits import FoldFit, FoldFitter
 from tuner.search.time_budget import TimeBudget
-from tuner.core.deadline import trial_deadline
 from tuner.core.config import StudyConfig
 from tuner.data import Part
 from tuner.core.metrics import METRICS, direction_sign
@@ -84,13 +84,15 @@ def counts_toward_budget(trial: FrozenTrial) -> bool:
 class Objective:
     def __init__(self, config: StudyConfig, folds: list[Fold], tracker: Any, experiment_id: str,
                  parent_run_id: str, run_tags: dict[str, str], budget: TimeBudget | None = None,
-                 bags: Any = None, search_rows: np.ndarray | None = None) -> None:
+                 bags: Any = None, search_rows: np.ndarray | None = None, fold_workers: int = 1) -> None:
         """`bags` (a `tuner.study.trial_bags.TrialBags`) keeps each K-fold trial's out-of-fold predictions of
-        `search_rows` and its fold models, so ensembles are built from the search itself."""
+        `search_rows` and its fold models, so ensembles are built from the search itself; `fold_workers`
+        fit that many folds at once."""
         self.config = config
         self.bags = bags if config.split.cross_validated else None
         self.search_rows = search_rows
         self.folds = folds
+        self.fitter = FoldFitter(fold_workers)
         self.spec = folds[0].spec  # what the search space sees; each fold builds with its own spec
         self.cross_validated = config.split.cross_validated
         self.budget = budget or TimeBudget(None)
@@ -119,31 +121,36 @@ class Objective:
         fold_members: list[Any] = []
         oof = OutOfFold(self.search_rows) if self.bags is not None else None
         try:
-            for index, fold in enumerate(self.folds):
-                if index:
-                    self._check_time_left(trial, index, started)
+            wave = self.fitter.wave_size(family, len(self.folds)) if self.cross_validated else 1
+            for start in range(0, len(self.folds), wave):
+                if start:
+                    self._check_time_left(trial, start, started)
+                folds = self.folds[start:start + wave]
                 # per-epoch pruning only without folds: with folds the pruner sees the running mean per fold
-                member = self._fit(family, params, fold, trial.number, None if self.cross_validated else trial,
-                                   curves if index == 0 else {})
-                value = getattr(member, "validation_score_", None)  # a custom model scored by its monitor
-                predicted = None
-                if value is None or oof is not None:
-                    predicted = member.predict_scores(fold.val.X(family.view_for(fold.spec)))
-                if value is None:
-                    value = self.metric.score(fold.val.y, predicted)
-                if not math.isfinite(value):
-                    raise ValueError(f"validation {self.fold_score_name} is {value}" + (
-                        f" on fold {index + 1}" if self.cross_validated else ""))
-                fold_scores.append(float(value))
-                steps.append(member.best_step_)
-                if oof is not None:
-                    oof.add(fold.val.rows, predicted)
-                    fold_members.append(member)  # a bag keeps every fold model
-                del member
-                if oof is None and index < len(self.folds) - 1:
+                fits = self._fit(family, params, folds, trial.number, None if self.cross_validated else trial,
+                                 curves if start == 0 else None)
+                for index, (fold, fit) in enumerate(zip(folds, fits), start):
+                    if index == 0:
+                        curves.update(fit.curves)  # the first fold's curves, kept even when it fails
+                    if fit.error is not None:
+                        fit.error.fold_trace = fit.error_trace
+                        raise fit.error
+                    value = fit.own_score
+                    if value is None:
+                        value = self.metric.score(fold.val.y, fit.predicted)
+                    if not math.isfinite(value):
+                        raise ValueError(f"validation {self.fold_score_name} is {value}" + (
+                            f" on fold {index + 1}" if self.cross_validated else ""))
+                    fold_scores.append(float(value))
+                    steps.append(fit.member.best_step_)
+                    if oof is not None:
+                        oof.add(fold.val.rows, fit.predicted)
+                        fold_members.append(fit.member)  # a bag keeps every fold model
+                    if self.cross_validated:
+                        self._report_fold(trial, fold_scores)
+                del fits
+                if oof is None and start + wave < len(self.folds):
                     family.release_memory()  # this fold's model, before the next one is built
-                if self.cross_validated:
-                    self._report_fold(trial, fold_scores)
             value = float(np.mean(fold_scores))
             if oof is not None:
                 trial.set_user_attr(FOLD_STEPS_ATTR, steps)
@@ -154,7 +161,8 @@ class Objective:
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}".strip()
             trial.set_user_attr(ERROR_ATTR, message[:2000])
-            self._finish(trial, family, run_id, "FAILED", curves, fold_scores, started, error=traceback.format_exc())
+            self._finish(trial, family, run_id, "FAILED", curves, fold_scores, started,
+                         error=getattr(exc, "fold_trace", None) or traceback.format_exc())
             raise TrialFailed(message) from exc
         except BaseException:  # Ctrl-C or a kill signal turned exception: close the run, then stop
             self._finish(trial, family, run_id, "KILLED", curves, fold_scores, started)
@@ -181,14 +189,14 @@ class Objective:
                                           f"{max(self.budget.remaining(), 0):.0f} s were left")
             raise optuna.TrialPruned(trial.user_attrs[CUT_ATTR])
 
-    def _fit(self, family: Family, params: dict[str, Any], fold: Fold, number: int, trial: optuna.Trial | None,
-             curves: dict[str, list[float]]) -> Any:
-        """One member fitted on the fold's training rows; the fold's validation rows stop it early."""
-        view = family.view_for(fold.spec)
-        with trial_deadline(self.budget.deadline):
-            return family.fit_member(params, fold.spec, number, fold.train.X(view), fold.train.y,
-                                     fold.val.X(view), fold.val.y, trial=trial,
-                                     curves=curves)  # the first fold's curves, kept even when it is pruned
+    def _fit(self, family: Family, params: dict[str, Any], folds: list[Fold], number: int,
+             trial: optuna.Trial | None, curves: dict[str, list[float]] | None) -> list[FoldFit]:
+        """Members fitted on the folds' training rows, side by side; each fold's validation rows stop it
+        early, and predictions of them are kept for the trial's bag."""
+        data = [(f.train.X(family.view_for(f.spec)), f.train.y, f.val.X(family.view_for(f.spec)), f.val.y)
+                for f in folds]
+        return self.fitter.fit(family, params, [f.spec for f in folds], number, data, self.budget.deadline,
+                               predict=self.bags is not None, trial=trial, curves=curves)
 
     def _report_fold(self, trial: optuna.Trial, fold_scores: list[float]) -> None:
         """The running mean over the folds so far is the pruner's intermediate value at step = fold index."""

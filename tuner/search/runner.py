@@ -25,6 +25,7 @@ from tuner.core.config import load_study_file
 from tuner.data import TRAIN, VALID, Dataset, prepare_parts
 from tuner.core.devices import configure_mixed_precision, device_tags
 from tuner.core.errors import TunerError
+from tuner.core.threads import usable_cores
 from tuner.models import FAMILIES, ProblemSpec
 from tuner.search.objective import Fold, Objective, TrialFailed, counts_toward_budget
 from tuner.study.sealed import ATTR, SealedStudy, load_inputs, open_study, stored_score_name
@@ -122,7 +123,8 @@ def run_study(study_file: str | Path, storage_url: str | None = None, tracking_u
         timeout = max(deadline - time.monotonic(), 0.01)
     try:
         if jobs <= 1:
-            _optimize(sealed, tracker, experiment_id, parent_run_id, budget, timeout, worker=0, on_progress=on_progress)
+            _optimize(sealed, tracker, experiment_id, parent_run_id, budget, timeout, worker=0, on_progress=on_progress,
+                      fold_workers=usable_cores())
         else:
             _run_workers(sealed, Path(study_file), tracker.uri, budget, timeout, jobs, on_progress)
     except BaseException:
@@ -167,7 +169,9 @@ def _open_parent_run(tracker: Tracker, sealed: SealedStudy, experiment_id: str, 
 
 
 def _optimize(sealed: SealedStudy, tracker: Tracker, experiment_id: str, parent_run_id: str, budget: int,
-              timeout: float | None, worker: int, on_progress: Callable[[Progress], None] | None) -> None:
+              timeout: float | None, worker: int, on_progress: Callable[[Progress], None] | None,
+              fold_workers: int) -> None:
+    """Search in this process; `fold_workers` folds of a trial are fitted at once (its share of the cores)."""
     config = sealed.config
     study = sealed.study
     close_lost_runs(study, tracker, experiment_id, parent_run_id)
@@ -181,7 +185,7 @@ def _optimize(sealed: SealedStudy, tracker: Tracker, experiment_id: str, parent_
                           {**{k: v for k, v in device_tags(uses_tensorflow).items() if not k.startswith("version.")},
                            **worker_tags(worker), "split_digest": sealed.split.digest},  # the split it verified
                           budget=TimeBudget.from_timeout(timeout), bags=trial_bags(sealed),
-                          search_rows=sealed.split.search_rows())
+                          search_rows=sealed.split.search_rows(), fold_workers=fold_workers)
     enqueue_portfolio(study, list(config.families), budget, folds[0].spec)
     first = len(study.trials)
     shared = other_worker_at_work(study.get_trials(deepcopy=False), first)
@@ -318,7 +322,7 @@ def search_folds(sealed: SealedStudy) -> list[Fold]:
 
 
 def _worker_main(study_file: str, storage_url: str, tracking_uri: str, budget: int, timeout: float | None,
-                 worker: int) -> None:
+                 worker: int, jobs: int) -> None:
     """Entry point of a `--jobs` worker process: reopen the same sealed study and search."""
     interrupt_on_signals()
     config, base_dir = load_study_file(study_file)
@@ -327,7 +331,8 @@ def _worker_main(study_file: str, storage_url: str, tracking_uri: str, budget: i
     experiment_id = tracker.experiment_id(config.name)
     parent = tracker.open_study_run(experiment_id, sealed.study.user_attrs[ATTR + "uid"], config.name, {}, {}, {})
     try:
-        _optimize(sealed, tracker, experiment_id, parent, budget, timeout, worker, on_progress=None)
+        _optimize(sealed, tracker, experiment_id, parent, budget, timeout, worker, on_progress=None,
+                  fold_workers=max(1, usable_cores() // jobs))
     except KeyboardInterrupt:
         raise SystemExit(130) from None
 
@@ -337,7 +342,7 @@ def _run_workers(sealed: SealedStudy, study_file: Path, tracking_uri: str, budge
     """`--jobs N`: N processes on the same storage (TensorFlow state is per process, not per thread)."""
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_worker_main, args=(str(study_file), sealed.storage_url, tracking_uri,
-                                                            budget, timeout, i + 1), daemon=False)
+                                                            budget, timeout, i + 1, jobs), daemon=False)
                for i in range(jobs)]
     for process in workers:
         process.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
+from tuner.core.threads import fit_threads
 from tuner.models.registry import register
 from tuner.models.estimators.member import SklearnMember
 from tuner.models.base import Family, ProblemSpec
@@ -36,7 +37,7 @@ class RandomForestFamily(Family):
 
     def build(self, params: dict, spec: ProblemSpec) -> SklearnMember:
         forest = RandomForestClassifier if spec.is_classification else RandomForestRegressor
-        return SklearnMember(forest(**params, n_jobs=-1, random_state=spec.seed),
+        return SklearnMember(forest(**params, n_jobs=fit_threads(), random_state=spec.seed),
                              classification=spec.is_classification)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from tuner.core.deadline import past_deadline
 from tuner.core.metrics import METRICS
+from tuner.core.threads import fit_threads
 from tuner.models.registry import register
 from tuner.models.base import BoosterMember, Family, ProblemSpec
 
@@ -60,7 +61,7 @@ class XGBoostMember(BoosterMember):
         categorical = set(self.spec.native_categorical)
         self.model_ = model_class(
             **self.params, n_estimators=self.spec.max_rounds, tree_method="hist",
-            eval_metric=metric, callbacks=callbacks, random_state=self.spec.seed, n_jobs=0,
+            eval_metric=metric, callbacks=callbacks, random_state=self.spec.seed, n_jobs=fit_threads(),
             enable_categorical=bool(categorical),
             feature_types=["c" if i in categorical else "q" for i in range(X.shape[1])] if categorical else None,
         )

@@ -107,6 +107,11 @@ class CustomFamily(KerasFamily):
     def prepare(self, options: Any, base_dir: Path) -> None:
         resolve_builder(options.builder, base_dir)
 
+    def fits_in_workers(self) -> bool:
+        """No: the builder is the user's code, found through the study folder this process put on
+        its path, which a worker started earlier does not have."""
+        return False
+
     def inputs(self, spec: ProblemSpec) -> CustomInputs:
         view = self.view_for(spec)
         shape = {"image": spec.image_shape, "sequence": spec.sequence_shape, "tokens": spec.sequence_shape,

@@ -30,3 +30,12 @@ class KerasFamily(Family):
 
     def release_memory(self) -> None:
         training.release_memory()
+
+    def fits_in_workers(self) -> bool:
+        """On a CPU, yes: each worker is one more core. A GPU is shared by the study's own process instead."""
+        from tuner.core.devices import configure_tensorflow
+
+        return not configure_tensorflow()
+
+    def limit_process_threads(self, threads: int) -> None:
+        training.limit_threads(threads)

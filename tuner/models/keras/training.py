@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -257,6 +258,18 @@ class KerasMember(Member):
 
 def _state_path(model_path: Path) -> Path:
     return model_path.with_suffix(".member.json")
+
+
+@lru_cache(maxsize=1)
+def limit_threads(threads: int) -> None:
+    """TensorFlow's thread pools for this process: set once, before its first operation (later, TensorFlow
+    keeps the pools it started with)."""
+    tf = import_tensorflow()
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass
 
 
 def release_memory() -> None:
