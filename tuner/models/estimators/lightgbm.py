@@ -134,7 +134,10 @@ register(LightGBMFamily())
 class _StopAtDeadline:
     """A search trial ends at the round that crosses the study's timeout (the best round is kept)."""
 
-    order = 40  # after the round is recorded (20) and early stopping has looked (30)
+    def __init__(self) -> None:
+        # after the round is recorded (20) and early stopping has looked (30); set on the instance, where
+        # lightgbm.train looks before giving a callback its own order
+        self.order = 40
 
     def __call__(self, env) -> None:
         import lightgbm as lgb
