@@ -113,8 +113,9 @@ class Member(ABC):
 
 
 class BoosterMember(Member):
-    """A gradient-boosted member (XGBoost, LightGBM, CatBoost, HistGradientBoosting): params and spec, a fitted `model_`
-    with scikit-learn's predict face, and its state saved beside the model file as `.member.json`."""
+    """A gradient-boosted member (XGBoost, LightGBM, CatBoost, HistGradientBoosting): params and spec,
+    a fitted `model_` (scikit-learn's predict face unless the member overrides `predict_scores`), and
+    its state saved beside the model file as `.member.json`."""
 
     def __init__(self, params: dict, spec: ProblemSpec) -> None:
         super().__init__()
