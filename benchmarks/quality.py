@@ -7,10 +7,12 @@ from the user's file only and is scored once on the held-back rows:
   then `tuner predict` of the export on the held-back rows; beside it tuner's own best single
   trial (the build's `best_single` blend) on the same rows;
 - scikit-learn defaults (logistic regression / ridge, random forest, HistGradientBoosting) on
-  imputed, one-hot inputs, and XGBoost defaults on pandas categoricals (`enable_categorical`);
+  imputed, one-hot inputs; XGBoost (`enable_categorical`) and LightGBM defaults on pandas
+  categoricals; CatBoost defaults on its own `cat_features` (levels as strings, "missing" one of them);
 - FLAML's `AutoML` with `time_budget=B` on the same two cores, when installed (`pip install -e '.[bench]'`).
 
 Usage: python benchmarks/quality.py [--budgets 60,300] [--tables churn,land_use,...] [--no-flaml]
+                                   [--families linear,random_forest,...]
 Prints one table per budget with the bar per table, and writes benchmarks/results/quality.csv.
 """
 
@@ -43,6 +45,8 @@ RESULTS = Path(__file__).parent / "results"
 FAMILIES = ["linear", "random_forest", "xgboost", "hist_boosting", "dense"]
 FLAML_METRIC = {"roc_auc": "roc_auc", "accuracy": "accuracy", "rmse": "rmse"}
 TUNER, RF, XGB = "tuner export", "random forest defaults", "XGBoost defaults"
+HGB, LGBM, CATBOOST = "HistGradientBoosting defaults", "LightGBM defaults", "CatBoost defaults"
+LIBRARY_DEFAULTS = [RF, XGB, HGB, LGBM, CATBOOST]  # the bar: the export is never below any of them
 
 
 def user_rows(name: str, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, str, str]:
@@ -67,6 +71,8 @@ def score(metric: str, classes: list | None, y: pd.Series, predicted: np.ndarray
 
 
 def _defaults(train: pd.DataFrame, held: pd.DataFrame, task: str, metric: str, classes) -> dict:
+    from catboost import CatBoostClassifier, CatBoostRegressor
+    from lightgbm import LGBMClassifier, LGBMRegressor
     from sklearn.compose import ColumnTransformer
     from sklearn.ensemble import (HistGradientBoostingClassifier, HistGradientBoostingRegressor,
                                   RandomForestClassifier, RandomForestRegressor)
@@ -88,8 +94,8 @@ def _defaults(train: pd.DataFrame, held: pd.DataFrame, task: str, metric: str, c
     contenders = {
         "logistic / ridge defaults": make_pipeline(encode(), LogisticRegression(max_iter=2000) if classify else Ridge()),
         RF: make_pipeline(encode(), (RandomForestClassifier if classify else RandomForestRegressor)(n_jobs=-1, random_state=0)),
-        "HistGradientBoosting defaults": make_pipeline(encode(), (HistGradientBoostingClassifier if classify
-                                                                  else HistGradientBoostingRegressor)(random_state=0)),
+        HGB: make_pipeline(encode(), (HistGradientBoostingClassifier if classify
+                                      else HistGradientBoostingRegressor)(random_state=0)),
     }
     results = {}
     for name, model in contenders.items():
@@ -98,16 +104,28 @@ def _defaults(train: pd.DataFrame, held: pd.DataFrame, task: str, metric: str, c
         predicted = model.predict_proba(Xh) if classify else model.predict(Xh)
         results[name] = (*score(metric, classes, held["target"], predicted), time.perf_counter() - started)
     as_categories = lambda frame: frame.astype({c: "category" for c in categorical})  # noqa: E731
-    started = time.perf_counter()
-    booster = (XGBClassifier if classify else XGBRegressor)(enable_categorical=True, tree_method="hist", n_jobs=0,
-                                                           random_state=0)
-    booster.fit(as_categories(X), label(y))
-    Xh_cat = as_categories(Xh)
+    X_cat, Xh_cat = as_categories(X), as_categories(Xh)
     for c in categorical:  # the held-back rows' categories in the training rows' order, unseen ones missing
-        seen = as_categories(X)[c].cat.categories
+        seen = X_cat[c].cat.categories
         Xh_cat[c] = pd.Categorical(Xh[c].where(Xh[c].isin(seen)), categories=seen)
-    predicted = booster.predict_proba(Xh_cat) if classify else booster.predict(Xh_cat)
-    results[XGB] = (*score(metric, classes, held["target"], predicted), time.perf_counter() - started)
+    boosters = {
+        XGB: (XGBClassifier if classify else XGBRegressor)(enable_categorical=True, tree_method="hist", n_jobs=0,
+                                                          random_state=0),
+        LGBM: (LGBMClassifier if classify else LGBMRegressor)(random_state=0, verbose=-1),  # pandas categoricals
+    }
+    for name, booster in boosters.items():
+        started = time.perf_counter()
+        booster.fit(X_cat, label(y))
+        predicted = booster.predict_proba(Xh_cat) if classify else booster.predict(Xh_cat)
+        results[name] = (*score(metric, classes, held["target"], predicted), time.perf_counter() - started)
+    as_strings = lambda frame: frame.assign(**{  # noqa: E731  (CatBoost takes no NaN level: "missing" is one)
+        c: frame[c].astype(object).where(frame[c].notna(), "missing").astype(str) for c in categorical})
+    started = time.perf_counter()
+    catboost = (CatBoostClassifier if classify else CatBoostRegressor)(random_seed=0, verbose=False,
+                                                                      allow_writing_files=False)
+    catboost.fit(as_strings(X), label(y), cat_features=categorical)
+    predicted = catboost.predict_proba(as_strings(Xh)) if classify else catboost.predict(as_strings(Xh))
+    results[CATBOOST] = (*score(metric, classes, held["target"], predicted), time.perf_counter() - started)
     return results
 
 
@@ -132,12 +150,12 @@ def _flaml(train: pd.DataFrame, held: pd.DataFrame, task: str, metric: str, clas
 
 
 def _tuner(name: str, train: pd.DataFrame, held: pd.DataFrame, task: str, metric: str, classes, budget: float,
-           folder: Path) -> tuple[dict, dict]:
+           folder: Path, families: list[str]) -> tuple[dict, dict]:
     data = folder / f"{name}.csv"
     train.to_csv(data, index=False)
     held.drop(columns="target").to_csv(folder / f"{name}-new.csv", index=False)
     study = {"name": f"{name}-{budget:.0f}", "data": {"source": data.name, "target": "target"},
-             "families": FAMILIES, "budget": {"trials": 10_000}}
+             "families": families, "budget": {"trials": 10_000}}
     path = folder / f"{name}-{budget:.0f}.yaml"
     path.write_text(yaml.safe_dump(study))
     stores = ["--storage", f"sqlite:///{folder}/optuna.db", "--tracking-uri", f"sqlite:///{folder}/mlflow.db",
@@ -175,6 +193,7 @@ def main() -> None:
     parser.add_argument("--budgets", default="60,300", help="seconds of `tuner run-all --budget` (and FLAML's)")
     parser.add_argument("--tables", default=",".join(TABLES))
     parser.add_argument("--no-flaml", action="store_true")
+    parser.add_argument("--families", default=",".join(FAMILIES), help="the families of tuner's study file")
     args = parser.parse_args()
     budgets = [float(b) for b in args.budgets.split(",")]
     try:
@@ -192,7 +211,8 @@ def main() -> None:
             classes = None if task == "regression" else sorted(pd.unique(train["target"]))
             results = _defaults(train, held, task, metric, classes)
             with tempfile.TemporaryDirectory() as tmp:
-                mine, facts = _tuner(name, train, held, task, metric, classes, budget, Path(tmp))
+                mine, facts = _tuner(name, train, held, task, metric, classes, budget, Path(tmp),
+                                     args.families.split(","))
             results.update(mine)
             if with_flaml:
                 results.update(_flaml(train, held, task, metric, classes, budget))
@@ -217,7 +237,8 @@ def _print_table(rows: list[dict], budget: float) -> None:
     tables = list(dict.fromkeys(r["table"] for r in rows))
     contenders = list(dict.fromkeys(r["contender"].split(" (")[0] for r in rows))
     print(f"\n### budget {budget:.0f} s\n")
-    print("| table (metric) | " + " | ".join(contenders) + " | tuner wall s | export vs RF / XGB defaults | vs own best trial |")
+    print("| table (metric) | " + " | ".join(contenders)
+          + " | tuner wall s | export vs RF / XGB / HGB / LightGBM / CatBoost defaults | vs own best trial |")
     print("|---|" + "---:|" * len(contenders) + "---:|---|---|")
     better = 0
     for table in tables:
@@ -231,14 +252,14 @@ def _print_table(rows: list[dict], budget: float) -> None:
                 return "equal"
             return "better" if gain > 0 else ("worse within 1 SE" if -gain <= export["se"] else "WORSE beyond 1 SE")
 
-        verdicts = [versus(mine[RF]), versus(mine[XGB])]
+        verdicts = [versus(mine[default]) for default in LIBRARY_DEFAULTS]
         better += all(v == "better" for v in verdicts)
         single = versus(next(r for k, r in mine.items() if k.startswith("tuner best single")))
         cells = [f"{mine[c]['score']:.4f}" if c in mine else "-" for c in contenders]
         held = "held" if export["wall_s"] <= budget * 1.05 else "OVER"
         print(f"| {table} ({export['metric']}) | " + " | ".join(cells)
               + f" | {export['wall_s']:.0f} ({held}) | {' / '.join(verdicts)} | {single} |")
-    print(f"\nbetter than both the RF and XGBoost defaults on {better} of {len(tables)} tables at {budget:.0f} s")
+    print(f"\nbetter than every library default on {better} of {len(tables)} tables at {budget:.0f} s")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ scikit-learn's `check_estimator` and Optuna's storage test suite are the models)
 Each case is a family on a small problem, named `family-problem` in the test ids. The contract:
 the search space is deterministic under `FixedTrial` and returns plain values; a fitted member
 predicts one finite score per row (probabilities summing to 1 for classification); save and load
-give identical predictions; a stepwise family (Keras epochs, XGBoost rounds) raises `TrialPruned`
+give identical predictions; a stepwise family (Keras epochs, boosting rounds) raises `TrialPruned`
 when its pruner says so and a one-shot family never asks; library defaults lie in the space and build.
 """
 
@@ -44,7 +44,7 @@ VIEW_PROBLEMS = {
     "sequence": ["series", "text"],
     "columns": ["mixed"],
 }
-STEPWISE = {"xgboost"} | {name for name, family in FAMILIES.items() if family.uses_tensorflow}
+STEPWISE = {"xgboost", "lightgbm", "catboost"} | {name for name, family in FAMILIES.items() if family.uses_tensorflow}
 CASES = [(name, problem) for name, family in sorted(FAMILIES.items()) for problem in VIEW_PROBLEMS.get(family.view, [])]
 CASE_IDS = [f"{name}-{problem}" for name, problem in CASES]
 FIRST_CASES = [(name, problems[0]) for name, problems in
@@ -169,7 +169,9 @@ PRUNE_CASES = [pytest.param(n, p, id=f"{n}-{p}", marks=[pytest.mark.slow] if FAM
 @pytest.mark.parametrize("name, problem_name", PRUNE_CASES)
 def test_a_stepwise_fit_is_pruned_when_its_pruner_says_so_and_a_one_shot_fit_never_asks(name, problem_name):
     data = problem(problem_name)
-    study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(lower=1e300))  # prunes at the first report
+    # prunes at the first report; the study's direction is its metric's, as a tuner study's is (LightGBM checks)
+    study = optuna.create_study(direction=METRICS[data.spec.metric].direction,
+                                pruner=optuna.pruners.ThresholdPruner(lower=1e300))
     trial = study.ask()
     params = smallest_params(name, data.spec)
     if name in STEPWISE:

@@ -113,8 +113,9 @@ class Member(ABC):
 
 
 class BoosterMember(Member):
-    """A gradient-boosted member (XGBoost, HistGradientBoosting): params and spec, a fitted `model_`
-    with scikit-learn's predict face, and its state saved beside the model file as `.member.json`."""
+    """A gradient-boosted member (XGBoost, LightGBM, CatBoost, HistGradientBoosting): params and spec,
+    a fitted `model_` (scikit-learn's predict face unless the member overrides `predict_scores`), and
+    its state saved beside the model file as `.member.json`."""
 
     def __init__(self, params: dict, spec: ProblemSpec) -> None:
         super().__init__()
@@ -153,7 +154,8 @@ class Family(ABC):
     # module -> pip package the family imports only when it fits, checked before a study starts
     requires: ClassVar[dict[str, str]] = {}
     # where its default sits in a new study's portfolio: lower first, ties by name (the cheap
-    # scikit-learn and XGBoost families 10-40, any other family 50, the Keras families 100)
+    # scikit-learn and XGBoost families 10-40, LightGBM 50 as any other family, CatBoost 60, the Keras
+    # families 100)
     portfolio_rank: ClassVar[int] = 50
     curve_step: ClassVar[str] = "round"  # its per-step curves are logged as `<curve_step>/<name>`
     draws_curves: ClassVar[bool] = False  # the study page draws its best trials' learning curves

@@ -9,22 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from tuner.core.deadline import past_deadline
 from tuner.core.metrics import METRICS
 from tuner.core.threads import fit_threads
 from tuner.models.registry import register
 from tuner.models.base import BoosterMember, Family, ProblemSpec
-
-
-def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    labels = y_pred.argmax(axis=1) if y_pred.ndim == 2 else (y_pred > 0.5)
-    return float(np.mean(labels == y_true))
-
-
-def r2(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    return float(1.0 - np.sum((y_true - y_pred) ** 2) / np.sum((y_true - np.mean(y_true)) ** 2))
+from tuner.models.estimators.round_metrics import accuracy, r2
 
 
 _CALLABLE_METRICS = {"accuracy": accuracy, "r2": r2}  # metrics XGBoost does not compute itself
