@@ -31,20 +31,23 @@ def staging_prefix(final: Path, kind: str) -> str:
 
 def clear_leftovers(final: Path, tracker: Any, name: str, manifest_name: str) -> str | None:
     """Remove what killed exports to `final` (registered as `name`) left; one line saying what, or None."""
-    folders = _clear_folders(final)
+    folders, restored = _clear_folders(final)
     versions = _clear_versions(final, tracker, name, manifest_name)
-    if not folders and not versions:
-        return None
     said = [f"{len(folders)} staging folder(s) ({', '.join(folders)})"] if folders else []
     said += [f"registry version(s) {', '.join(versions)} of {name!r} with no model folder"] if versions else []
-    return "removed what a stopped export left: " + " and ".join(said)
+    line = "removed what a stopped export left: " + " and ".join(said) if said else None
+    if restored:
+        back = f"put the earlier export back in {final} from {restored}"
+        line = f"{line}; {back}" if line else f"a stopped export left the earlier one aside: {back}"
+    return line
 
 
-def _clear_folders(final: Path) -> list[str]:
+def _clear_folders(final: Path) -> tuple[list[str], str | None]:
+    """Staging folders of dead exports removed, and the earlier export put back when nothing took its place."""
     if not final.parent.is_dir():
-        return []
+        return [], None
     pattern = re.compile(rf"^\.{re.escape(final.name)}-(?:{'|'.join(STAGING_KINDS)})-(\d+)-")
-    removed = []
+    removed, restored = [], None
     for folder in sorted(final.parent.iterdir()):
         match = pattern.match(folder.name)
         if match and folder.is_dir() and not _alive(int(match.group(1))):
@@ -52,11 +55,12 @@ def _clear_folders(final: Path) -> list[str]:
             removed.append(folder.name)
     earlier = sorted((f for f in final.parent.glob(f".{final.name}-old-*") if f.is_dir()), key=lambda f: f.stat().st_mtime)
     if earlier and not final.exists():  # killed between moving the earlier export aside and renaming the new one in
-        earlier.pop().rename(final)
+        restored = earlier.pop()
+        restored.rename(final)
     for folder in earlier:
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder.name)
-    return removed
+    return removed, None if restored is None else restored.name
 
 
 def _clear_versions(final: Path, tracker: Any, name: str, manifest_name: str) -> list[str]:
