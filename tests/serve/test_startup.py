@@ -132,19 +132,18 @@ def test_tuner_predict_of_a_tree_only_export_skips_mlflow_and_tensorflow_with_py
         predict_file(folder, tmp_path / "customers.csv")
 
 
-def test_a_scikit_learn_member_loads_without_mlflow_and_honours_the_pickle_switch(tmp_path, monkeypatch):
+def test_a_scikit_learn_member_round_trips_through_skops_without_mlflow(tmp_path):
     from sklearn.linear_model import LogisticRegression
 
     from tuner.models.estimators.member import SklearnMember
 
     X, y = np.random.default_rng(0).normal(size=(40, 3)), np.arange(40) % 2
-    saved = SklearnMember(LogisticRegression(), classification=True).fit(X, y).save(tmp_path / "member")
+    member = SklearnMember(LogisticRegression(), classification=True).fit(X, y)
+    saved = member.save(tmp_path / "member")
+    assert sorted(p.name for p in saved.iterdir()) == ["estimator.skops", "member.json"]
     loaded = SklearnMember.load(saved)
-    np.testing.assert_array_equal(loaded.predict_scores(X), mlflow.sklearn.load_model(str(saved)).predict_proba(X))
+    np.testing.assert_array_equal(loaded.predict_scores(X), member.predict_scores(X))
     assert loaded.classification
-    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
-    with pytest.raises(TunerError, match="MLFLOW_ALLOW_PICKLE_DESERIALIZATION"):
-        SklearnMember.load(saved)
 
 
 def test_main_skips_the_last_collection_after_predict_only(tmp_path, monkeypatch):

@@ -22,13 +22,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import joblib
 import numpy as np
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import LabelEncoder, OneHotEncoder, StandardScaler
 
 from tuner.core.metrics import renormalise
+from tuner.core.safe_files import load_estimator, save_estimator
 from tuner.data import Part
 from tuner.ensemble.fitted import Combiner, FittedMember, register_combiner
 from tuner.ensemble.oof import FoldFit, fit_candidate
@@ -64,19 +64,19 @@ class StackedLinear(Combiner):
     model: Pipeline
     task: str
     kind: ClassVar[str] = "stacked"
-    FILE: ClassVar[str] = "stacked_meta_model.joblib"
+    FILE: ClassVar[str] = "stacked_meta_model.skops"
 
     def combine(self, scores, members, views) -> np.ndarray:
         features = meta_features(scores, self.task)
         return self.model.predict_proba(features) if self.task != "regression" else self.model.predict(features)
 
     def to_record(self, folder: Path) -> dict[str, Any]:
-        joblib.dump(self.model, folder / self.FILE)
+        save_estimator(self.model, folder / self.FILE)
         return {"task": self.task, "meta_model": self.FILE}
 
     @classmethod
     def from_record(cls, record: dict[str, Any], folder: Path) -> StackedLinear:
-        return cls(joblib.load(folder / record["meta_model"]), record["task"])
+        return cls(load_estimator(folder / record["meta_model"]), record["task"])
 
 
 def fit_stacked(scores: list[np.ndarray], y: np.ndarray, task: str, seed: int = 0) -> StackedLinear:
@@ -158,7 +158,7 @@ class WideAndDeep(Combiner):
     """`members[tree_index]` (if any) gives the leaves; the Keras model does the rest."""
 
     kind: ClassVar[str] = "wide_deep"
-    MODEL, LEAVES = "wide_deep.keras", "wide_deep_leaves.joblib"
+    MODEL, LEAVES = "wide_deep.keras", "wide_deep_leaves.skops"
 
     def __init__(self, model: Any, task: str, deep_view: str, deep_keys: list[str] | None, tree_index: int | None,
                  leaf_encoder: OneHotEncoder | None, target_scale: tuple[float, float], deep_part: dict[str, Any]) -> None:
@@ -195,7 +195,7 @@ class WideAndDeep(Combiner):
     def to_record(self, folder: Path) -> dict[str, Any]:
         self.model.save(folder / self.MODEL)
         if self.leaf_encoder is not None:
-            joblib.dump(self.leaf_encoder, folder / self.LEAVES)
+            save_estimator(self.leaf_encoder, folder / self.LEAVES)
         return {"model": self.MODEL, "leaf_encoder": self.LEAVES if self.leaf_encoder is not None else None,
                 "task": self.task, "deep_view": self.deep_view, "deep_keys": self.deep_keys,
                 "tree_index": self.tree_index, "target_scale": list(self.target_scale), "deep_part": self.deep_part}
@@ -204,8 +204,8 @@ class WideAndDeep(Combiner):
     def from_record(cls, record: dict[str, Any], folder: Path) -> WideAndDeep:
         from tuner.models.keras.training import keras
 
-        encoder = joblib.load(folder / record["leaf_encoder"]) if record["leaf_encoder"] else None
-        return cls(keras().models.load_model(folder / record["model"]), record["task"], record["deep_view"],
+        encoder = load_estimator(folder / record["leaf_encoder"]) if record["leaf_encoder"] else None
+        return cls(keras().models.load_model(folder / record["model"], safe_mode=True), record["task"], record["deep_view"],
                    record["deep_keys"], record["tree_index"], encoder, record["target_scale"], record["deep_part"])
 
 

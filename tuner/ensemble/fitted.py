@@ -3,8 +3,10 @@
 It holds what a prediction needs and nothing from the search: the preprocessing fitted on the
 train + validation rows, the target's labels, the members refitted there, and the combiner that
 turns their scores into one. `save(folder)` writes each member in its own library's format
-(`.keras`, XGBoost JSON, scikit-learn through MLflow) beside one JSON description, so nothing
-pickles the ensemble object itself; `load(folder)` gives identical predictions.
+(`.keras`, XGBoost JSON, scikit-learn objects and the preprocessing as skops files) beside one JSON
+description and `checksums.json`: nothing in the folder is a pickle, so loading it runs no code it
+carries. `load(folder)` checks every file against the checksums first, builds only tuner's own
+member classes and trusted scikit-learn types, and gives identical predictions.
 """
 
 from __future__ import annotations
@@ -17,16 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import joblib
 import numpy as np
 import pandas as pd
 
+from tuner.core.safe_files import load_estimator, save_estimator, verify_checksums, write_checksums
 from tuner.data.preprocess import FeaturePreprocessor
 from tuner.models import Member
+from tuner.models.bagged_member import class_name
+from tuner.models.registry import member_class
 
 DESCRIPTION = "ensemble.json"
 RAW_VIEW = "raw"  # a member that preprocesses rows itself (a bag: one preprocessing per fold) reads them raw
-PREPROCESSOR = "preprocessor.joblib"
+PREPROCESSOR = "preprocessor.skops"
 EXAMPLE_TABLE, EXAMPLE_ARRAY = "example.parquet", "example.npy"
 
 
@@ -178,9 +182,9 @@ class FittedEnsemble:
                 path = fitted.member.save(home / "member")
                 if saved is not None:
                     saved[id(fitted.member)] = path
-            members.append({**fitted.record(), "path": str(path.relative_to(folder)),
-                            "member_class": f"{type(fitted.member).__module__}:{type(fitted.member).__name__}"})
-        joblib.dump(self.preprocessor, folder / PREPROCESSOR)
+            members.append({**fitted.record(), "path": path.relative_to(folder).as_posix(),
+                            "member_class": class_name(fitted.member)})
+        save_estimator(self.preprocessor, folder / PREPROCESSOR)
         if isinstance(self.example, pd.DataFrame):
             self.example.to_parquet(folder / EXAMPLE_TABLE)
         elif self.example is not None:
@@ -192,26 +196,27 @@ class FittedEnsemble:
             "fingerprint": self.fingerprint, "split_digest": self.split_digest, "scores": self.scores,
         }
         (folder / DESCRIPTION).write_text(json.dumps(description, indent=2))
+        write_checksums(folder)
         return folder
 
     @classmethod
     def load(cls, folder: str | Path) -> FittedEnsemble:
-        import importlib
-
+        """Raises `ChangedFileError` (tuner.core.safe_files) when a file differs from what `save` wrote."""
         folder = Path(folder)
+        verify_checksums(folder)
         description = json.loads((folder / DESCRIPTION).read_text())
         members = []
         for record in description["members"]:
-            module, name = record["member_class"].split(":")
-            member_class = getattr(importlib.import_module(module), name)
+            loaded = member_class(record["member_class"]).load(folder / record["path"])
             members.append(FittedMember(record["study"], record["trial"], record["family"], record["params"],
-                                        record["steps"], record["view"], member_class.load(folder / record["path"])))
+                                        record["steps"], record["view"], loaded))
         combiner_record = dict(description["combiner"])
         combiner = COMBINERS[combiner_record.pop("kind")].from_record(combiner_record, folder)
         example = (pd.read_parquet(folder / EXAMPLE_TABLE) if (folder / EXAMPLE_TABLE).exists()
-                   else np.load(folder / EXAMPLE_ARRAY) if (folder / EXAMPLE_ARRAY).exists() else None)
+                   else np.load(folder / EXAMPLE_ARRAY, allow_pickle=False) if (folder / EXAMPLE_ARRAY).exists()
+                   else None)
         return cls(description["name"], description["task"], description["metric"], description["classes"],
-                   joblib.load(folder / PREPROCESSOR), members, combiner, description["fingerprint"],
+                   load_estimator(folder / PREPROCESSOR), members, combiner, description["fingerprint"],
                    description["split_digest"], description["scores"], example)
 
 

@@ -193,16 +193,10 @@ def _show_on_studies(tracker, sources, name: str, images: dict[str, bytes]) -> N
 
 
 def _save_blends(ensembles: dict[str, FittedEnsemble], folder: Path) -> None:
-    """Each blend in its own folder; MLflow's warning per scikit-learn member about pickles is said once in docs."""
-    sklearn_log = logging.getLogger("mlflow.sklearn")
-    level = sklearn_log.level
-    sklearn_log.setLevel(logging.ERROR)
+    """Each blend in its own folder."""
     saved: dict[int, Path] = {}  # a member several blends share is written once, then hard-linked
-    try:
-        for blend, ensemble in ensembles.items():
-            ensemble.save(folder / blend, saved)
-    finally:
-        sklearn_log.setLevel(level)
+    for blend, ensemble in ensembles.items():
+        ensemble.save(folder / blend, saved)
 
 
 def _scored(metric: Metric, y: np.ndarray, scores: np.ndarray) -> tuple[float, float]:

@@ -14,6 +14,7 @@ import numpy as np
 
 from tuner.core.metrics import renormalise
 from tuner.models.base import Member
+from tuner.models.registry import member_class
 
 BAG_DESCRIPTION = "bag.json"
 
@@ -41,50 +42,55 @@ class BaggedMember(Member):
         return renormalise(mean)
 
     def save(self, path: str | Path) -> Path:
-        """One folder: the fold models (`write_fold_models`) and each fold's preprocessing (joblib)."""
-        import joblib
+        """One folder, nothing pickled: each fold model in its own format (`fold-NN`), each fold's
+        preprocessing as a skops file, `bag.json` naming the fold models' classes."""
+        from tuner.core.safe_files import save_estimator
 
         path = Path(path)
         path.mkdir(parents=True)
-        write_fold_models(self.members, path)
-        joblib.dump(self.preprocessors, path / "preprocessors.joblib")
-        (path / BAG_DESCRIPTION).write_text(json.dumps({"view": self.view, "folds": len(self.members)}))
+        classes = []
+        for index, (member, preprocessor) in enumerate(zip(self.members, self.preprocessors)):
+            member.save(path / f"fold-{index:02d}")
+            save_estimator(preprocessor, path / f"preprocessor-{index:02d}")
+            classes.append(class_name(member))
+        (path / BAG_DESCRIPTION).write_text(json.dumps({"view": self.view, "folds": len(self.members), "classes": classes}))
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> BaggedMember:
-        import joblib
+        from tuner.core.safe_files import load_estimator
 
         path = Path(path)
         description = json.loads((path / BAG_DESCRIPTION).read_text())
-        return cls(read_fold_models(path), joblib.load(path / "preprocessors.joblib"), description["view"])
+        members = [member_class(name).load(path / f"fold-{index:02d}") for index, name in enumerate(description["classes"])]
+        preprocessors = [load_estimator(path / f"preprocessor-{index:02d}") for index in range(len(members))]
+        return cls(members, preprocessors, description["view"])
+
+
+def class_name(member: Member) -> str:
+    """How a saved blend names a member's class (`tuner.models.registry.member_class` reads it back)."""
+    return f"{type(member).__module__}:{type(member).__name__}"
 
 
 def write_fold_models(members: list[Member], folder: Path) -> None:
-    """Into `folder`: one joblib list of picklable fold models (scikit-learn, XGBoost), or each
-    Keras fold model in its own `.keras` file with the classes to load them by."""
+    """Into `folder`, for a trial's bag kept on this machine (`tuner.study.trial_bags`): one joblib list
+    of picklable fold models (scikit-learn, XGBoost), or each Keras fold model in its own `.keras`
+    file with the classes to load them by. A bag that leaves the machine is written by `save`."""
     import joblib
 
     folder.mkdir(parents=True, exist_ok=True)
     if all(m.picklable for m in members):
         joblib.dump(members, folder / "folds.joblib")
         return
-    classes = []
     for index, member in enumerate(members):
         member.save(folder / f"fold-{index:02d}")
-        classes.append(f"{type(member).__module__}:{type(member).__name__}")
-    (folder / "classes.json").write_text(json.dumps(classes))
+    (folder / "classes.json").write_text(json.dumps([class_name(m) for m in members]))
 
 
 def read_fold_models(folder: Path) -> list[Member]:
-    import importlib
-
     import joblib
 
     if (folder / "folds.joblib").exists():
         return joblib.load(folder / "folds.joblib")
-    members = []
-    for index, path in enumerate(json.loads((folder / "classes.json").read_text())):
-        module, name = path.split(":")
-        members.append(getattr(importlib.import_module(module), name).load(folder / f"fold-{index:02d}"))
-    return members
+    return [member_class(name).load(folder / f"fold-{index:02d}")
+            for index, name in enumerate(json.loads((folder / "classes.json").read_text()))]

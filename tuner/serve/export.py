@@ -12,13 +12,18 @@ The manifest's `trained_on` says which rows trained the exported model.
 
 Atomic: everything is written to a hidden folder beside the destination and renamed into place
 last; any failure, Ctrl-C included, removes it, keeps an earlier export and takes back what was
-logged or registered in MLflow.
+logged or registered in MLflow. A process killed on the way cleans nothing, so each export first
+removes what a killed export of the same name left (`tuner.serve.leftovers`) and says so.
+
+Nothing in the model folder's artifacts is a pickle (`tuner.ensemble.fitted`), and its
+`checksums.json` is checked before the blend loads.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import logging
 import platform
 import shutil
 import tempfile
@@ -32,16 +37,19 @@ import numpy as np
 import pandas as pd
 
 from tuner.ensemble import FittedEnsemble, WeightedAverage
+from tuner.core.safe_files import ChangedFileError
 from tuner.ensemble.fitted import DESCRIPTION
 from tuner.ensemble.store import built_dir, ensembles_root, read_build, swap_folder
 from tuner.core.errors import TunerError
 from tuner.serve.predict import ARTIFACT  # the blend folder's name in context.artifacts (tuner/serve/pyfunc_model.py)
-from tuner.serve.refit import REFIT_MODES, as_scored, refit_on_every_row, refit_refusal, save_refitted
+from tuner.serve.leftovers import clear_leftovers, staging_prefix
+from tuner.serve.refit import REFIT_MODES, as_scored, refit_on_every_row, refit_refusal
 from tuner.tracking import CHAMPION, PublishedModel, Tracker
 
 MANIFEST = "manifest.json"
 SERVING_CODE = Path(__file__).with_name("pyfunc_model.py")
-VERSIONED = ("tuner", "mlflow", "tensorflow", "keras", "xgboost", "scikit-learn", "numpy", "pandas")
+log = logging.getLogger("tuner")
+VERSIONED = ("tuner", "mlflow", "tensorflow", "keras", "xgboost", "scikit-learn", "skops", "numpy", "pandas")
 
 
 @dataclass
@@ -50,6 +58,7 @@ class ExportResult:
     blend: str
     manifest: dict[str, Any]
     published: PublishedModel
+    cleaned: str | None = None  # what a killed earlier export left and this one removed
 
 
 def export_ensemble(name: str, blend: str | None = None, out: str | Path | None = None,
@@ -72,18 +81,26 @@ def export_ensemble(name: str, blend: str | None = None, out: str | Path | None 
     _check_destination(final)
     tracker = Tracker(tracking_uri)
     tracker.check()
-    ensemble = FittedEnsemble.load(blend_folder)
+    cleaned = clear_leftovers(final, tracker, name, MANIFEST)
+    if cleaned:
+        log.warning(cleaned)
+        on_step(cleaned)
+    try:
+        ensemble = FittedEnsemble.load(blend_folder)
+    except ChangedFileError as changed:
+        raise TunerError(f"file {changed.name} of blend {blend!r} of {name!r} changed since the build wrote it; "
+                         f"run `tuner ensemble build {name}` again") from None
     refused = None if refit == "none" else refit_refusal(ensemble)
     trained_on = as_scored(build, skipped_refit or (refused and f"{refused}; exported as scored"))
 
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-export-", dir=final.parent))
+    staging = Path(tempfile.mkdtemp(prefix=staging_prefix(final, "export"), dir=final.parent))
     refitted = None  # the refitted blend's folder, beside staging until the model holds a copy
     try:
         if refit != "none" and refused is None:
             ensemble, trained_on = refit_on_every_row(ensemble, build, refit, storage_url, on_step)
-            refitted = Path(tempfile.mkdtemp(prefix=f".{final.name}-refit-", dir=final.parent))
-            blend_folder = save_refitted(ensemble, refitted / blend)
+            refitted = Path(tempfile.mkdtemp(prefix=staging_prefix(final, "refit"), dir=final.parent))
+            blend_folder = ensemble.save(refitted / blend)
         save_model(ensemble, blend_folder, staging)
         manifest = make_manifest(build, blend, ensemble, trained_on)
         _write_json(staging / MANIFEST, manifest)
@@ -91,7 +108,7 @@ def export_ensemble(name: str, blend: str | None = None, out: str | Path | None 
             staging, name, build.get("tracking_run_id"), build["studies"][0], f"export/{name}",
             {"tuner.ensemble": name, "tuner.blend": blend, "fingerprint": str(build.get("fingerprint")),
              "tuner.trained_on": trained_on["description"]},
-            manifest["scores"])
+            manifest["scores"], pending=staging.name)
         try:
             manifest["mlflow"] = {"tracking_uri": tracker.uri, "run_id": published.run_id,
                                   "model_id": published.model_id, "registered_model": published.name,
@@ -107,9 +124,10 @@ def export_ensemble(name: str, blend: str | None = None, out: str | Path | None 
     finally:
         if refitted is not None:
             shutil.rmtree(refitted, ignore_errors=True)
+    tracker.settle_model(published.name, published.version)
     if earlier is not None:
         shutil.rmtree(earlier, ignore_errors=True)
-    return ExportResult(final, blend, manifest, published)
+    return ExportResult(final, blend, manifest, published, cleaned)
 
 
 def choose_blend(build: dict[str, Any], blend: str | None) -> str:

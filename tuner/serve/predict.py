@@ -95,11 +95,22 @@ def read_export(model_dir: Path) -> Export:
 
 def load_ensemble(export: Export):
     """The blend, checked against the export's model_config, as `mlflow.pyfunc.load_model` checks it."""
-    from tuner.ensemble import FittedEnsemble
-
-    ensemble = FittedEnsemble.load(export.blend_folder)
+    ensemble = load_blend(export.blend_folder)
     check_config(export.config, ensemble)
     return ensemble
+
+
+def load_blend(folder: Path):
+    """The export's blend folder as a FittedEnsemble; a file changed since the export is one line naming it."""
+    from tuner.core.safe_files import ChangedFileError
+    from tuner.ensemble import FittedEnsemble
+
+    try:
+        return FittedEnsemble.load(folder)
+    except ChangedFileError as changed:
+        shown = Path(folder.parent.name, folder.name, changed.name).as_posix()
+        raise TunerError(f"file {shown} of this export {'is missing' if changed.missing else 'changed'} "
+                         "since it was exported; export it again") from None
 
 
 def predict_rows(ensemble, model_input: pd.DataFrame | np.ndarray) -> pd.DataFrame:

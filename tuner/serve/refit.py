@@ -19,9 +19,7 @@ epochs do not, since an epoch already passes over every row.
 
 from __future__ import annotations
 
-import logging
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -138,16 +136,4 @@ def _recorded_steps(trial: Any, split: Any, index: int, mode: str) -> tuple[int 
         return trial.user_attrs.get(BEST_STEP_ATTR), int(np.median([len(train) for train, _ in fold_rows]))
     index %= len(recorded)
     return fold_steps(trial, index), int(len(fold_rows[index][0]))
-
-
-def save_refitted(ensemble: FittedEnsemble, folder: Path) -> Path:
-    """Write the refitted blend; MLflow's warning per scikit-learn member about pickles is said once
-    in the docs, as when the build saved the blend."""
-    sklearn_log = logging.getLogger("mlflow.sklearn")
-    level = sklearn_log.level
-    sklearn_log.setLevel(logging.ERROR)
-    try:
-        return ensemble.save(folder)
-    finally:
-        sklearn_log.setLevel(level)
 

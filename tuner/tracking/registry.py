@@ -15,6 +15,7 @@ from tuner.core.errors import StorageError
 from tuner.tracking.client import TrackingClient
 
 CHAMPION = "champion"  # the registry alias on the newest export of an ensemble
+PENDING_TAG = "tuner.pending_export"  # on a version until its export's folder is in place: the staging folder's name
 log = logging.getLogger("tuner")
 
 
@@ -39,8 +40,12 @@ class ModelRegistry(TrackingClient):
     """The registry side of a tracker: `publish_model` and its undo, `retract_model`."""
 
     def publish_model(self, folder: Path, name: str, run_id: str | None, experiment_name: str,
-                      run_name: str, tags: dict[str, str], metrics: dict[str, float]) -> PublishedModel:
+                      run_name: str, tags: dict[str, str], metrics: dict[str, float],
+                      pending: str | None = None) -> PublishedModel:
         """Log a saved MLflow model folder to a run and register it as a new version of `name`.
+
+        `pending` (the export's staging folder) marks the version until `settle_model`, so a rerun can
+        tell a version whose export was killed before its folder was in place (`pending_versions`).
 
         The run is `run_id` when it still exists in this store, else a new run `run_name` in the
         experiment `experiment_name`, with `metrics`. The alias `champion` moves to the new version.
@@ -48,7 +53,7 @@ class ModelRegistry(TrackingClient):
         """
         record: dict[str, Any] = {}
         try:
-            return self._publish(folder, name, run_id, experiment_name, run_name, tags, metrics, record)
+            return self._publish(folder, name, run_id, experiment_name, run_name, tags, metrics, pending, record)
         except Exception as exc:
             self._take_back(name, record)
             if isinstance(exc, StorageError):
@@ -60,7 +65,7 @@ class ModelRegistry(TrackingClient):
             self._take_back(name, record)
             raise
 
-    def _publish(self, folder, name, run_id, experiment_name, run_name, tags, metrics, record) -> PublishedModel:
+    def _publish(self, folder, name, run_id, experiment_name, run_name, tags, metrics, pending, record) -> PublishedModel:
         """`record` collects what exists so far, for `_take_back`."""
         from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
 
@@ -84,14 +89,48 @@ class ModelRegistry(TrackingClient):
         record["previous_champion"] = self._champion(name)
         # the artifact location, not models:/ID: the registry store would resolve that through
         # the global tracking URI instead of this client's
-        version = str(self.client.create_model_version(name, model.artifact_location, run_id=run_id, tags=tags,
-                                                       model_id=model.model_id).version)
+        version_tags = {**tags, **({PENDING_TAG: pending} if pending else {})}
+        version = str(self.client.create_model_version(name, model.artifact_location, run_id=run_id,
+                                                       tags=version_tags, model_id=model.model_id).version)
         record["version"] = version
         self.client.set_registered_model_alias(name, CHAMPION, version)
         if "created_run" in record:
             self.client.set_terminated(run_id, status="FINISHED")
         return PublishedModel(name, version, run_id, model.model_id, "created_run" in record,
                               record.get("created_registered_model", False), record["previous_champion"])
+
+    def settle_model(self, name: str, version: str) -> None:
+        """The export's folder is in place: its version is no longer pending (best effort; a version left
+        pending that the folder's manifest names is settled by the next export)."""
+        try:
+            self.client.delete_model_version_tag(name, version, PENDING_TAG)
+        except Exception as exc:
+            log.warning("could not mark version %s of %s as exported in MLflow (%s)", version, name,
+                        str(exc).splitlines()[0][:200])
+
+    def pending_versions(self, name: str) -> dict[str, str]:
+        """Versions of `name` still marked pending -> the staging folder their export wrote to."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            versions = self.client.search_model_versions(f"name = '{name}'")
+        except MlflowException:
+            return {}
+        return {str(v.version): v.tags[PENDING_TAG] for v in versions if PENDING_TAG in (v.tags or {})}
+
+    def drop_unfinished(self, name: str, version: str, champion: str | None) -> None:
+        """Take back a version whose export never placed its folder: the version, its logged model, a run
+        made for it; the alias `champion` goes back to `champion` (the version the export folder holds)."""
+        model_version = self.client.get_model_version(name, version)
+        record: dict[str, Any] = {"version": version, "previous_champion": None}
+        if self._champion(name) == version:
+            record["previous_champion"] = champion
+        if getattr(model_version, "model_id", None):
+            record["model_id"] = model_version.model_id
+        run = self._existing_run(model_version.run_id)
+        if run is not None and run.data.tags.get("tuner.role") == "export":
+            record["created_run"] = run.info.run_id
+        self._take_back(name, record)
 
     def retract_model(self, published: PublishedModel) -> None:
         """Undo a `publish_model` whose export failed afterwards (the local folder could not be placed)."""

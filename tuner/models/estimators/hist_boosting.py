@@ -35,21 +35,20 @@ class HistBoostingMember(BoosterMember):
         return self
 
     def save(self, path: str | Path) -> Path:
-        """joblib's pickle of the estimator (scikit-learn has no other format), the params and spec beside it."""
-        import joblib
+        """The estimator as a skops file (loads without running code), the params and spec beside it."""
+        from tuner.core.safe_files import save_estimator
 
-        path = Path(path).with_suffix(".joblib")
-        joblib.dump(self.model_, path)
+        path = save_estimator(self.model_, Path(path))
         self.write_state(path)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> HistBoostingMember:
-        import joblib
+        from tuner.core.safe_files import SKOPS_SUFFIX, load_estimator
 
-        path = Path(path).with_suffix(".joblib")
+        path = Path(path).with_suffix(SKOPS_SUFFIX)
         member = cls.from_state(path)
-        member.model_ = joblib.load(path)
+        member.model_ = load_estimator(path)
         return member
 
 

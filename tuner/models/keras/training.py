@@ -248,7 +248,7 @@ class KerasMember(Member):
         path = Path(path).with_suffix(".keras")
         state = json.loads(_state_path(path).read_text())
         spec = ProblemSpec.from_dict(state["spec"])
-        member = cls(keras().models.load_model(path), spec, state["batch_size"], state["reduce_lr"],
+        member = cls(keras().models.load_model(path, safe_mode=True), spec, state["batch_size"], state["reduce_lr"],
                      monitor=state["monitor"], mode=state["mode"], score_monitor=state["score_monitor"])
         member.best_step_, member.validation_score_ = state["best_step_"], state["validation_score_"]
         member.curves_ = state["curves_"]
