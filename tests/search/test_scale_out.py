@@ -417,3 +417,49 @@ def test_two_seeded_workers_started_together_propose_different_params(monkeypatc
         proposed[label] = objective(trial)
     assert proposed["host-a:1"] != proposed["host-b:1"]
     assert not workers["host-a:1"][1].shared and workers["host-b:1"][1].shared
+
+
+def open_parent_in_a_race(storage: str, tracking: str, experiment: str, barrier, answers) -> None:
+    """One worker: its first look finds no parent run (all started at once), then it creates and claims one."""
+    from tuner.study.storage import claim_study_attr, open_storage
+    from tuner.tracking import Tracker
+
+    tracker = Tracker(tracking)
+    study = optuna.load_study(study_name="race", storage=open_storage(storage))
+    experiment_id = tracker.experiment_id(experiment)
+    real_find, looks = tracker.find_study_run, []
+    tracker.find_study_run = lambda *a: real_find(*a) if looks.append(1) or len(looks) > 1 else None
+    barrier.wait(timeout=120)
+    try:
+        answers.put(tracker.open_study_run(experiment_id, "uid-race", "race", {}, {"p": 1}, {},
+                                           claim=lambda run_id: claim_study_attr(study, "tuner.parent_run", run_id)))
+    except Exception as exc:
+        answers.put(repr(exc))
+
+
+@pytest.mark.parametrize("storage_kind", ["postgresql", "journal"])
+def test_workers_starting_together_keep_one_parent_run(tmp_path, tracking_uri, pg_url, storage_kind):
+    """Four workers on two cores each create a parent run at the same moment; the storage's first
+    record wins, every worker keeps it and the others' runs are deleted."""
+    import multiprocessing
+
+    storage = pg_url if storage_kind == "postgresql" else f"journal:///{tmp_path / 'journal.log'}"
+    from tuner.study.storage import open_storage
+
+    optuna.create_study(study_name="race", storage=open_storage(storage))
+    experiment = f"race-{uuid.uuid4().hex[:8]}"
+    context = multiprocessing.get_context("fork")
+    barrier, answers = context.Barrier(4), context.Queue()
+    workers = [context.Process(target=open_parent_in_a_race, args=(storage, tracking_uri, experiment, barrier, answers))
+               for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    kept = {answers.get(timeout=180) for _ in workers}
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    active = client.search_runs([experiment_id])
+    assert len(kept) == 1 and [r.info.run_id for r in active] == list(kept)
+    assert active[0].data.params == {"p": "1"}

@@ -8,6 +8,7 @@ objective's (tuner.search.objective); the dashboard listens as a subscriber (tun
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import multiprocessing
 import time
@@ -29,7 +30,9 @@ from tuner.models import FAMILIES, ProblemSpec
 from tuner.search.objective import Fold, Objective, TrialFailed, counts_toward_budget
 from tuner.study.sealed import ATTR, SealedStudy, load_inputs, open_study, stored_score_name
 from tuner.search.samplers import make_pruner, make_sampler
-from tuner.study.storage import StaleTrials, fail_stale, heartbeat_of, normalize_url, open_storage, resolve_storage_url
+from tuner.study.storage import (
+    StaleTrials, claim_study_attr, fail_stale, heartbeat_of, normalize_url, open_storage, resolve_storage_url,
+)
 from tuner.study.catalog import best_among, best_of
 from tuner.tracking import DESCRIPTION, Tracker, check_server, resolve_tracking_uri
 from tuner.search.workers import (
@@ -163,7 +166,14 @@ def _open_parent_run(tracker: Tracker, sealed: SealedStudy, experiment_id: str, 
     tags = {DESCRIPTION: config.description or f"tuner study {config.name}",
             **device_tags(uses_tensorflow)}
     return tracker.open_study_run(experiment_id, sealed.study.user_attrs[ATTR + "uid"], config.name, tags, params,
-                                  {"study.yaml": study_file.read_text()})
+                                  {"study.yaml": study_file.read_text()}, claim=parent_run_claim(sealed, tracker, experiment_id))
+
+
+def parent_run_claim(sealed: SealedStudy, tracker: Tracker, experiment_id: str) -> Callable[[str], str]:
+    """The study's one parent run in this tracking store, recorded once in the Optuna storage:
+    workers that start together all keep the first one recorded."""
+    store = hashlib.sha256(f"{tracker.uri} {experiment_id}".encode()).hexdigest()[:12]
+    return lambda run_id: claim_study_attr(sealed.study, f"{ATTR}parent_run.{store}", run_id)
 
 
 def _optimize(sealed: SealedStudy, tracker: Tracker, experiment_id: str, parent_run_id: str, budget: int,
@@ -325,7 +335,8 @@ def _worker_main(study_file: str, storage_url: str, tracking_uri: str, budget: i
     tracker = Tracker(tracking_uri)
     sealed = open_study(config, base_dir, storage_url, create=False)
     experiment_id = tracker.experiment_id(config.name)
-    parent = tracker.open_study_run(experiment_id, sealed.study.user_attrs[ATTR + "uid"], config.name, {}, {}, {})
+    parent = tracker.open_study_run(experiment_id, sealed.study.user_attrs[ATTR + "uid"], config.name, {}, {}, {},
+                                    claim=parent_run_claim(sealed, tracker, experiment_id))
     try:
         _optimize(sealed, tracker, experiment_id, parent, budget, timeout, worker, on_progress=None)
     except KeyboardInterrupt:

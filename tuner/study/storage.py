@@ -220,6 +220,41 @@ def heartbeat_of(study: optuna.Study) -> int | None:
     return getter() if getter else None
 
 
+def claim_study_attr(study: optuna.Study, key: str, value: str) -> str:
+    """Write a study attribute only if no one has, and return the stored value: the first writer wins.
+
+    Optuna's own `set_user_attr` overwrites, so two workers starting together would each keep their
+    own value. An RDB storage inserts the row (its unique key refuses the second writer); the journal
+    logs one key per writer and every reader takes the first in the log's order.
+    """
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)  # an RDB storage under Optuna's cache
+
+    def stored() -> str | None:
+        attrs = storage.get_study_user_attrs(study._study_id)
+        return attrs.get(key, next((v for k, v in attrs.items() if k.startswith(f"{key}/")), None))
+
+    if (found := stored()) is not None:
+        return found
+    if isinstance(backend, optuna.storages.RDBStorage):
+        import json
+
+        from optuna.storages._rdb import models
+        from sqlalchemy.exc import IntegrityError
+
+        session = backend.scoped_session()
+        try:
+            session.add(models.StudyUserAttributeModel(study_id=study._study_id, key=key, value_json=json.dumps(value)))
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+        finally:
+            session.close()
+    else:
+        study.set_user_attr(f"{key}/{value}", value)
+    return stored()
+
+
 def fail_stale(study: optuna.Study) -> None:
     """Fail (and, through `StaleTrials`, re-queue) the trials whose worker stopped beating."""
     with warnings.catch_warnings():
