@@ -108,17 +108,19 @@ class Objective:
         trials = trial.study.get_trials(deepcopy=False) if trials is None else trials
         family_name = self._choose_family(trial, trials)
         family = FAMILIES[family_name]
-        params = family.search_space(ScopedTrial(trial, family_name), self.spec)
-        trial.set_user_attr(PARAMS_ATTR, params)
-        run_id = self.tracker.start_trial(self.experiment_id, self.parent_run_id, trial.number,
-                                          family_name, params, self.run_tags)
         started = time.perf_counter()
         curves: dict[str, list[float]] = {}
         fold_scores: list[float] = []
         steps: list[int | None] = []
         fold_members: list[Any] = []
         oof = OutOfFold(self.search_rows) if self.bags is not None else None
+        run_id = None
         try:
+            # a user's builder runs here too (the custom family learns its space by calling it)
+            params = family.search_space(ScopedTrial(trial, family_name), self.spec)
+            trial.set_user_attr(PARAMS_ATTR, params)
+            run_id = self.tracker.start_trial(self.experiment_id, self.parent_run_id, trial.number,
+                                              family_name, params, self.run_tags)
             for index, fold in enumerate(self.folds):
                 if index:
                     self._check_time_left(trial, index, started)
@@ -154,6 +156,9 @@ class Objective:
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}".strip()
             trial.set_user_attr(ERROR_ATTR, message[:2000])
+            if run_id is None:  # failed before its params were known: a run still records the error
+                run_id = self.tracker.start_trial(self.experiment_id, self.parent_run_id, trial.number,
+                                                  family_name, {}, self.run_tags)
             self._finish(trial, family, run_id, "FAILED", curves, fold_scores, started, error=traceback.format_exc())
             raise TrialFailed(message) from exc
         except BaseException:  # Ctrl-C or a kill signal turned exception: close the run, then stop

@@ -67,6 +67,7 @@ class RunResult:
     elapsed_s: float = 0.0
     tracking_degraded: bool = False
     first_error: str | None = None
+    family_failures: list[str] = field(default_factory=list)  # a line per family none of whose trials got through
     score_name: str = ""  # val_<metric> or cv_<metric>
 
 
@@ -372,10 +373,19 @@ def summarize_run(sealed: SealedStudy, budget: int, before: int, elapsed: float)
     trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SKIPPED_ATTR)]
     result = RunResult(sealed.config.name, sealed.metric, study.direction.name.lower(), before, elapsed_s=elapsed,
                        score_name=sealed.score_name)
+    first_errors: dict[str, str] = {}  # family -> its first trial's error
+    through: set[str] = set()  # families with a trial that completed or was pruned
     for t in trials:
         result.counts[t.state.name] = result.counts.get(t.state.name, 0) + 1
         if t.state == TrialState.FAIL and result.first_error is None:
             result.first_error = t.user_attrs.get(ERROR_ATTR)
+        family = t.user_attrs.get(FAMILY_ATTR)
+        if t.state == TrialState.FAIL and ERROR_ATTR in t.user_attrs:
+            first_errors.setdefault(family, t.user_attrs[ERROR_ATTR])
+        elif t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            through.add(family)
+    result.family_failures = [FAMILIES[name].every_trial_failed(sealed.config, error)
+                              for name, error in sorted(first_errors.items()) if name in FAMILIES and name not in through]
     result.best_value, result.best_family = best_of(study)
     if result.best_value is not None:
         result.best_trial = study.best_trial.number
