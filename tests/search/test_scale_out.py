@@ -292,12 +292,12 @@ def test_server_accepts_this_machines_names_the_bound_address_and_the_users_host
 
     monkeypatch.setattr(socket, "gethostname", lambda: "gpu-box")
     monkeypatch.setattr(socket, "getfqdn", lambda: "gpu-box.lab.example")
-    command = server_command("sqlite:///m.db", tmp_path, "0.0.0.0", 5000, 2, "mlflow.example.com, *.corp")
+    command = server_command(tmp_path, "0.0.0.0", 5000, 2, "mlflow.example.com, *.corp")
     hosts = allowed_hosts_of(command)
     assert {"gpu-box", "gpu-box:5000", "gpu-box.lab.example:5000", "mlflow.example.com", "*.corp"} <= set(hosts)
     assert {"localhost:*", "127.0.0.1:*", "10.*", "192.168.*", "172.16.*"} <= set(hosts)  # MLflow's own defaults
     assert "172.32.*" not in hosts and len(hosts) == len(set(hosts))
-    bound = allowed_hosts_of(server_command("sqlite:///m.db", tmp_path, "10.1.2.3", 5001, 2))
+    bound = allowed_hosts_of(server_command(tmp_path, "10.1.2.3", 5001, 2))
     assert "10.1.2.3:5001" in bound and "gpu-box:5001" in bound and "mlflow.example.com" not in bound
 
 
@@ -311,13 +311,14 @@ def test_tuner_server_passes_the_allowed_hosts_to_mlflow(monkeypatch, tmp_path):
 
     started = []
     monkeypatch.setattr(socket, "gethostname", lambda: "gpu-box")
-    monkeypatch.setattr(tuner.cli.ui.subprocess, "call", lambda command, env: started.append(command) or 0)
+    monkeypatch.setattr(tuner.cli.ui, "run_until_stopped", lambda command, env: started.append((command, env)) or 0)
     result = CliRunner().invoke(tuner.cli.app.app, [
         "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'm.db'}", "--artifacts-destination",
         str(tmp_path / "artifacts"), "--host", "0.0.0.0", "--allowed-hosts", "proxy.example.com"])
     assert result.exit_code == 0, result.output
-    [command] = started
+    [(command, env)] = started
     assert {"gpu-box:5000", "proxy.example.com", "localhost:*"} <= set(allowed_hosts_of(command))
+    assert env["MLFLOW_BACKEND_STORE_URI"] == f"sqlite:///{tmp_path / 'm.db'}" and "--backend-store-uri" not in command
 
 
 def test_only_the_last_worker_to_finish_closes_the_parent_run(tmp_path, tracking_uri):

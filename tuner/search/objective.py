@@ -27,6 +27,7 @@ from tuner.study.trial_attrs import (
 from tuner.search.time_budget import TimeBudget
 from tuner.core.deadline import trial_deadline
 from tuner.core.config import StudyConfig
+from tuner.core.secrets import redact_url
 from tuner.data import Part
 from tuner.core.metrics import METRICS, direction_sign
 from tuner.models import FAMILIES, Family, ProblemSpec, ScopedTrial
@@ -154,7 +155,7 @@ class Objective:
             self._finish(trial, family, run_id, "PRUNED", curves, fold_scores, started)
             raise
         except Exception as exc:
-            message = f"{type(exc).__name__}: {exc}".strip()
+            message = redact_url(f"{type(exc).__name__}: {exc}".strip())
             trial.set_user_attr(ERROR_ATTR, message[:2000])
             if run_id is None:  # failed before its params were known: a run still records the error
                 run_id = self.tracker.start_trial(self.experiment_id, self.parent_run_id, trial.number,

@@ -19,6 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from tuner.core.errors import StorageError, StudyFileError
+from tuner.core.secrets import redact_url
 
 DEFAULT_STORAGE = "sqlite:///studies/optuna.db"
 HEARTBEAT_S = 30
@@ -186,16 +187,6 @@ class StaleTrials:
         self.retry(study, trial)
         for hook in self.hooks:
             hook(trial)
-
-
-def redact_url(url: str) -> str:
-    """Hide a password in a URL before printing it."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        if ":" in credentials:
-            return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
-    return url
 
 
 def find_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:

@@ -14,6 +14,7 @@ from dataclasses import asdict
 from typing import Any, Callable
 
 from tuner.core.errors import StorageError
+from tuner.core.secrets import redact_url
 from tuner.tracking.client import TrackingClient
 
 _BATCH = 1000
@@ -43,7 +44,7 @@ class StudyRuns(TrackingClient):
                 **tags, "tuner.role": "study", "tuner.study_uid": study_uid}).info.run_id
             self.client.log_batch(created, params=[Param(k, _as_text(v)) for k, v in params.items()])
             for filename, text in files.items():
-                self.client.log_text(created, text, filename)
+                self.client.log_text(created, redact_url(text), filename)
         candidate = found or created
         keeper = claim(candidate) if claim else self.find_study_run(experiment_id, study_uid)
         if keeper != candidate and not self._active(keeper):  # the claimed run was deleted since
@@ -105,7 +106,7 @@ class StudyRuns(TrackingClient):
             for name, value in scores.items():  # the trial's search score, also as a tag the UI sorts by
                 tags += [RunTag("score", f"{value:.6f}"), RunTag("score_name", name)]  # val_<metric> or cv_<metric>
             if error:
-                tags.append(RunTag("error", error[:5000]))
+                tags.append(RunTag("error", redact_url(error)[:5000]))
             for start in range(0, max(len(metrics), 1), _BATCH):  # one round trip for a short trial
                 self.client.log_batch(run_id, metrics=metrics[start:start + _BATCH], tags=tags if start == 0 else [])
             self.client.set_terminated(run_id, status=state if state in ("FAILED", "KILLED") else "FINISHED")
@@ -160,7 +161,7 @@ class StudyRuns(TrackingClient):
 
         experiment_id, run_id = self._raising(find)
         if run_id is None:
-            raise StorageError(f"study {name!r} has no MLflow run in {self.uri}; pass the --tracking-uri it ran with")
+            raise StorageError(f"study {name!r} has no MLflow run in {redact_url(self.uri)}; pass the --tracking-uri it ran with")
         return experiment_id, run_id
 
     def _trial_run(self, experiment_id: str, parent_run_id: str, trial_number: int) -> str | None:
@@ -260,4 +261,5 @@ class StudyRuns(TrackingClient):
 
 
 def _as_text(value: Any) -> str:
-    return str(value)[:6000]
+    """A param's value as MLflow keeps it: text, no URL password, at most 6,000 characters."""
+    return redact_url(str(value))[:6000]
