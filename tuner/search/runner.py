@@ -31,12 +31,13 @@ from tuner.search.objective import Fold, Objective, TrialFailed, counts_toward_b
 from tuner.study.sealed import ATTR, SealedStudy, load_inputs, open_study, stored_score_name
 from tuner.search.samplers import make_pruner, make_sampler
 from tuner.study.storage import (
-    StaleTrials, claim_study_attr, fail_stale, heartbeat_of, normalize_url, open_storage, resolve_storage_url,
+    GRACE_BEATS, StaleTrials, claim_study_attr, fail_stale, heartbeat_of, normalize_url, open_storage, resolve_storage_url,
 )
 from tuner.study.catalog import best_among, best_of
 from tuner.tracking import DESCRIPTION, Tracker, check_server, resolve_tracking_uri
 from tuner.search.workers import (
-    ReseedOnJoin, interrupt_on_signals, other_worker_at_work, parent_run_status, sampler_seed, worker_label, worker_tags,
+    ReseedOnJoin, interrupt_on_signals, other_worker_at_work, parent_run_status, sampler_seed, waiting_line, worker_label,
+    worker_tags,
 )
 
 log = logging.getLogger("tuner")
@@ -257,6 +258,7 @@ def _search(study: optuna.Study, objective: Callable[..., float], budget: int, t
     guard = BudgetGuard(objective, budget)
     interval = heartbeat_of(study)
     score_name = stored_score_name(study.user_attrs)
+    said: str | None = None  # the waiting line last printed
 
     def report(study: optuna.Study, finished: FrozenTrial) -> None:
         trials = guard.after(finished) or study.get_trials(deepcopy=False)
@@ -284,6 +286,10 @@ def _search(study: optuna.Study, objective: Callable[..., float], budget: int, t
             return
         if on_progress is not None:
             on_progress(progress)
+        if (line := waiting_line(trials, interval * GRACE_BEATS)) != said:
+            said = line
+            if line:
+                log.warning(line)
         time.sleep(min(interval, max(deadline - time.monotonic(), 0)) if deadline else interval)
         fail_stale(study)
 

@@ -69,6 +69,32 @@ class ReseedOnJoin:
         return self.objective(trial, trials)
 
 
+def waiting_line(trials: list[FrozenTrial], grace_s: int) -> str | None:
+    """What a worker waiting on other workers' running trials says, so a resume after `kill -9`
+    (a dead worker's trial holds the budget until its heartbeat expires) is not taken for a hang."""
+    me, host = worker_label(), socket.gethostname()
+    lines = []
+    for trial in trials:
+        label = trial.user_attrs.get(WORKER_ATTR)
+        if trial.state != TrialState.RUNNING or label == me:
+            continue
+        if label is None or label.rpartition(":")[0] == host and not _alive(label.rpartition(":")[2]):
+            lines.append(f"waiting up to {grace_s} s for trial {trial.number} of a stopped worker to expire its heartbeat")
+        else:
+            lines.append(f"waiting for trial {trial.number}, running in worker {label}")
+    return "; ".join(lines) or None
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def parent_run_status(study: optuna.Study, status: str) -> str | None:
     """How this worker leaves the study's parent run: `status`, or None (still RUNNING) while other
     workers run trials, so the last worker to finish is the one that closes it."""

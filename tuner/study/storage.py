@@ -24,6 +24,7 @@ from tuner.core.secrets import redact_url
 DEFAULT_STORAGE = "sqlite:///studies/optuna.db"
 HEARTBEAT_S = 30
 HEARTBEAT_ENV = "TUNER_HEARTBEAT_S"
+GRACE_BEATS = 4  # heartbeats a running trial may miss before its worker is presumed dead
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -73,7 +74,7 @@ def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
     for attempt in range(8):
         try:
             storage = optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=interval, grace_period=interval * 4,
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=interval, grace_period=interval * GRACE_BEATS,
                 heartbeat_stale_trial_callback=StaleTrials(),
             )
             if url.startswith("sqlite:///"):
