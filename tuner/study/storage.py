@@ -47,13 +47,26 @@ def heartbeat_interval() -> int:
     return value
 
 
-def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
+def local_file(url: str) -> Path | None:
+    """The file of a SQLite or journal storage URL; None for a server or an in-memory database."""
+    for scheme in ("sqlite:///", "journal:///"):
+        if url.startswith(scheme) and ":memory:" not in url:
+            return Path(url.removeprefix(scheme).split("?")[0])
+    return None
+
+
+def open_storage(url: str | None = None, create: bool = True) -> optuna.storages.BaseStorage:
     """Optuna storage with heartbeats (RDB) or a journal file; a bad or unsafe URL is one clear line.
 
     Several processes may open a fresh storage at the same moment: the schema is created by the
-    first and the others retry, so no worker dies of a creation race.
+    first and the others retry, so no worker dies of a creation race. Without `create` (commands
+    that only read) a local file that is not there is one line, and nothing is created.
     """
     url = normalize_url(resolve_storage_url(url))
+    path = local_file(url)
+    if not create and path is not None and not path.is_file():
+        raise StorageError(f"no storage at {path}: check --storage or $TUNER_STORAGE "
+                           "(`tuner study run` creates it)")
     if url.startswith("journal:///"):
         if HEARTBEAT_ENV in os.environ:
             raise StorageError(
@@ -61,9 +74,12 @@ def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
                 "would stay RUNNING); use sqlite:///PATH on one machine or postgresql+psycopg://USER@HOST/DB")
         from optuna.storages.journal import JournalFileBackend
 
-        path = Path(url.removeprefix("journal:///"))
         path.parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        try:
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        except Exception as exc:  # a file that is not an Optuna journal
+            raise StorageError(f"storage {path} is not a readable Optuna journal ({type(exc).__name__}); "
+                               "check --storage") from None
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite:///"):
         engine_kwargs = {"connect_args": {"timeout": 60}}
@@ -143,6 +159,8 @@ def _prepare_sqlite(path: Path) -> None:
     connection = sqlite3.connect(path, timeout=60)
     try:
         connection.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.DatabaseError as exc:  # "file is not a database": a corrupt or foreign file
+        raise StorageError(f"storage {path} is not a usable SQLite database ({exc}); check --storage") from None
     finally:
         connection.close()
 
@@ -198,7 +216,7 @@ def find_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study 
 
 
 def load_existing(name: str, storage_url: str | None = None) -> optuna.Study:
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, create=False)
     study = find_study(storage, name)
     if study is None:
         known = ", ".join(optuna.get_all_study_names(storage)) or "none"
