@@ -40,3 +40,29 @@ def test_a_live_workers_trial_is_named_as_running_not_stopped(monkeypatch):
 
     running = create_trial(state=TrialState.RUNNING, user_attrs={"worker": "other-host:42"})
     assert waiting_line([running], 8) == f"waiting for trial {running.number}, running in worker other-host:42"
+
+
+def test_an_interrupted_trial_leaves_no_traceback_and_a_failed_one_no_traceback(caplog):
+    """Optuna's own log of the trial stopped by Ctrl-C is dropped (the command says it cleanly)."""
+    import pytest
+
+    from tuner.search.objective import TrialFailed
+    from tuner.search.workers import quiet_trial_tracebacks
+
+    quiet_trial_tracebacks()
+    study = optuna.create_study()
+
+    def broken(trial):
+        raise TrialFailed("ValueError: no")
+
+    with caplog.at_level(logging.WARNING, logger="optuna"):
+        study.optimize(broken, n_trials=1, catch=(TrialFailed,))
+    assert any("failed" in r.getMessage() for r in caplog.records) and not any(r.exc_info for r in caplog.records)
+    caplog.clear()
+
+    def stopped(trial):
+        raise KeyboardInterrupt("signal 15")
+
+    with caplog.at_level(logging.WARNING, logger="optuna"), pytest.raises(KeyboardInterrupt):
+        study.optimize(stopped, n_trials=1)
+    assert not [r for r in caplog.records if "signal 15" in r.getMessage() or r.exc_info]

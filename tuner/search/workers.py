@@ -7,6 +7,7 @@ its host:pid, which also keeps their samplers from proposing the same sequence.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import signal
 import socket
@@ -103,6 +104,25 @@ def parent_run_status(study: optuna.Study, status: str) -> str | None:
     return None if any(t.user_attrs.get(WORKER_ATTR) != me for t in running) else status
 
 
+class _NoTrialTracebacks(logging.Filter):
+    """Optuna logs a trial stopped by Ctrl-C or SIGTERM, and each failed one, with its traceback;
+    the command's own line says it better: the interrupted one is dropped, a failure keeps one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, KeyboardInterrupt):
+            return False
+        if error is not None and type(error).__name__ == "TrialFailed":  # recorded on the trial and its run
+            record.exc_info = None
+        return True
+
+
+def quiet_trial_tracebacks() -> None:
+    logger = logging.getLogger("optuna.study._optimize")  # where Optuna logs a trial's end
+    if not any(isinstance(f, _NoTrialTracebacks) for f in logger.filters):
+        logger.addFilter(_NoTrialTracebacks())
+
+
 def interrupt_on_signals() -> None:
     """SIGTERM (a scheduler, `kill`) stops like Ctrl-C: the current trial is marked, its run closed.
 
@@ -116,3 +136,4 @@ def interrupt_on_signals() -> None:
 
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, interrupt)
+    quiet_trial_tracebacks()
