@@ -77,3 +77,25 @@ def test_identity_ignores_budget_but_not_the_space():
     other_space = StudyConfig.model_validate(tiny_study("s", families=["linear"]))
     assert base.identity_hash() == more_budget.identity_hash()
     assert base.identity_hash() != other_space.identity_hash()
+
+
+def test_a_key_given_twice_is_refused_in_one_line(tmp_path):
+    from tuner.core.config import load_study_file
+    from tuner.core.errors import StudyFileError
+
+    path = tmp_path / "study.yaml"
+    path.write_text("name: twice\ndata:\n  source: builtin:breast_cancer\nfamilies: [linear]\n"
+                    "budget:\n  trials: 3\n  trials: 300\n")
+    with pytest.raises(StudyFileError, match=r"not valid YAML at line 7: key 'trials' is given twice; keep one"):
+        load_study_file(path)
+
+
+def test_trials_has_an_upper_bound():
+    from pydantic import ValidationError
+
+    from tuner.core.config import MAX_TRIALS, StudyConfig
+
+    spec = {"name": "many", "data": {"source": "builtin:breast_cancer"}, "families": ["linear"]}
+    assert StudyConfig.model_validate({**spec, "budget": {"trials": MAX_TRIALS}}).budget.trials == MAX_TRIALS
+    with pytest.raises(ValidationError, match="less than or equal to 100000"):
+        StudyConfig.model_validate({**spec, "budget": {"trials": MAX_TRIALS + 1}})

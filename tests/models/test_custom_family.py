@@ -116,3 +116,32 @@ def test_custom_monitor_study_minimises_the_monitor():
     config, _ = load_study_file("studies/examples/vae-digits.yaml")
     assert config.objective_name("multiclass") == "loss"
     assert config.objective_direction("multiclass") == "minimize"
+
+
+def raising_builder(trial, inputs):
+    raise RuntimeError("my builder is broken")
+
+
+@pytest.mark.parametrize("builder, says", [("os:system", "TypeError"), (f"{__name__}:raising_builder",
+                                                                        "RuntimeError: my builder is broken")])
+def test_a_failing_builder_fails_its_trials_and_the_search_goes_on(tmp_path, write_study, tracking_uri, builder, says):
+    """Each custom trial is FAILED with its error and a FAILED run; the linear trials complete; one line
+    names the builder. (Its module is importable from the tests' folder, which pytest puts on the path.)"""
+    from mlflow.tracking import MlflowClient
+
+    from conftest import tiny_study
+    from tuner.search.runner import run_study
+
+    name = f"broken-builder-{len(builder)}"
+    path = write_study(tiny_study(name, families={"linear": {}, "custom": {"builder": builder}},
+                                  sampler={"name": "random", "seed": 0}, budget={"trials": 5, "epochs": 2}))
+    result = run_study(path, f"sqlite:///{tmp_path / 'optuna.db'}", tracking_uri)
+    trials = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'optuna.db'}").get_trials()
+    custom = [t for t in trials if t.user_attrs.get("family") == "custom"]
+    assert custom and all(t.state.name == "FAIL" and says in t.user_attrs["error"] for t in custom)
+    assert result.best_family == "linear" and result.counts["COMPLETE"] == len(trials) - len(custom)
+    [line] = result.family_failures
+    assert repr(builder) in line and says in line
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name(name).experiment_id], "tags.family = 'custom'")
+    assert len(runs) == len(custom) and all(r.info.status == "FAILED" and says in r.data.tags["error"] for r in runs)

@@ -173,14 +173,15 @@ def test_ui_command_starts_mlflow_and_names_optuna_dashboard(monkeypatch, capsys
         started.update(command=command, env=env)
         return 0
 
-    monkeypatch.setattr(tuner.cli.ui.subprocess, "call", fake_call)
+    monkeypatch.setattr(tuner.cli.ui, "run_until_stopped", fake_call)
     monkeypatch.setattr(tuner.cli.ui, "_has_optuna_dashboard", lambda: True)
     storage = f"sqlite:///{tmp_path}/optuna.db"
     status, out, _ = cli(monkeypatch, capsys, "ui", "--port", "5123", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
                          "--storage", storage)
     assert status == 0
     assert started["command"][1:4] == ["-m", "mlflow", "ui"]
-    assert ["--host", "127.0.0.1"] == started["command"][6:8] and "5123" in started["command"]
+    assert ["--host", "127.0.0.1"] == started["command"][4:6] and "5123" in started["command"]
+    assert started["env"]["MLFLOW_BACKEND_STORE_URI"] == f"sqlite:///{tmp_path}/mlflow.db"
     assert f"optuna-dashboard {storage}" in out
     assert "workflowType=machine_learning" in out
 

@@ -292,12 +292,12 @@ def test_server_accepts_this_machines_names_the_bound_address_and_the_users_host
 
     monkeypatch.setattr(socket, "gethostname", lambda: "gpu-box")
     monkeypatch.setattr(socket, "getfqdn", lambda: "gpu-box.lab.example")
-    command = server_command("sqlite:///m.db", tmp_path, "0.0.0.0", 5000, 2, "mlflow.example.com, *.corp")
+    command = server_command(tmp_path, "0.0.0.0", 5000, 2, "mlflow.example.com, *.corp")
     hosts = allowed_hosts_of(command)
     assert {"gpu-box", "gpu-box:5000", "gpu-box.lab.example:5000", "mlflow.example.com", "*.corp"} <= set(hosts)
     assert {"localhost:*", "127.0.0.1:*", "10.*", "192.168.*", "172.16.*"} <= set(hosts)  # MLflow's own defaults
     assert "172.32.*" not in hosts and len(hosts) == len(set(hosts))
-    bound = allowed_hosts_of(server_command("sqlite:///m.db", tmp_path, "10.1.2.3", 5001, 2))
+    bound = allowed_hosts_of(server_command(tmp_path, "10.1.2.3", 5001, 2))
     assert "10.1.2.3:5001" in bound and "gpu-box:5001" in bound and "mlflow.example.com" not in bound
 
 
@@ -311,13 +311,14 @@ def test_tuner_server_passes_the_allowed_hosts_to_mlflow(monkeypatch, tmp_path):
 
     started = []
     monkeypatch.setattr(socket, "gethostname", lambda: "gpu-box")
-    monkeypatch.setattr(tuner.cli.ui.subprocess, "call", lambda command, env: started.append(command) or 0)
+    monkeypatch.setattr(tuner.cli.ui, "run_until_stopped", lambda command, env: started.append((command, env)) or 0)
     result = CliRunner().invoke(tuner.cli.app.app, [
         "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'm.db'}", "--artifacts-destination",
         str(tmp_path / "artifacts"), "--host", "0.0.0.0", "--allowed-hosts", "proxy.example.com"])
     assert result.exit_code == 0, result.output
-    [command] = started
+    [(command, env)] = started
     assert {"gpu-box:5000", "proxy.example.com", "localhost:*"} <= set(allowed_hosts_of(command))
+    assert env["MLFLOW_BACKEND_STORE_URI"] == f"sqlite:///{tmp_path / 'm.db'}" and "--backend-store-uri" not in command
 
 
 def test_only_the_last_worker_to_finish_closes_the_parent_run(tmp_path, tracking_uri):
@@ -417,3 +418,49 @@ def test_two_seeded_workers_started_together_propose_different_params(monkeypatc
         proposed[label] = objective(trial)
     assert proposed["host-a:1"] != proposed["host-b:1"]
     assert not workers["host-a:1"][1].shared and workers["host-b:1"][1].shared
+
+
+def open_parent_in_a_race(storage: str, tracking: str, experiment: str, barrier, answers) -> None:
+    """One worker: its first look finds no parent run (all started at once), then it creates and claims one."""
+    from tuner.study.storage import claim_study_attr, open_storage
+    from tuner.tracking import Tracker
+
+    tracker = Tracker(tracking)
+    study = optuna.load_study(study_name="race", storage=open_storage(storage))
+    experiment_id = tracker.experiment_id(experiment)
+    real_find, looks = tracker.find_study_run, []
+    tracker.find_study_run = lambda *a: real_find(*a) if looks.append(1) or len(looks) > 1 else None
+    barrier.wait(timeout=120)
+    try:
+        answers.put(tracker.open_study_run(experiment_id, "uid-race", "race", {}, {"p": 1}, {},
+                                           claim=lambda run_id: claim_study_attr(study, "tuner.parent_run", run_id)))
+    except Exception as exc:
+        answers.put(repr(exc))
+
+
+@pytest.mark.parametrize("storage_kind", ["postgresql", "journal"])
+def test_workers_starting_together_keep_one_parent_run(tmp_path, tracking_uri, pg_url, storage_kind):
+    """Four workers on two cores each create a parent run at the same moment; the storage's first
+    record wins, every worker keeps it and the others' runs are deleted."""
+    import multiprocessing
+
+    storage = pg_url if storage_kind == "postgresql" else f"journal:///{tmp_path / 'journal.log'}"
+    from tuner.study.storage import open_storage
+
+    optuna.create_study(study_name="race", storage=open_storage(storage))
+    experiment = f"race-{uuid.uuid4().hex[:8]}"
+    context = multiprocessing.get_context("fork")
+    barrier, answers = context.Barrier(4), context.Queue()
+    workers = [context.Process(target=open_parent_in_a_race, args=(storage, tracking_uri, experiment, barrier, answers))
+               for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    kept = {answers.get(timeout=180) for _ in workers}
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    active = client.search_runs([experiment_id])
+    assert len(kept) == 1 and [r.info.run_id for r in active] == list(kept)
+    assert active[0].data.params == {"p": "1"}

@@ -187,3 +187,38 @@ def test_list_and_show_count_the_trials_the_budget_counts(write_study, storage_u
     assert report.states == {"COMPLETE": 2} and [(r.family, r.trials, r.pruned, r.failed) for r in report.families] \
         == [("linear", 2, 0, 0)]
     assert report.not_counted == {"skipped": 1, "stopped and re-queued": 1, "queued": 1}
+
+
+def test_read_only_commands_create_no_store_at_a_mistyped_path(tmp_path, monkeypatch):
+    from conftest import run_cli
+
+    for command in (["study", "list"], ["study", "show", "any"], ["study", "delete", "any", "--yes"]):
+        done = run_cli(*command, "--storage", f"sqlite:///{tmp_path / 'typo' / 'optuna.db'}", cwd=tmp_path)
+        assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr[-2000:]
+        assert "no storage at" in done.stderr
+    journal = run_cli("study", "list", "--storage", f"journal:///{tmp_path / 'typo.log'}", cwd=tmp_path)
+    assert journal.returncode == 2 and "no storage at" in journal.stderr
+    fresh = run_cli("study", "list", cwd=tmp_path)  # a new project: nothing yet, and nothing made
+    assert fresh.returncode == 0 and "no studies yet" in fresh.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("content", [b"not a database at all, just text\n" * 40, b"SQLite format 3\x00" + b"\xff" * 4000])
+def test_a_corrupt_or_foreign_storage_file_is_one_line(tmp_path, content):
+    from conftest import run_cli
+
+    (tmp_path / "optuna.db").write_bytes(content)
+    done = run_cli("study", "list", "--storage", f"sqlite:///{tmp_path / 'optuna.db'}", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr[-2000:]
+    assert "optuna.db" in done.stderr and ("not a usable SQLite database" in done.stderr or "cannot be opened" in done.stderr)
+
+
+def test_study_delete_removes_the_trials_bags(write_study, storage_url, tracking_uri):
+    from tuner.study.catalog import delete_study
+    from tuner.study.trial_bags import artifact_root
+
+    run_study(write_study(tiny_study("bagged", families=["linear"])), storage_url, tracking_uri, trials=2)
+    bags = artifact_root(storage_url)
+    assert [p for p in bags.rglob("*") if p.is_file()]
+    delete_study("bagged", storage_url)
+    assert not [p for p in bags.rglob("*") if p.is_file()]

@@ -21,6 +21,7 @@ from tuner.cli.shared import EXIT, errors
 from tuner.cli.study import study_delete, study_list, study_run, study_show
 from tuner.cli.ui import server, ui
 from tuner.core.errors import TunerError
+from tuner.core.secrets import redact_url
 
 USAGE_ERROR = 2  # the exit status click gives a usage error (unknown option, missing argument, bad value)
 
@@ -56,7 +57,7 @@ def main() -> None:
         if EXIT.holds_no_store:
             gc.freeze()  # the collector's last pass over pandas', scikit-learn's and XGBoost's objects: 0.4 s
     except TunerError as exc:
-        errors.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        errors.print(f"[red]error:[/] {redact_url(str(exc))}", soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:  # `study run` and `ensemble build` say more; every command writes atomically
         errors.print("interrupted: nothing half-written was kept; run the same command again")

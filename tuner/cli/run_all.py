@@ -40,6 +40,8 @@ def run_all(
     run = result.run
     console.print(f"[bold]search[/]: {result.trials} trials, best {run.score_name} {run.best_value:.4f} "
                   f"(trial {run.best_trial}, {run.best_family})")
+    for line in run.family_failures:
+        errors.print(f"warning: {line}", soft_wrap=True)
     print_finalize(result.finalize)
     for stage, why in result.skipped.items():
         console.print(f"[bold]{stage}[/]: skipped: {why}", soft_wrap=True)

@@ -60,6 +60,8 @@ def predict(model: Path = typer.Argument(..., help="an exported model folder, e.
     EXIT.holds_no_store = True
     for note in result.notes:
         errors.print(f"note: {note}")
+    for warning in result.warnings:
+        errors.print(f"warning: {warning}", soft_wrap=True)
     if output is not None:
         console.print(f"wrote {len(result.frame)} predictions to {output}")
         return

@@ -71,7 +71,10 @@ def study_run(
     if result.tracking_degraded:
         errors.print("warning: MLflow tracking was degraded during this run; Optuna kept every trial")
     if result.best_value is None:
-        raise TunerError(f"no trial completed; first error: {result.first_error or 'none recorded'}")
+        raise TunerError("; ".join(result.family_failures) if result.family_failures
+                         else f"no trial completed; first error: {result.first_error or 'none recorded'}")
+    for line in result.family_failures:
+        errors.print(f"warning: {line}", soft_wrap=True)
     console.print(f"next: tuner study show {result.study_name}   |   tuner ui")
 
 

@@ -1,8 +1,15 @@
-"""`tuner ui` and `tuner server`: start MLflow's UI on the project's store, or a tracking server for many machines."""
+"""`tuner ui` and `tuner server`: start MLflow's UI on the project's store, or a tracking server for many machines.
+
+The store URI reaches the MLflow child through its environment (it may hold a password, and a
+command line is visible to every user through `ps`) and is printed with its password hidden. The
+child runs in its own process group, which tuner stops when it is stopped itself (Ctrl-C,
+SIGTERM, SIGHUP), so no MLflow server is left holding the port.
+"""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,37 +18,41 @@ from typing import Optional
 import typer
 
 from tuner.cli.shared import StorageOption, TrackingOption, console
+from tuner.core.secrets import redact_url
+
+STOP_GRACE_S = 10  # seconds the MLflow child gets to stop on SIGTERM before it is killed
 
 
 def ui(tracking_uri: Optional[str] = TrackingOption, storage: Optional[str] = StorageOption,
        host: str = typer.Option("127.0.0.1", help="bind address (keep 127.0.0.1 unless you mean to share it)"),
        port: int = typer.Option(5000, help="port")) -> None:
     """Start the MLflow UI on the project's store."""
-    from tuner.tracking import artifact_root_for, resolve_tracking_uri
+    from tuner.tracking import artifact_root_for, child_environment, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
+    command = [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port),
                "--workers", "1"]  # one local reader; MLflow's default 4 workers cost memory and start-up time
     if artifact_root_for(uri):
         command += ["--default-artifact-root", artifact_root_for(uri)]
-    console.print(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C stops it")
+    console.print(f"MLflow UI on http://{host}:{port} (store {redact_url(uri)}); Ctrl-C stops it")
     console.print(f"a study's runs: http://{host}:{port}/#/experiments/ID/runs?workflowType=machine_learning "
                   "(or pick 'Model training' in the sidebar; MLflow 3 opens experiments on its GenAI view)")
     if _has_optuna_dashboard():
         from tuner.study.storage import resolve_storage_url
 
-        console.print(f"optuna-dashboard is installed too: optuna-dashboard {resolve_storage_url(storage)}",
+        console.print(f"optuna-dashboard is installed too: optuna-dashboard {redact_url(resolve_storage_url(storage))}",
                       soft_wrap=True)  # a command to copy: never broken across lines
-    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}  # GenAI job runners: 7 idle processes
-    raise typer.Exit(subprocess.call(command, env=env))
+    raise typer.Exit(run_until_stopped(command, child_environment(uri)))
 
 
 def server(
     backend_store_uri: str = typer.Option("sqlite:///mlruns/mlflow.db", "--backend-store-uri",
+                                          envvar="MLFLOW_BACKEND_STORE_URI",
                                           help="where runs are kept: postgresql+psycopg://USER@HOST/DB for several "
-                                               "machines, or a local sqlite:///PATH"),
+                                               "machines, or a local sqlite:///PATH (a URL with a password: set "
+                                               "$MLFLOW_BACKEND_STORE_URI instead, off the command line)"),
     artifacts_destination: Path = typer.Option(Path("mlruns/artifacts"), "--artifacts-destination",
                                                help="folder (or shared mount) for artifacts; workers upload "
                                                     "through the server, so they need no access to it"),
@@ -55,17 +66,44 @@ def server(
     """Start an MLflow tracking server for workers on several machines and print the URI they use."""
     import socket
 
-    from tuner.tracking import WILDCARD_ADDRESSES, server_command
+    from tuner.tracking import WILDCARD_ADDRESSES, child_environment, server_command
 
     if backend_store_uri.startswith("sqlite:///"):
         Path(backend_store_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     artifacts_destination.mkdir(parents=True, exist_ok=True)
-    command = server_command(backend_store_uri, artifacts_destination, host, port, workers, allowed_hosts)
+    command = server_command(artifacts_destination, host, port, workers, allowed_hosts)
     reachable = socket.gethostname() if host in WILDCARD_ADDRESSES else host
-    console.print(f"MLflow tracking server: store {backend_store_uri}, artifacts {artifacts_destination.resolve()}")
+    console.print(f"MLflow tracking server: store {redact_url(backend_store_uri)}, artifacts {artifacts_destination.resolve()}")
     console.print(f"workers use: --tracking-uri http://{reachable}:{port}   (Ctrl-C stops the server)")
-    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
-    raise typer.Exit(subprocess.call(command, env=env))
+    raise typer.Exit(run_until_stopped(command, child_environment(backend_store_uri)))
+
+
+def run_until_stopped(command: list[str], env: dict[str, str]) -> int:
+    """Run the MLflow child in its own process group until it exits or tuner is stopped; a stop
+    (SIGINT, SIGTERM, SIGHUP) is passed to the whole group, which is killed if it lingers."""
+    child = subprocess.Popen(command, env=env, start_new_session=True)
+
+    def stop(signum: int, _frame) -> None:
+        for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)  # one stop; the clean-up is not cut short
+        _signal_group(child, signal.SIGTERM)
+        try:
+            child.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            _signal_group(child, signal.SIGKILL)
+        _signal_group(child, signal.SIGKILL)  # workers MLflow started that outlived it
+        raise typer.Exit(130 if signum == signal.SIGINT else 128 + signum)
+
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        signal.signal(getattr(signal, name), stop)
+    return child.wait()
+
+
+def _signal_group(child: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(child.pid, signum)
+    except ProcessLookupError:  # the group is gone already
+        pass
 
 
 def _has_optuna_dashboard() -> bool:

@@ -14,6 +14,8 @@ from tuner.core.errors import StudyFileError
 from tuner.core.metrics import METRICS, default_metric
 from tuner.models import FAMILIES
 
+MAX_TRIALS = 100_000  # a study's trial budget at most: more is a typo (an extra zero or two), not a plan
+
 Task = Literal["binary", "multiclass", "regression"]
 
 
@@ -139,7 +141,7 @@ class FamilyConfig(_Strict):
 class BudgetConfig(_Strict):
     """How much search a run may spend; `trials` is the study's total, so a rerun resumes."""
 
-    trials: int = Field(30, gt=0)
+    trials: int = Field(30, gt=0, le=MAX_TRIALS, description="the study's total trials, across every worker")
     timeout: float | None = Field(None, gt=0, description="seconds for one `study run`")
     epochs: int = Field(60, gt=0, description="most epochs a Keras trial may train")
     rounds: int = Field(500, gt=0, description="most boosting rounds an XGBoost trial may fit")
@@ -275,13 +277,27 @@ class StudyConfig(_Strict):
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last, silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice; keep one",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_study_file(path: str | Path) -> tuple[StudyConfig, Path]:
     """Read and validate a study file; return the config and the folder relative paths start from."""
     path = Path(path)
     if not path.is_file():
         raise StudyFileError(f"{path}: no such study file; see `ls studies/` for the shipped ones")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -142,6 +142,25 @@ class FeaturePreprocessor:
                 self.buckets_ = KBinsDiscretizer(n_bins=BUCKETS, encode="ordinal", strategy="quantile",
                                                  quantile_method="averaged_inverted_cdf").fit(imputed)
 
+    def unlearned_columns(self, X: pd.DataFrame) -> list[str]:
+        """A line per column of `X` that holds nothing training saw: empty in every row, or (a
+        categorical) only levels training never saw. Training refuses empty columns, so each had values."""
+        lines = []
+        levels = dict(zip(self.categorical_, self.table_.named_transformers_["categorical"][-1].categories_)
+                      if self.categorical_ else [])
+        for column in [*self.numeric_, *self.categorical_, *self.text_columns_]:
+            present = X[column].notna()
+            if not present.any():
+                lines.append(f"column {column!r} is empty in all {len(X)} rows (100%), where training had values; "
+                             "its predictions rest on the training fill-in for it")
+            elif column in levels:
+                unseen = present & ~as_strings(X[column]).isin(set(levels[column]))
+                if unseen.sum() == present.sum():
+                    examples = ", ".join(repr(v) for v in X.loc[unseen, column].astype(str).unique()[:3])
+                    lines.append(f"column {column!r} holds only levels training never saw ({examples}) in "
+                                 f"{unseen.mean():.0%} of rows, the rest empty; the model treats them as unknown")
+        return lines
+
     def _clean(self, X: pd.DataFrame) -> pd.DataFrame:
         cleaned = X.copy()
         for column in self.categorical_:

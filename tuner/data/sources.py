@@ -83,6 +83,7 @@ def _load_builtin(name: str) -> tuple[pd.DataFrame | np.ndarray, np.ndarray]:
 def _read_table(path: Path) -> pd.DataFrame:
     try:
         if path.suffix.lower() == ".csv":
+            _refuse_json(path)
             return pd.read_csv(path)
         return pd.read_parquet(path)
     except pd.errors.EmptyDataError:
@@ -91,6 +92,15 @@ def _read_table(path: Path) -> pd.DataFrame:
         kind = "CSV" if path.suffix.lower() == ".csv" else "Parquet"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path} is not a readable {kind} file ({first}); check its format") from None
+
+
+def _refuse_json(path: Path) -> None:
+    """pandas reads a JSON document named .csv as a header with no rows; say what the file is instead."""
+    with open(path, "rb") as file:
+        start = file.read(256).lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    if start in (b"{", b"["):
+        raise DataError(f"{path} holds JSON, not CSV; convert it (e.g. pandas.read_json(...).to_csv(...)) "
+                        "or give a .csv or .parquet file")
 
 
 def _split_target(frame: pd.DataFrame, target: str | None, path: Path) -> tuple[pd.DataFrame, np.ndarray]:

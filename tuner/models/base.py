@@ -204,6 +204,11 @@ class Family(ABC):
         """Check what the family loads from outside the package (a builder's module), before a store
         is touched; `base_dir` is the study file's folder."""
 
+    def every_trial_failed(self, study: Any, error: str) -> str:
+        """The one line saying that no trial of this family got through, and `error`, the first one's;
+        `study` is the StudyConfig. The custom family names the user's builder."""
+        return f"every {self.name} trial failed, the first with {error}"
+
     def seed(self, seed: int) -> None:
         """Seed the library's global random state before a build; members that take their seed from
         the spec need nothing."""

@@ -27,6 +27,7 @@ from tuner.study.trial_attrs import (
 from tuner.search.fold_fits import FoldFit, FoldFitter
 from tuner.search.time_budget import TimeBudget
 from tuner.core.config import StudyConfig
+from tuner.core.secrets import redact_url
 from tuner.data import Part
 from tuner.core.metrics import METRICS, direction_sign
 from tuner.models import FAMILIES, Family, ProblemSpec, ScopedTrial
@@ -110,17 +111,19 @@ class Objective:
         trials = trial.study.get_trials(deepcopy=False) if trials is None else trials
         family_name = self._choose_family(trial, trials)
         family = FAMILIES[family_name]
-        params = family.search_space(ScopedTrial(trial, family_name), self.spec)
-        trial.set_user_attr(PARAMS_ATTR, params)
-        run_id = self.tracker.start_trial(self.experiment_id, self.parent_run_id, trial.number,
-                                          family_name, params, self.run_tags)
         started = time.perf_counter()
         curves: dict[str, list[float]] = {}
         fold_scores: list[float] = []
         steps: list[int | None] = []
         fold_members: list[Any] = []
         oof = OutOfFold(self.search_rows) if self.bags is not None else None
+        run_id = None
         try:
+            # a user's builder runs here too (the custom family learns its space by calling it)
+            params = family.search_space(ScopedTrial(trial, family_name), self.spec)
+            trial.set_user_attr(PARAMS_ATTR, params)
+            run_id = self.tracker.start_trial(self.experiment_id, self.parent_run_id, trial.number,
+                                              family_name, params, self.run_tags)
             wave = self.fitter.wave_size(family, len(self.folds)) if self.cross_validated else 1
             for start in range(0, len(self.folds), wave):
                 if start:
@@ -159,8 +162,11 @@ class Objective:
             self._finish(trial, family, run_id, "PRUNED", curves, fold_scores, started)
             raise
         except Exception as exc:
-            message = f"{type(exc).__name__}: {exc}".strip()
+            message = redact_url(f"{type(exc).__name__}: {exc}".strip())
             trial.set_user_attr(ERROR_ATTR, message[:2000])
+            if run_id is None:  # failed before its params were known: a run still records the error
+                run_id = self.tracker.start_trial(self.experiment_id, self.parent_run_id, trial.number,
+                                                  family_name, {}, self.run_tags)
             self._finish(trial, family, run_id, "FAILED", curves, fold_scores, started,
                          error=getattr(exc, "fold_trace", None) or traceback.format_exc())
             raise TrialFailed(message) from exc

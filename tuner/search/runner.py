@@ -8,6 +8,7 @@ objective's (tuner.search.objective); the dashboard listens as a subscriber (tun
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import multiprocessing
 import time
@@ -30,11 +31,14 @@ from tuner.models import FAMILIES, ProblemSpec
 from tuner.search.objective import Fold, Objective, TrialFailed, counts_toward_budget
 from tuner.study.sealed import ATTR, SealedStudy, load_inputs, open_study, stored_score_name
 from tuner.search.samplers import make_pruner, make_sampler
-from tuner.study.storage import StaleTrials, fail_stale, heartbeat_of, normalize_url, open_storage, resolve_storage_url
+from tuner.study.storage import (
+    GRACE_BEATS, StaleTrials, claim_study_attr, fail_stale, heartbeat_of, normalize_url, open_storage, resolve_storage_url,
+)
 from tuner.study.catalog import best_among, best_of
 from tuner.tracking import DESCRIPTION, Tracker, check_server, resolve_tracking_uri
 from tuner.search.workers import (
-    ReseedOnJoin, interrupt_on_signals, other_worker_at_work, parent_run_status, sampler_seed, worker_label, worker_tags,
+    ReseedOnJoin, interrupt_on_signals, other_worker_at_work, parent_run_status, sampler_seed, waiting_line, worker_label,
+    worker_tags,
 )
 
 log = logging.getLogger("tuner")
@@ -65,6 +69,7 @@ class RunResult:
     elapsed_s: float = 0.0
     tracking_degraded: bool = False
     first_error: str | None = None
+    family_failures: list[str] = field(default_factory=list)  # a line per family none of whose trials got through
     score_name: str = ""  # val_<metric> or cv_<metric>
 
 
@@ -165,7 +170,14 @@ def _open_parent_run(tracker: Tracker, sealed: SealedStudy, experiment_id: str, 
     tags = {DESCRIPTION: config.description or f"tuner study {config.name}",
             **device_tags(uses_tensorflow)}
     return tracker.open_study_run(experiment_id, sealed.study.user_attrs[ATTR + "uid"], config.name, tags, params,
-                                  {"study.yaml": study_file.read_text()})
+                                  {"study.yaml": study_file.read_text()}, claim=parent_run_claim(sealed, tracker, experiment_id))
+
+
+def parent_run_claim(sealed: SealedStudy, tracker: Tracker, experiment_id: str) -> Callable[[str], str]:
+    """The study's one parent run in this tracking store, recorded once in the Optuna storage:
+    workers that start together all keep the first one recorded."""
+    store = hashlib.sha256(f"{tracker.uri} {experiment_id}".encode()).hexdigest()[:12]
+    return lambda run_id: claim_study_attr(sealed.study, f"{ATTR}parent_run.{store}", run_id)
 
 
 def _optimize(sealed: SealedStudy, tracker: Tracker, experiment_id: str, parent_run_id: str, budget: int,
@@ -250,6 +262,7 @@ def _search(study: optuna.Study, objective: Callable[..., float], budget: int, t
     guard = BudgetGuard(objective, budget)
     interval = heartbeat_of(study)
     score_name = stored_score_name(study.user_attrs)
+    said: str | None = None  # the waiting line last printed
 
     def report(study: optuna.Study, finished: FrozenTrial) -> None:
         trials = guard.after(finished) or study.get_trials(deepcopy=False)
@@ -277,6 +290,10 @@ def _search(study: optuna.Study, objective: Callable[..., float], budget: int, t
             return
         if on_progress is not None:
             on_progress(progress)
+        if (line := waiting_line(trials, interval * GRACE_BEATS)) != said:
+            said = line
+            if line:
+                log.warning(line)
         time.sleep(min(interval, max(deadline - time.monotonic(), 0)) if deadline else interval)
         fail_stale(study)
 
@@ -329,7 +346,8 @@ def _worker_main(study_file: str, storage_url: str, tracking_uri: str, budget: i
     tracker = Tracker(tracking_uri)
     sealed = open_study(config, base_dir, storage_url, create=False)
     experiment_id = tracker.experiment_id(config.name)
-    parent = tracker.open_study_run(experiment_id, sealed.study.user_attrs[ATTR + "uid"], config.name, {}, {}, {})
+    parent = tracker.open_study_run(experiment_id, sealed.study.user_attrs[ATTR + "uid"], config.name, {}, {}, {},
+                                    claim=parent_run_claim(sealed, tracker, experiment_id))
     try:
         _optimize(sealed, tracker, experiment_id, parent, budget, timeout, worker, on_progress=None,
                   fold_workers=max(1, usable_cores() // jobs))
@@ -366,10 +384,19 @@ def summarize_run(sealed: SealedStudy, budget: int, before: int, elapsed: float)
     trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SKIPPED_ATTR)]
     result = RunResult(sealed.config.name, sealed.metric, study.direction.name.lower(), before, elapsed_s=elapsed,
                        score_name=sealed.score_name)
+    first_errors: dict[str, str] = {}  # family -> its first trial's error
+    through: set[str] = set()  # families with a trial that completed or was pruned
     for t in trials:
         result.counts[t.state.name] = result.counts.get(t.state.name, 0) + 1
         if t.state == TrialState.FAIL and result.first_error is None:
             result.first_error = t.user_attrs.get(ERROR_ATTR)
+        family = t.user_attrs.get(FAMILY_ATTR)
+        if t.state == TrialState.FAIL and ERROR_ATTR in t.user_attrs:
+            first_errors.setdefault(family, t.user_attrs[ERROR_ATTR])
+        elif t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            through.add(family)
+    result.family_failures = [FAMILIES[name].every_trial_failed(sealed.config, error)
+                              for name, error in sorted(first_errors.items()) if name in FAMILIES and name not in through]
     result.best_value, result.best_family = best_of(study)
     if result.best_value is not None:
         result.best_trial = study.best_trial.number

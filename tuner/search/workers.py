@@ -7,6 +7,7 @@ its host:pid, which also keeps their samplers from proposing the same sequence.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import signal
 import socket
@@ -69,12 +70,57 @@ class ReseedOnJoin:
         return self.objective(trial, trials)
 
 
+def waiting_line(trials: list[FrozenTrial], grace_s: int) -> str | None:
+    """What a worker waiting on other workers' running trials says, so a resume after `kill -9`
+    (a dead worker's trial holds the budget until its heartbeat expires) is not taken for a hang."""
+    me, host = worker_label(), socket.gethostname()
+    lines = []
+    for trial in trials:
+        label = trial.user_attrs.get(WORKER_ATTR)
+        if trial.state != TrialState.RUNNING or label == me:
+            continue
+        if label is None or label.rpartition(":")[0] == host and not _alive(label.rpartition(":")[2]):
+            lines.append(f"waiting up to {grace_s} s for trial {trial.number} of a stopped worker to expire its heartbeat")
+        else:
+            lines.append(f"waiting for trial {trial.number}, running in worker {label}")
+    return "; ".join(lines) or None
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def parent_run_status(study: optuna.Study, status: str) -> str | None:
     """How this worker leaves the study's parent run: `status`, or None (still RUNNING) while other
     workers run trials, so the last worker to finish is the one that closes it."""
     me = worker_label()
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     return None if any(t.user_attrs.get(WORKER_ATTR) != me for t in running) else status
+
+
+class _NoTrialTracebacks(logging.Filter):
+    """Optuna logs a trial stopped by Ctrl-C or SIGTERM, and each failed one, with its traceback;
+    the command's own line says it better: the interrupted one is dropped, a failure keeps one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, KeyboardInterrupt):
+            return False
+        if error is not None and type(error).__name__ == "TrialFailed":  # recorded on the trial and its run
+            record.exc_info = None
+        return True
+
+
+def quiet_trial_tracebacks() -> None:
+    logger = logging.getLogger("optuna.study._optimize")  # where Optuna logs a trial's end
+    if not any(isinstance(f, _NoTrialTracebacks) for f in logger.filters):
+        logger.addFilter(_NoTrialTracebacks())
 
 
 def interrupt_on_signals() -> None:
@@ -90,3 +136,4 @@ def interrupt_on_signals() -> None:
 
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, interrupt)
+    quiet_trial_tracebacks()

@@ -34,6 +34,7 @@ ARTIFACT = "ensemble"  # the blend folder's key in the pyfunc flavour's artifact
 class Predictions:
     frame: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # columns the model learns nothing from in these rows
 
 
 @dataclass(frozen=True)
@@ -67,12 +68,22 @@ def predict_file(model_dir: str | Path, data: str | Path, output: str | Path | N
     export = read_export(model_dir)
     if output is not None and Path(output).suffix.lower() not in TABLE_SUFFIXES:
         raise TunerError(f"-o {output}: write predictions to a .csv or .parquet file")
+    if output is not None and Path(output).resolve() == data.resolve():
+        raise TunerError(f"-o {output} is the input file; write the predictions to another file")
     rows = read_rows(data)
     model_input, notes = conform(rows, export.schema, data.name)
-    frame = predict_rows(load_ensemble(export), model_input)
+    ensemble = load_ensemble(export)
+    frame = predict_rows(ensemble, model_input)
     if output is not None:
         write_table(frame, Path(output))
-    return Predictions(frame, notes)
+    return Predictions(frame, notes, unlearned_columns(ensemble, model_input))
+
+
+def unlearned_columns(ensemble, model_input) -> list[str]:
+    """A line per column whose every row is empty or a level training never saw: its predictions
+    rest on the training fill-in for it, which a user should hear about (tuner.data.preprocess)."""
+    check = getattr(ensemble.preprocessor, "unlearned_columns", None)
+    return check(model_input) if check is not None and isinstance(model_input, pd.DataFrame) else []
 
 
 def read_export(model_dir: Path) -> Export:
@@ -186,6 +197,10 @@ def _as_type(values: pd.Series, kind: str, source: str) -> pd.Series:
         if bad.any():
             raise DataError(f"{source}: column {values.name!r} must be numeric; row {int(np.argmax(bad.to_numpy())) + 1} "
                             f"holds {values[bad].iloc[0]!r}")
+        infinite = np.isinf(numbers.to_numpy(dtype=np.float64, na_value=np.nan))
+        if infinite.any():
+            raise DataError(f"{source}: column {values.name!r} holds infinite values (row {int(np.argmax(infinite)) + 1}); "
+                            "replace them or leave them blank")
         return numbers.astype(np.float64)
     if kind == "boolean":
         return values.astype(object).where(values.notna(), None)

@@ -13,12 +13,15 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.study.trial_attrs import DURATION_ATTR, FAMILY_ATTR, PARAMS_ATTR, SKIPPED_ATTR
+from tuner.study.trial_attrs import BAG_ATTR, DURATION_ATTR, FAMILY_ATTR, OOF_ATTR, PARAMS_ATTR, SKIPPED_ATTR
 from tuner.core.config import StudyConfig
 from tuner.core.metrics import direction_sign
 from tuner.search.objective import counts_toward_budget
 from tuner.study.sealed import ATTR, stored_score_name
-from tuner.study.storage import load_existing, open_storage
+from tuner.study.storage import (
+    DEFAULT_STORAGE, load_existing, local_file, normalize_url, open_storage, resolve_storage_url,
+)
+from tuner.study.trial_bags import TrialBags, artifact_root
 
 
 def best_among(trials: list[FrozenTrial], direction: optuna.study.StudyDirection) -> FrozenTrial | None:
@@ -139,7 +142,11 @@ def _holdout_budget(attrs: dict[str, Any]) -> str:
 
 
 def list_studies(storage_url: str | None = None) -> list[dict[str, Any]]:
-    storage = open_storage(storage_url)
+    """Every study in the storage; none in a project's default storage that no study has created yet."""
+    url = normalize_url(resolve_storage_url(storage_url))
+    if url == DEFAULT_STORAGE and not local_file(url).is_file():
+        return []
+    storage = open_storage(url, create=False)
     rows = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=True):
         trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials(deepcopy=False)
@@ -156,6 +163,16 @@ def list_studies(storage_url: str | None = None) -> list[dict[str, Any]]:
 
 
 def delete_study(name: str, storage_url: str | None = None) -> None:
-    """Remove the study from Optuna storage; its MLflow runs stay as a record."""
-    load_existing(name, storage_url)
-    optuna.delete_study(study_name=name, storage=open_storage(storage_url))
+    """Remove the study from Optuna storage, and its trials' bags (out-of-fold predictions, fold
+    models); its MLflow runs stay as a record."""
+    study = load_existing(name, storage_url)
+    stored = [t.user_attrs[key] for t in study.get_trials(deepcopy=False) for key in (OOF_ATTR, BAG_ATTR)
+              if key in t.user_attrs]
+    optuna.delete_study(study_name=name, storage=study._storage)
+    if stored:
+        bags = TrialBags(artifact_root(resolve_storage_url(storage_url)))
+        for artifact in stored:
+            try:
+                bags.store.remove(artifact)
+            except FileNotFoundError:  # let go after the search, or kept on another machine
+                pass

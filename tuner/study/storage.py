@@ -19,10 +19,12 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from tuner.core.errors import StorageError, StudyFileError
+from tuner.core.secrets import redact_url
 
 DEFAULT_STORAGE = "sqlite:///studies/optuna.db"
 HEARTBEAT_S = 30
 HEARTBEAT_ENV = "TUNER_HEARTBEAT_S"
+GRACE_BEATS = 4  # heartbeats a running trial may miss before its worker is presumed dead
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -45,13 +47,26 @@ def heartbeat_interval() -> int:
     return value
 
 
-def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
+def local_file(url: str) -> Path | None:
+    """The file of a SQLite or journal storage URL; None for a server or an in-memory database."""
+    for scheme in ("sqlite:///", "journal:///"):
+        if url.startswith(scheme) and ":memory:" not in url:
+            return Path(url.removeprefix(scheme).split("?")[0])
+    return None
+
+
+def open_storage(url: str | None = None, create: bool = True) -> optuna.storages.BaseStorage:
     """Optuna storage with heartbeats (RDB) or a journal file; a bad or unsafe URL is one clear line.
 
     Several processes may open a fresh storage at the same moment: the schema is created by the
-    first and the others retry, so no worker dies of a creation race.
+    first and the others retry, so no worker dies of a creation race. Without `create` (commands
+    that only read) a local file that is not there is one line, and nothing is created.
     """
     url = normalize_url(resolve_storage_url(url))
+    path = local_file(url)
+    if not create and path is not None and not path.is_file():
+        raise StorageError(f"no storage at {path}: check --storage or $TUNER_STORAGE "
+                           "(`tuner study run` creates it)")
     if url.startswith("journal:///"):
         if HEARTBEAT_ENV in os.environ:
             raise StorageError(
@@ -59,9 +74,12 @@ def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
                 "would stay RUNNING); use sqlite:///PATH on one machine or postgresql+psycopg://USER@HOST/DB")
         from optuna.storages.journal import JournalFileBackend
 
-        path = Path(url.removeprefix("journal:///"))
         path.parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        try:
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        except Exception as exc:  # a file that is not an Optuna journal
+            raise StorageError(f"storage {path} is not a readable Optuna journal ({type(exc).__name__}); "
+                               "check --storage") from None
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite:///"):
         engine_kwargs = {"connect_args": {"timeout": 60}}
@@ -72,7 +90,7 @@ def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
     for attempt in range(8):
         try:
             storage = optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=interval, grace_period=interval * 4,
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=interval, grace_period=interval * GRACE_BEATS,
                 heartbeat_stale_trial_callback=StaleTrials(),
             )
             if url.startswith("sqlite:///"):
@@ -141,6 +159,8 @@ def _prepare_sqlite(path: Path) -> None:
     connection = sqlite3.connect(path, timeout=60)
     try:
         connection.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.DatabaseError as exc:  # "file is not a database": a corrupt or foreign file
+        raise StorageError(f"storage {path} is not a usable SQLite database ({exc}); check --storage") from None
     finally:
         connection.close()
 
@@ -188,16 +208,6 @@ class StaleTrials:
             hook(trial)
 
 
-def redact_url(url: str) -> str:
-    """Hide a password in a URL before printing it."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        if ":" in credentials:
-            return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
-    return url
-
-
 def find_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:
     try:
         return optuna.load_study(study_name=name, storage=storage)
@@ -206,7 +216,7 @@ def find_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study 
 
 
 def load_existing(name: str, storage_url: str | None = None) -> optuna.Study:
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, create=False)
     study = find_study(storage, name)
     if study is None:
         known = ", ".join(optuna.get_all_study_names(storage)) or "none"
@@ -218,6 +228,41 @@ def heartbeat_of(study: optuna.Study) -> int | None:
     """The storage's heartbeat interval in seconds; None for the journal storage, which keeps none."""
     getter = getattr(study._storage, "get_heartbeat_interval", None)
     return getter() if getter else None
+
+
+def claim_study_attr(study: optuna.Study, key: str, value: str) -> str:
+    """Write a study attribute only if no one has, and return the stored value: the first writer wins.
+
+    Optuna's own `set_user_attr` overwrites, so two workers starting together would each keep their
+    own value. An RDB storage inserts the row (its unique key refuses the second writer); the journal
+    logs one key per writer and every reader takes the first in the log's order.
+    """
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)  # an RDB storage under Optuna's cache
+
+    def stored() -> str | None:
+        attrs = storage.get_study_user_attrs(study._study_id)
+        return attrs.get(key, next((v for k, v in attrs.items() if k.startswith(f"{key}/")), None))
+
+    if (found := stored()) is not None:
+        return found
+    if isinstance(backend, optuna.storages.RDBStorage):
+        import json
+
+        from optuna.storages._rdb import models
+        from sqlalchemy.exc import IntegrityError
+
+        session = backend.scoped_session()
+        try:
+            session.add(models.StudyUserAttributeModel(study_id=study._study_id, key=key, value_json=json.dumps(value)))
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+        finally:
+            session.close()
+    else:
+        study.set_user_attr(f"{key}/{value}", value)
+    return stored()
 
 
 def fail_stale(study: optuna.Study) -> None:

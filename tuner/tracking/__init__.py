@@ -16,7 +16,7 @@ from tuner.tracking.registry import CHAMPION, ModelRegistry, PublishedModel
 from tuner.tracking.runs import DESCRIPTION, StudyRuns
 from tuner.tracking.server import (
     DEFAULT_TRACKING_URI, LOCAL_AND_PRIVATE_HOSTS, WILDCARD_ADDRESSES, allowed_hosts, artifact_root_for, check_server,
-    resolve_tracking_uri, server_command,
+    child_environment, resolve_tracking_uri, server_command,
 )
 
 
@@ -25,5 +25,5 @@ class Tracker(StudyRuns, ModelRegistry):
 
 
 __all__ = ["CHAMPION", "DEFAULT_TRACKING_URI", "DESCRIPTION", "LOCAL_AND_PRIVATE_HOSTS", "PublishedModel",
-           "Tracker", "WILDCARD_ADDRESSES", "allowed_hosts", "artifact_root_for", "check_server",
+           "Tracker", "WILDCARD_ADDRESSES", "allowed_hosts", "artifact_root_for", "check_server", "child_environment",
            "resolve_tracking_uri", "server_command"]

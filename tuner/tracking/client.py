@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from tuner.core.errors import StorageError
+from tuner.core.secrets import redact_url
 from tuner.study.storage import sync_at_checkpoints
 from tuner.tracking.server import HTTP_DEFAULTS, artifact_root_for, check_server, resolve_tracking_uri
 
@@ -66,7 +67,8 @@ class TrackingClient:
             return action()
         except Exception as exc:  # MLflow raises many types for a bad URI or a dead server
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise StorageError(f"MLflow tracking store {self.uri} cannot be used ({first}); check --tracking-uri") from None
+            raise StorageError(f"MLflow tracking store {redact_url(self.uri)} cannot be used ({redact_url(first)}); "
+                               "check --tracking-uri") from None
 
     def _safely(self, action):
         try:
@@ -88,7 +90,7 @@ class TrackingClient:
             for name, content in files.items():
                 path = Path(folder, name)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(content.encode() if isinstance(content, str) else content)
+                path.write_bytes(redact_url(content).encode() if isinstance(content, str) else content)  # texts: no password
             self.client.log_artifacts(run_id, folder)
 
     def replace_plots(self, run_id: str, images: dict[str, bytes], owns: Callable[[str], bool]) -> None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Callable
 
 from tuner.core.errors import StorageError
+from tuner.core.secrets import redact_url
 from tuner.tracking.client import TrackingClient
 
 _BATCH = 1000
@@ -24,33 +25,45 @@ class StudyRuns(TrackingClient):
     """The study's parent run and its trials' child runs, read back too (curves, the best run)."""
 
     def open_study_run(self, experiment_id: str, study_uid: str, name: str, tags: dict[str, str],
-                       params: dict[str, Any], files: dict[str, str]) -> str:
+                       params: dict[str, Any], files: dict[str, str],
+                       claim: Callable[[str], str] | None = None) -> str:
         """The study's parent run: found again by its uid on resume, created on first use.
 
         On resume the description (`mlflow.note.content` in `tags`) and `files` are written again,
         because the study file's description and budget may have changed since the run was created.
-        Workers on several machines may create it at the same moment; all of them then keep the
-        oldest and delete their own, so the study has one parent run.
+        Workers on several machines may create it at the same moment: `claim` (the Optuna storage's
+        first-writer-wins record, tuner.study.storage.claim_study_attr) names the one they all keep,
+        and each deletes its own if it lost. Without `claim`, the oldest run is kept.
         """
-        run_id = self.find_study_run(experiment_id, study_uid)
-        if run_id is not None:
-            self.client.update_run(run_id, status="RUNNING")
-            if DESCRIPTION in tags:
-                self.client.set_tag(run_id, DESCRIPTION, tags[DESCRIPTION])
-            if files:
-                self.log_artifacts(run_id, files)
-            return run_id
         from mlflow.entities import Param
 
-        run = self.client.create_run(experiment_id, run_name=name,
-                                     tags={**tags, "tuner.role": "study", "tuner.study_uid": study_uid})
-        self.client.log_batch(run.info.run_id, params=[Param(k, _as_text(v)) for k, v in params.items()])
-        for filename, text in files.items():
-            self.client.log_text(run.info.run_id, text, filename)
-        keeper = self.find_study_run(experiment_id, study_uid)
-        if keeper != run.info.run_id:
-            self.client.delete_run(run.info.run_id)
+        found = self.find_study_run(experiment_id, study_uid)
+        created = None
+        if found is None:
+            created = self.client.create_run(experiment_id, run_name=name, tags={
+                **tags, "tuner.role": "study", "tuner.study_uid": study_uid}).info.run_id
+            self.client.log_batch(created, params=[Param(k, _as_text(v)) for k, v in params.items()])
+            for filename, text in files.items():
+                self.client.log_text(created, redact_url(text), filename)
+        candidate = found or created
+        keeper = claim(candidate) if claim else self.find_study_run(experiment_id, study_uid)
+        if keeper != candidate and not self._active(keeper):  # the claimed run was deleted since
+            keeper = candidate
+        if created is not None and keeper != created:
+            self.client.delete_run(created)
+        if keeper != created:
+            self.client.update_run(keeper, status="RUNNING")
+            if DESCRIPTION in tags:
+                self.client.set_tag(keeper, DESCRIPTION, tags[DESCRIPTION])
+            if files:
+                self.log_artifacts(keeper, files)
         return keeper
+
+    def _active(self, run_id: str | None) -> bool:
+        try:
+            return run_id is not None and self.client.get_run(run_id).info.lifecycle_stage == "active"
+        except Exception:  # a run id of another tracking store
+            return False
 
     def find_study_run(self, experiment_id: str, study_uid: str) -> str | None:
         """The oldest parent run of the study (ties broken by run id, the same answer in every worker)."""
@@ -93,7 +106,7 @@ class StudyRuns(TrackingClient):
             for name, value in scores.items():  # the trial's search score, also as a tag the UI sorts by
                 tags += [RunTag("score", f"{value:.6f}"), RunTag("score_name", name)]  # val_<metric> or cv_<metric>
             if error:
-                tags.append(RunTag("error", error[:5000]))
+                tags.append(RunTag("error", redact_url(error)[:5000]))
             for start in range(0, max(len(metrics), 1), _BATCH):  # one round trip for a short trial
                 self.client.log_batch(run_id, metrics=metrics[start:start + _BATCH], tags=tags if start == 0 else [])
             self.client.set_terminated(run_id, status=state if state in ("FAILED", "KILLED") else "FINISHED")
@@ -148,7 +161,7 @@ class StudyRuns(TrackingClient):
 
         experiment_id, run_id = self._raising(find)
         if run_id is None:
-            raise StorageError(f"study {name!r} has no MLflow run in {self.uri}; pass the --tracking-uri it ran with")
+            raise StorageError(f"study {name!r} has no MLflow run in {redact_url(self.uri)}; pass the --tracking-uri it ran with")
         return experiment_id, run_id
 
     def _trial_run(self, experiment_id: str, parent_run_id: str, trial_number: int) -> str | None:
@@ -248,4 +261,5 @@ class StudyRuns(TrackingClient):
 
 
 def _as_text(value: Any) -> str:
-    return str(value)[:6000]
+    """A param's value as MLflow keeps it: text, no URL password, at most 6,000 characters."""
+    return redact_url(str(value))[:6000]

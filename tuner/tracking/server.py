@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from tuner.core.errors import StorageError
+from tuner.core.secrets import redact_url
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 HEALTH_TIMEOUT_S = 5
@@ -45,13 +46,19 @@ def allowed_hosts(host: str, port: int, extra: str | None = None) -> list[str]:
     return list(dict.fromkeys(LOCAL_AND_PRIVATE_HOSTS + mine + given))
 
 
-def server_command(backend_store_uri: str, artifacts_destination: Path, host: str, port: int,
+def server_command(artifacts_destination: Path, host: str, port: int,
                    workers: int, extra_allowed_hosts: str | None = None) -> list[str]:
-    """`mlflow server` proxying artifacts, so workers on other machines need only the HTTP address."""
-    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri,
-            "--artifacts-destination", str(Path(artifacts_destination).resolve()), "--serve-artifacts",
+    """`mlflow server` proxying artifacts, so workers on other machines need only the HTTP address.
+    Its store comes from the environment (`child_environment`), not the command line `ps` shows."""
+    return [sys.executable, "-m", "mlflow", "server", "--artifacts-destination", str(Path(artifacts_destination).resolve()), "--serve-artifacts",
             "--host", host, "--port", str(port), "--workers", str(workers),
             "--allowed-hosts", ",".join(allowed_hosts(host, port, extra_allowed_hosts))]
+
+
+def child_environment(backend_store_uri: str) -> dict[str, str]:
+    """The environment of an `mlflow ui` / `mlflow server` child: the store URI (which may hold a
+    password) where MLflow reads it, `MLFLOW_BACKEND_STORE_URI`; no GenAI job runners (7 idle processes)."""
+    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, "MLFLOW_BACKEND_STORE_URI": backend_store_uri}
 
 
 def check_server(uri: str) -> None:
@@ -64,5 +71,5 @@ def check_server(uri: str) -> None:
         requests.get(f"{uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S).raise_for_status()
     except requests.RequestException as exc:
         reason = type(exc).__name__ if not isinstance(exc, requests.HTTPError) else str(exc)[:120]
-        raise StorageError(f"MLflow tracking server {uri} does not answer ({reason}); start it with "
+        raise StorageError(f"MLflow tracking server {redact_url(uri)} does not answer ({reason}); start it with "
                            "`tuner server` or check --tracking-uri") from None

@@ -104,6 +104,10 @@ class CustomFamily(KerasFamily):
             if study.direction is None and "loss" not in options.monitor:
                 raise ValueError(f"set `direction:` (minimize or maximize) for monitor {options.monitor!r}")
 
+    def every_trial_failed(self, study: Any, error: str) -> str:
+        return (f"every custom trial failed: builder {study.custom_builder!r} raised {error}; "
+                "fix the builder or drop the custom family")
+
     def prepare(self, options: Any, base_dir: Path) -> None:
         resolve_builder(options.builder, base_dir)
 
