@@ -255,3 +255,35 @@ def test_data_fields_give_a_spec_the_fitted_rows_classes_features_and_input_shap
     assert fields.items() >= preprocessor.input_shapes().items()
     spec = ProblemSpec(task=task, metric=PROBLEMS[task][2], **fields)
     assert spec.views == preprocessor.views and spec.n_numeric == fields["n_numeric"]
+
+
+@pytest.mark.parametrize(("name", "problem_name"), FIRST_CASES, ids=[name for name, _ in FIRST_CASES])
+def test_folds_fitted_side_by_side_in_workers_predict_as_a_fold_fitted_alone(name, problem_name):
+    """The search fits a bag's folds in joblib workers: a worker's fold is seeded and predicts as the
+    same fold fitted in this process, so parallel folds give a seeded study the same out-of-fold rows."""
+    from tuner.search.fold_fits import FoldFitter, fit_fold
+
+    family, data = FAMILIES[name], problem(problem_name)
+    if not family.fits_in_workers():  # the custom family's builder lives on this process's path only
+        assert FoldFitter(2).wave_size(family, 5) == 1
+        return
+    view = family.view_for(data.spec)
+    fold = (data.train.X(view), data.train.y, data.val.X(view), data.val.y)
+    params = smallest_params(name, data.spec)
+    alone = fit_fold(family, params, data.spec, 3, fold, None, threads=1, predict=True)
+    side_by_side = FoldFitter(2).fit(family, params, [data.spec, data.spec], 3, [fold, fold], None, predict=True)
+    assert alone.error is None and [fit.error for fit in side_by_side] == [None, None]
+    for fit in side_by_side:
+        np.testing.assert_allclose(fit.predicted, alone.predicted, rtol=1e-5, atol=1e-6)
+        assert fit.member.best_step_ == alone.member.best_step_
+
+
+def test_a_fold_that_fails_in_a_worker_comes_back_as_its_own_error():
+    from tuner.search.fold_fits import FoldFitter
+
+    data = problem("binary")
+    fold = (data.train.X("tabular"), data.train.y, data.val.X("tabular"), data.val.y)
+    params = {**smallest_params("random_forest", data.spec), "min_samples_leaf": -3}
+    fits = FoldFitter(2).fit(FAMILIES["random_forest"], params, [data.spec] * 2, 0, [fold, fold], None, predict=True)
+    assert all(isinstance(fit.error, ValueError) and "min_samples_leaf" in str(fit.error) for fit in fits)
+    assert all("Traceback" in fit.error_trace for fit in fits)

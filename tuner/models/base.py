@@ -221,6 +221,10 @@ class Family(ABC):
         (`tuner.search.fold_fits`); False keeps every fit in the study's own process."""
         return True
 
+    # seconds a fold worker spends loading the family's library before its first fit (TensorFlow's
+    # import on two cores: about 10 s); its folds go to workers only once a fold costs half of that
+    worker_start_s: ClassVar[float] = 0.0
+
     def limit_process_threads(self, threads: int) -> None:
         """Size the library's process-wide thread pools (those fixed when it starts) in a fold worker."""
 

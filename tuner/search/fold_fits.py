@@ -72,6 +72,15 @@ def _in_worker(family: Family, params: dict[str, Any], spec: ProblemSpec, number
     return fit_fold(family, params, spec, number, data, deadline, threads, predict)
 
 
+def _warm(families: list[Family], threads: int) -> None:
+    """A worker's first task: its libraries loaded before the first fold arrives."""
+    for family in families:
+        if family.fits_in_workers() and not family.worker_start_s:
+            family.limit_process_threads(threads)
+            family.release_memory()
+    time.sleep(0.5)  # long enough that each worker gets one of these
+
+
 def _parallel(workers: int) -> Any:
     """joblib's pool of `workers`: the backend the user chose with `joblib.parallel_config`, else loky
     processes that end with the study's process."""
@@ -108,11 +117,40 @@ def _portable(exc: Exception) -> Exception:
 
 class FoldFitter:
     """Fits folds in waves of `workers` at once (one when a fold needs the trial itself, as a
-    holdout study's per-epoch pruning does, or the family's fits must stay in this process)."""
+    holdout study's per-epoch pruning does, or the family's fits must stay in this process). A fit
+    has its share of the threads: small fits scale poorly across threads and badly on a core another
+    process is using."""
 
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
         self._parallel = None
+        self._warm = threading.Event()
+        self._warm_up_started = False
+        self.loaded: set[str] = set()  # families whose folds the workers have fitted (their library is loaded)
+
+    def warm_up(self, families: list[Family]) -> None:
+        """Start the workers and import the families' libraries in them (not those slow to load, which
+        wait for a fold worth it), in the background, while this process fits the first trials itself."""
+        if self.workers < 2 or not any(f.fits_in_workers() for f in families):
+            return
+        from joblib import delayed
+
+        threads = self._threads(self.workers)
+        call = _parallel(self.workers)
+
+        def warm() -> None:
+            call(delayed(_warm)(families, threads) for _ in range(self.workers))
+            self._warm.set()
+
+        self._warm_up_started = True
+        threading.Thread(target=warm, name="fold-workers-warm-up", daemon=True).start()
+
+    def _warming(self) -> bool:
+        return self._warm_up_started and not self._warm.is_set()
+
+    def warm(self) -> bool:
+        """Whether the workers have started and loaded the families' libraries."""
+        return self._warm.is_set()
 
     def wave_size(self, family: Family, folds: int) -> int:
         return min(self.workers, folds) if family.fits_in_workers() else 1
@@ -122,17 +160,18 @@ class FoldFitter:
             curves: dict[str, list[float]] | None = None) -> list[FoldFit]:
         """One wave: each fold's spec and (X, y, X_val, y_val); in this process when it is one fold,
         which then fills `curves` as it trains."""
-        if len(data) == 1:
-            return [fit_fold(family, params, specs[0], number, data[0], deadline, self._threads(1), predict,
-                             trial, curves)]
+        if len(data) == 1:  # every core, or this process's share while the workers warm up
+            threads = self._threads(self.workers if self._warming() else 1)
+            return [fit_fold(family, params, specs[0], number, data[0], deadline, threads, predict, trial, curves)]
         from joblib import delayed
 
         if self._parallel is None:
             self._parallel = _parallel(self.workers)
         threads = self._threads(len(data))
+        self.loaded.add(family.name)
         return list(self._parallel(delayed(_in_worker)(family, params, spec, number, part, deadline, threads, predict)
                                    for spec, part in zip(specs, data)))
 
     def _threads(self, running: int) -> int:
-        """A fold's share of the cores; a fold alone (the odd one of a wave) has them all."""
+        """A fold's share of the cores when `running` fits run at once."""
         return max(1, usable_cores() // running)

@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.study.trial_attrs import (
     BAG_ATTR, BEST_STEP_ATTR, CUT_ATTR, DURATION_ATTR, ERROR_ATTR, FAMILY_ATTR, FOLD_SCORES_ATTR, FOLD_STEPS_ATTR,
+    FOLDS_AT_ONCE_ATTR,
     PARAMS_ATTR, SKIPPED_ATTR,
 )
 from tuner.search.fold_fits import FoldFit, FoldFitter
@@ -31,6 +32,9 @@ from tuner.core.secrets import redact_url
 from tuner.data import Part
 from tuner.core.metrics import METRICS, direction_sign
 from tuner.models import FAMILIES, Family, ProblemSpec, ScopedTrial
+
+
+WORKER_FOLD_S = 0.3  # a family whose folds take this long has them fitted side by side (see _folds_at_once)
 
 
 @dataclass
@@ -93,7 +97,8 @@ class Objective:
         self.bags = bags if config.split.cross_validated else None
         self.search_rows = search_rows
         self.folds = folds
-        self.fitter = FoldFitter(fold_workers)
+        self.fitter = FoldFitter(fold_workers if config.split.cross_validated else 1)
+        self.fitter.warm_up([FAMILIES[name] for name in config.families])
         self.spec = folds[0].spec  # what the search space sees; each fold builds with its own spec
         self.cross_validated = config.split.cross_validated
         self.budget = budget or TimeBudget(None)
@@ -124,10 +129,11 @@ class Objective:
             trial.set_user_attr(PARAMS_ATTR, params)
             run_id = self.tracker.start_trial(self.experiment_id, self.parent_run_id, trial.number,
                                               family_name, params, self.run_tags)
-            wave = self.fitter.wave_size(family, len(self.folds)) if self.cross_validated else 1
+            wave = self._folds_at_once(family, trials)
+            trial.set_user_attr(FOLDS_AT_ONCE_ATTR, wave)
             for start in range(0, len(self.folds), wave):
                 if start:
-                    self._check_time_left(trial, start, started)
+                    self._check_time_left(trial, start, wave, started)
                 folds = self.folds[start:start + wave]
                 # per-epoch pruning only without folds: with folds the pruner sees the running mean per fold
                 fits = self._fit(family, params, folds, trial.number, None if self.cross_validated else trial,
@@ -186,14 +192,32 @@ class Objective:
                 key: trial.user_attrs[key] for key in (BAG_ATTR,) if key in trial.user_attrs}})], sign)
         return value
 
-    def _check_time_left(self, trial: optuna.Trial, index: int, started: float) -> None:
-        """A bag whose folds so far say the rest cannot finish before the deadline stops now (pruned)."""
-        per_fold = (time.perf_counter() - started) / index
-        needed = per_fold * (len(self.folds) - index)
+    def _check_time_left(self, trial: optuna.Trial, done: int, wave: int, started: float) -> None:
+        """A bag whose waves of folds so far say the rest cannot finish before the deadline stops now (pruned)."""
+        per_wave = (time.perf_counter() - started) / math.ceil(done / wave)
+        left = len(self.folds) - done
+        needed = per_wave * math.ceil(left / wave)
         if needed > self.budget.remaining():
-            trial.set_user_attr(CUT_ATTR, f"{len(self.folds) - index} more fold(s) need about {needed:.0f} s; "
+            trial.set_user_attr(CUT_ATTR, f"{left} more fold(s) need about {needed:.0f} s; "
                                           f"{max(self.budget.remaining(), 0):.0f} s were left")
             raise optuna.TrialPruned(trial.user_attrs[CUT_ATTR])
+
+    def _folds_at_once(self, family: Family, trials: list[FrozenTrial]) -> int:
+        """Side by side unless this family's record in the study says a fold takes under `WORKER_FOLD_S`
+        (cheap fits gain nothing) or under half of what loading its library in the workers costs, or,
+        with no record yet, the workers are still starting (the first trials run here meanwhile)."""
+        if not self.cross_validated:
+            return 1
+        seconds = [t.user_attrs[DURATION_ATTR] * t.user_attrs.get(FOLDS_AT_ONCE_ATTR, 1) / len(t.user_attrs[FOLD_SCORES_ATTR])
+                   for t in trials if t.user_attrs.get(FAMILY_ATTR) == family.name and t.user_attrs.get(FOLD_SCORES_ATTR)
+                   and DURATION_ATTR in t.user_attrs and t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        if not seconds:
+            ready = self.fitter.warm() and not family.worker_start_s
+            return self.fitter.wave_size(family, len(self.folds)) if ready else 1
+        starting = 0.0 if family.name in self.fitter.loaded else family.worker_start_s / 2
+        if float(np.median(seconds)) < max(WORKER_FOLD_S, starting):
+            return 1
+        return self.fitter.wave_size(family, len(self.folds))
 
     def _fit(self, family: Family, params: dict[str, Any], folds: list[Fold], number: int,
              trial: optuna.Trial | None, curves: dict[str, list[float]] | None) -> list[FoldFit]:

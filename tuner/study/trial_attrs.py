@@ -10,6 +10,7 @@ PARAMS_ATTR = "params"  # the family's plain params, what `Family.build` takes
 BEST_STEP_ATTR = "best_step"  # median over folds of the epochs / rounds early stopping kept: refits train that long
 FOLD_STEPS_ATTR = "fold_steps"  # each fold's kept step count (a bagged trial's fold models)
 FOLD_SCORES_ATTR = "fold_scores"  # each fold's score, under cross-validation
+FOLDS_AT_ONCE_ATTR = "folds_at_once"  # how many of its folds were fitted side by side (tuner.search.fold_fits)
 DURATION_ATTR = "duration_s"  # wall seconds of the trial's fits, what the time budget plans with
 
 # how it ran or why it did not

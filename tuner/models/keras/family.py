@@ -24,6 +24,7 @@ class KerasFamily(Family):
     draws_curves: ClassVar[bool] = True
     uses_tensorflow: ClassVar[bool] = True
     lends_deep_part: ClassVar[bool] = True  # its network ends in the `HEAD` layer a blend reads
+    worker_start_s: ClassVar[float] = 10.0  # TensorFlow's import in a fold worker, two at once on two cores
 
     def seed(self, seed: int) -> None:
         training.keras().utils.set_random_seed(seed)
