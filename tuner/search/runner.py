@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.study.trial_attrs import ERROR_ATTR, FAMILY_ATTR, INTERRUPTED_ATTR, REQUEUED_FROM_ATTR, SKIPPED_ATTR, WORKER_ATTR
 from tuner.study.trial_bags import TrialBags, artifact_root
 from tuner.search.time_budget import TimeBudget, enqueue_portfolio
-from tuner.core.config import load_study_file
+from tuner.core.config import MAX_TRIALS, load_study_file
 from tuner.data import TRAIN, VALID, Dataset, prepare_parts
 from tuner.core.devices import configure_mixed_precision, device_tags
 from tuner.core.errors import TunerError
@@ -109,6 +109,9 @@ def run_study(study_file: str | Path, storage_url: str | None = None, tracking_u
     the stores took (`run-all --budget`); `inputs` are `load_inputs`' result when already loaded.
     """
     config, base_dir = load_study_file(study_file)
+    if trials is not None and not 0 < trials <= MAX_TRIALS:  # the study file's own bound, before any store
+        raise TunerError(f"--trials {trials} is out of range: a study holds 1 to {MAX_TRIALS:,} trials (more is a "
+                         "typo, an extra zero or two); give a smaller --trials")
     budget = trials or config.budget.trials
     timeout = timeout or config.budget.timeout
     # refusals that need no store first, then the remote ones, so a bad input creates no local file
