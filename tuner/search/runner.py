@@ -14,7 +14,7 @@ import multiprocessing
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -62,7 +62,8 @@ class RunResult:
     metric: str
     direction: str
     trials_before: int
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # the study's trials by state, every worker's
+    ran: int = 0  # trials this process or its --jobs workers ran: other workers on the study add to counts only
     best_value: float | None = None
     best_trial: int | None = None
     best_family: str | None = None
@@ -126,6 +127,7 @@ def run_study(study_file: str | Path, storage_url: str | None = None, tracking_u
     parent_run_id = _open_parent_run(tracker, sealed, experiment_id, Path(study_file))
     started = time.perf_counter()
     before = progress_of(sealed.study, budget).done
+    first, ran_by = len(sealed.study.get_trials(deepcopy=False)), {worker_label()}
     status = "FINISHED"
     if deadline is not None:
         timeout = max(deadline - time.monotonic(), 0.01)
@@ -134,12 +136,12 @@ def run_study(study_file: str | Path, storage_url: str | None = None, tracking_u
             _optimize(sealed, tracker, experiment_id, parent_run_id, budget, timeout, worker=0, on_progress=on_progress,
                       fold_workers=usable_cores())
         else:
-            _run_workers(sealed, Path(study_file), tracker.uri, budget, timeout, jobs, on_progress)
+            _run_workers(sealed, Path(study_file), tracker.uri, budget, timeout, jobs, on_progress, ran_by)
     except BaseException:
         status = "KILLED"
         raise
     finally:
-        result = summarize_run(sealed, budget, before, time.perf_counter() - started)
+        result = summarize_run(sealed, budget, before, time.perf_counter() - started, ran_by, first)
         ended = RunEnded(sealed, tracker, experiment_id, parent_run_id, status, result)
         for subscriber in subscribers:
             _tell(subscriber, ended)
@@ -359,14 +361,16 @@ def _worker_main(study_file: str, storage_url: str, tracking_uri: str, budget: i
 
 
 def _run_workers(sealed: SealedStudy, study_file: Path, tracking_uri: str, budget: int, timeout: float | None,
-                 jobs: int, on_progress: Callable[[Progress], None] | None) -> None:
-    """`--jobs N`: N processes on the same storage (TensorFlow state is per process, not per thread)."""
+                 jobs: int, on_progress: Callable[[Progress], None] | None, labels: set[str]) -> None:
+    """`--jobs N`: N processes on the same storage (TensorFlow state is per process, not per thread);
+    each one's worker label goes into `labels`, so the run counts their trials as its own."""
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_worker_main, args=(str(study_file), sealed.storage_url, tracking_uri,
                                                             budget, timeout, i + 1, jobs), daemon=False)
                for i in range(jobs)]
     for process in workers:
         process.start()
+        labels.add(worker_label(process.pid))
     try:
         while any(p.is_alive() for p in workers):
             if on_progress is not None:
@@ -382,7 +386,10 @@ def _run_workers(sealed: SealedStudy, study_file: Path, tracking_uri: str, budge
         raise TunerError(f"{len(failed)} of {jobs} workers exited with an error (codes {failed}); see their output above")
 
 
-def summarize_run(sealed: SealedStudy, budget: int, before: int, elapsed: float) -> RunResult:
+def summarize_run(sealed: SealedStudy, budget: int, before: int, elapsed: float, ran_by: Collection[str] = (),
+                  first: int = 0) -> RunResult:
+    """The study's trials by state and its best; `ran` counts those numbered from `first` whose
+    worker is one of `ran_by` (this run's processes), not another worker's on the same study."""
     study = sealed.study
     trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SKIPPED_ATTR)]
     result = RunResult(sealed.config.name, sealed.metric, study.direction.name.lower(), before, elapsed_s=elapsed,
@@ -391,6 +398,7 @@ def summarize_run(sealed: SealedStudy, budget: int, before: int, elapsed: float)
     through: set[str] = set()  # families with a trial that completed or was pruned
     for t in trials:
         result.counts[t.state.name] = result.counts.get(t.state.name, 0) + 1
+        result.ran += int(t.number >= first and t.user_attrs.get(WORKER_ATTR) in ran_by)
         if t.state == TrialState.FAIL and result.first_error is None:
             result.first_error = t.user_attrs.get(ERROR_ATTR)
         family = t.user_attrs.get(FAMILY_ATTR)
