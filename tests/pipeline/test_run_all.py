@@ -171,16 +171,32 @@ def test_a_stage_the_budget_cannot_pay_for_is_skipped_whole_and_said(write_study
     assert study.user_attrs["tuner.test_lookers"] == ["run-all late"]
 
 
-def test_a_budget_that_leaves_no_time_for_one_trial_is_one_clear_error(write_study, storage_url, tmp_path):
+def test_a_budget_that_leaves_no_time_for_one_trial_is_refused_before_anything_is_written(write_study, storage_url,
+                                                                                          tmp_path):
     import time
 
     from tuner.core.errors import TunerError
     from tuner.pipeline.run_all import run_all
 
     path = write_study(tiny_study("hopeless", split={"folds": 3, "seed": 1}, families=["linear"]))
-    with pytest.raises(TunerError, match="no time for a single complete trial.*raise --budget"):
+    with pytest.raises(TunerError, match=r"--budget 20 leaves no time for a single complete trial.*nothing was "
+                                         r"written: raise --budget to \d+ s or more"):
         run_all(path, budget=20, storage_url=storage_url, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
                 ensembles_root=tmp_path / "ens", started_at=time.time() - 19)
+    assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()
+    assert not (tmp_path / "ens").exists()
+
+
+def test_run_all_budget_10_is_one_line_exit_2_and_leaves_no_store(write_study, tmp_path):
+    """The issue's case as a user runs it, in a fresh folder with the default stores."""
+    path = write_study(tiny_study("ten", families=["linear"]))
+    written = set(tmp_path.iterdir())
+    run = run_cli("run-all", str(path), "--budget", "10", cwd=tmp_path,
+                  env={"TUNER_STORAGE": "", "TUNER_TRACKING_URI": ""})
+    assert run.returncode == 2, run.stdout + run.stderr
+    [line] = run.stderr.strip().splitlines()
+    assert line.startswith("error: --budget 10 leaves no time for a single complete trial") and "raise --budget" in line
+    assert set(tmp_path.iterdir()) == written  # no studies/optuna.db, no mlruns/, no ensembles/
 
 
 def test_short_of_time_keras_bags_go_first_but_never_the_searchs_best(storage_url):
