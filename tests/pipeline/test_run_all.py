@@ -92,6 +92,39 @@ def test_a_run_all_stopped_after_its_look_is_not_rerun_without_force(write_study
     assert forced.build["test_looks"] == {"killed": 2} and forced.finalize.test_looks == 2
 
 
+@pytest.mark.parametrize("killed_in", ["record_finalize", "export_ensemble"])
+def test_a_run_all_killed_after_its_look_never_looks_again_without_saying_why(killed_in, write_study, storage_url,
+                                                                             tracking_uri, tmp_path, monkeypatch):
+    """Killed right after the look was counted (no finalize report yet): the rerun refuses and names
+    the missing report. Killed in the export (both records stored): the rerun shows the look's records
+    and exports, with no new look."""
+    import tuner.pipeline.test_look
+    import tuner.serve.export
+    from tuner.pipeline.run_all import run_all
+    from tuner.pipeline.test_look import LookedWithoutRecords
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    module = tuner.pipeline.test_look if killed_in == "record_finalize" else tuner.serve.export
+    path = write_study(tiny_study(f"killed-{killed_in}", families=["linear"], budget={"trials": 2}))
+    common = dict(storage_url=storage_url, tracking_uri=tracking_uri, ensembles_root=tmp_path / "ens")
+    with monkeypatch.context() as patch:
+        patch.setattr(module, killed_in, killed)
+        with pytest.raises(KeyboardInterrupt):
+            run_all(path, **common)
+    looks = lambda: optuna.load_study(study_name=f"killed-{killed_in}", storage=storage_url).user_attrs["tuner.test_looks"]
+    assert looks() == 1
+    if killed_in == "record_finalize":
+        with pytest.raises(LookedWithoutRecords, match=r"1 counted look.*its finalize report is missing.*rerun with "
+                                                       r"--force"):
+            run_all(path, **common)
+    else:
+        again = run_all(path, **common)
+        assert again.reused == ["ensemble", "test look"] and again.export is not None
+    assert looks() == 1
+
+
 def test_the_ensemble_is_planned_from_each_familys_median_trial_time(storage_url):
     """Costs: 8 s fixed + (folds + 1) x (per_family x (linear 1 s + dense 11 s) + wide-and-deep 11 s)."""
     from optuna.trial import TrialState, create_trial
