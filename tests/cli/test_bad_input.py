@@ -130,6 +130,8 @@ CASES = {
     "negative budget in the file": (csv(rows), base_spec(name="fresh", budget={"trials": -2}), [],
                                     "budget.trials: Input should be greater than 0"),
     "negative budget on the command line": (csv(rows), None, ["--trials", "-2"], "Invalid value for '--trials'"),
+    "huge budget on the command line": (csv(rows), None, ["--trials", "1000000"],
+                                        "--trials 1000000 is out of range: a study holds 1 to 100,000 trials"),
     "unknown family": (csv(rows), base_spec(name="fresh", families=["linear", "svm"]), [], "unknown family 'svm'"),
     "family not installed": (csv(rows), base_spec(name="fresh", families=["linear", "xgboost"]), [],
                              "family 'xgboost' needs the xgboost package: pip install xgboost"),

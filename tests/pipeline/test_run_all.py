@@ -92,6 +92,39 @@ def test_a_run_all_stopped_after_its_look_is_not_rerun_without_force(write_study
     assert forced.build["test_looks"] == {"killed": 2} and forced.finalize.test_looks == 2
 
 
+@pytest.mark.parametrize("killed_in", ["record_finalize", "export_ensemble"])
+def test_a_run_all_killed_after_its_look_never_looks_again_without_saying_why(killed_in, write_study, storage_url,
+                                                                             tracking_uri, tmp_path, monkeypatch):
+    """Killed right after the look was counted (no finalize report yet): the rerun refuses and names
+    the missing report. Killed in the export (both records stored): the rerun shows the look's records
+    and exports, with no new look."""
+    import tuner.pipeline.test_look
+    import tuner.serve.export
+    from tuner.pipeline.run_all import run_all
+    from tuner.pipeline.test_look import LookedWithoutRecords
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    module = tuner.pipeline.test_look if killed_in == "record_finalize" else tuner.serve.export
+    path = write_study(tiny_study(f"killed-{killed_in}", families=["linear"], budget={"trials": 2}))
+    common = dict(storage_url=storage_url, tracking_uri=tracking_uri, ensembles_root=tmp_path / "ens")
+    with monkeypatch.context() as patch:
+        patch.setattr(module, killed_in, killed)
+        with pytest.raises(KeyboardInterrupt):
+            run_all(path, **common)
+    looks = lambda: optuna.load_study(study_name=f"killed-{killed_in}", storage=storage_url).user_attrs["tuner.test_looks"]
+    assert looks() == 1
+    if killed_in == "record_finalize":
+        with pytest.raises(LookedWithoutRecords, match=r"1 counted look.*its finalize report is missing.*rerun with "
+                                                       r"--force"):
+            run_all(path, **common)
+    else:
+        again = run_all(path, **common)
+        assert again.reused == ["ensemble", "test look"] and again.export is not None
+    assert looks() == 1
+
+
 def test_the_ensemble_is_planned_from_each_familys_median_trial_time(storage_url):
     """Costs: 8 s fixed + (folds + 1) x (per_family x (linear 1 s + dense 11 s) + wide-and-deep 11 s)."""
     from optuna.trial import TrialState, create_trial
@@ -171,16 +204,32 @@ def test_a_stage_the_budget_cannot_pay_for_is_skipped_whole_and_said(write_study
     assert study.user_attrs["tuner.test_lookers"] == ["run-all late"]
 
 
-def test_a_budget_that_leaves_no_time_for_one_trial_is_one_clear_error(write_study, storage_url, tmp_path):
+def test_a_budget_that_leaves_no_time_for_one_trial_is_refused_before_anything_is_written(write_study, storage_url,
+                                                                                          tmp_path):
     import time
 
     from tuner.core.errors import TunerError
     from tuner.pipeline.run_all import run_all
 
     path = write_study(tiny_study("hopeless", split={"folds": 3, "seed": 1}, families=["linear"]))
-    with pytest.raises(TunerError, match="no time for a single complete trial.*raise --budget"):
+    with pytest.raises(TunerError, match=r"--budget 20 leaves no time for a single complete trial.*nothing was "
+                                         r"written: raise --budget to \d+ s or more"):
         run_all(path, budget=20, storage_url=storage_url, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
                 ensembles_root=tmp_path / "ens", started_at=time.time() - 19)
+    assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()
+    assert not (tmp_path / "ens").exists()
+
+
+def test_run_all_budget_10_is_one_line_exit_2_and_leaves_no_store(write_study, tmp_path):
+    """The issue's case as a user runs it, in a fresh folder with the default stores."""
+    path = write_study(tiny_study("ten", families=["linear"]))
+    written = set(tmp_path.iterdir())
+    run = run_cli("run-all", str(path), "--budget", "10", cwd=tmp_path,
+                  env={"TUNER_STORAGE": "", "TUNER_TRACKING_URI": ""})
+    assert run.returncode == 2, run.stdout + run.stderr
+    [line] = run.stderr.strip().splitlines()
+    assert line.startswith("error: --budget 10 leaves no time for a single complete trial") and "raise --budget" in line
+    assert set(tmp_path.iterdir()) == written  # no studies/optuna.db, no mlruns/, no ensembles/
 
 
 def test_short_of_time_keras_bags_go_first_but_never_the_searchs_best(storage_url):

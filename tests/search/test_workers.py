@@ -66,3 +66,27 @@ def test_an_interrupted_trial_leaves_no_traceback_and_a_failed_one_no_traceback(
     with caplog.at_level(logging.WARNING, logger="optuna"), pytest.raises(KeyboardInterrupt):
         study.optimize(stopped, n_trials=1)
     assert not [r for r in caplog.records if "signal 15" in r.getMessage() or r.exc_info]
+
+
+def test_this_run_counts_only_its_own_trials_when_another_worker_shares_the_study(write_study, storage_url, tracking_uri):
+    """Another worker's trial finishing during this run adds to the study's counts, not to `ran`."""
+    from optuna.trial import TrialState, create_trial
+
+    from conftest import tiny_study
+    from tuner.pipeline.study_run import run_study
+
+    path = write_study(tiny_study("shared", families=["linear"], budget={"trials": 4}))
+    joined = []
+
+    def other_worker(progress) -> None:  # after this process's first trial, another worker's lands
+        if not joined:
+            study = optuna.load_study(study_name="shared", storage=storage_url)
+            study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.5,
+                                         user_attrs={"worker": "elsewhere:1", "family": "linear"}))
+            joined.append(True)
+
+    result = run_study(path, storage_url, tracking_uri, on_progress=other_worker)
+    assert sum(result.counts.values()) == 4 and result.trials_before == 0
+    assert result.ran == 3  # the study's total is 4; this process ran 3 of them
+    again = run_study(path, storage_url, tracking_uri, trials=5)
+    assert again.ran == 1 and again.trials_before == 4

@@ -63,9 +63,8 @@ def study_run(
             errors.print(f"interrupted: finished trials are kept, the running one is marked and queued again; "
                          f"resume with: tuner {resume_arguments(sys.argv, study_file)}", soft_wrap=True)
             raise typer.Exit(130) from None
-    ran = sum(result.counts.values()) - result.trials_before
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.counts.items()))
-    console.print(f"[bold]{result.study_name}[/]: {states} ({ran} this run, {result.elapsed_s:.0f}s)")
+    console.print(f"[bold]{result.study_name}[/]: {states} ({result.ran} this run, {result.elapsed_s:.0f}s)")
     if result.best_value is not None:
         console.print(f"best {result.score_name} = {result.best_value:.4f}: trial {result.best_trial} ({result.best_family})")
     if result.tracking_degraded:

@@ -19,7 +19,8 @@ study (the default split) bags every trial, so after the search nothing is fitte
 With `--budget B` the clock starts when the process did (imports count; `tuner.pipeline.clock`):
 the search gets what the later stages leave, their expected seconds being measured costs
 (`benchmarks/quality.py`) scaled by the table's rows; a stage that no longer fits when its turn
-comes is skipped whole, and the result says which and why. The ensemble stage and the test look
+comes is skipped whole, and the result says which and why; a budget that leaves a new study's
+search under a second is refused before any store is made. The ensemble stage and the test look
 are never skipped and the ensemble always keeps the search's best trial (the best single member is
 one of its candidates), so the export is never below the best trial out of fold; short of time,
 the test look scores the search's best trial alone as finalize's finalist. The export's refit on
@@ -38,10 +39,13 @@ and looks at the test split again (counted).
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+from optuna.trial import TrialState
 
 from tuner.core.config import StudyConfig, load_study_file
 from tuner.models import FAMILIES
@@ -53,6 +57,8 @@ from tuner.study.sealed import ATTR, load_inputs, open_sealed
 from tuner.study.storage import find_study, normalize_url, open_storage, resolve_storage_url
 
 FINALIZE_TOP = 3
+MIN_SEARCH_S = 1.0  # a search share under this holds no trial of any family: the budget is refused up front
+TRIAL_ROOM_S = 10.0  # the search share the suggested --budget leaves: a quick family's few trials on a small table
 
 
 @dataclass
@@ -121,6 +127,7 @@ def search_stage(ctx: StageContext) -> None:
     config, budget = ctx.config, ctx.clock.budget
     if budget is not None:
         deadline = ctx.clock.deadline(sum(ctx.reserved.values()) + SAFETY_S)
+        refuse_hopeless_budget(ctx, deadline - time.monotonic())
         ctx.on_step(f"search: up to {config.budget.trials} trials until {max(deadline - time.monotonic(), 0):.0f} s "
                     f"from now (the budget's other stages need about {sum(ctx.reserved.values()):.0f} s)")
         # the study's plots come last, if time is left (`plots_stage`): no dashboard subscribed
@@ -137,6 +144,21 @@ def search_stage(ctx: StageContext) -> None:
         raise TunerError(f"the budget left no time for a single complete trial ({ctx.clock.elapsed():.0f} s of "
                          f"{budget:.0f} s went to starting up and searching); raise --budget")
     ctx.result.run, ctx.result.trials = run, _counted(run)
+
+
+def refuse_hopeless_budget(ctx: StageContext, search_s: float) -> None:
+    """A budget whose search share is under `MIN_SEARCH_S`, for a study with no complete trial yet,
+    is refused before any store, study or run is made (else it would leave a study with a pruned
+    trial and its runs behind); a study with trials on record goes on with them."""
+    if search_s >= MIN_SEARCH_S or _complete_trials(ctx.config.name, ctx.storage_url):
+        return
+    from tuner.core.errors import TunerError
+
+    after = sum(ctx.reserved.values()) + SAFETY_S
+    enough = 10 * math.ceil((ctx.clock.elapsed() + after + TRIAL_ROOM_S) / 10)
+    raise TunerError(f"--budget {ctx.clock.budget:.0f} leaves no time for a single complete trial ({ctx.clock.elapsed():.0f} "
+                     f"s went to starting up and the stages after the search need about {after:.0f} s); nothing was "
+                     f"written: raise --budget to {enough} s or more")
 
 
 def show_closed_search(ctx: StageContext) -> bool:
@@ -329,15 +351,25 @@ def run_all(study_file: str | Path, budget: float | None = None, storage_url: st
     return ctx.result
 
 
-def _looked_before(name: str, storage_url: str | None) -> bool:
-    """Whether the study's test split was looked at (a counted look): then a plain rerun shows what
-    that look stored instead of searching on. A store not yet made is not created here."""
+def _existing_study(name: str, storage_url: str | None) -> Any:
+    """The study when the storage holds it, else None; a store not yet made is not created here."""
     url = normalize_url(resolve_storage_url(storage_url))
     for scheme in ("sqlite:///", "journal:///"):
         if url.startswith(scheme) and not Path(url.removeprefix(scheme).split("?")[0]).exists():
-            return False
-    study = find_study(open_storage(url), name)
+            return None
+    return find_study(open_storage(url), name)
+
+
+def _looked_before(name: str, storage_url: str | None) -> bool:
+    """Whether the study's test split was looked at (a counted look): then a plain rerun shows what
+    that look stored instead of searching on."""
+    study = _existing_study(name, storage_url)
     return study is not None and int(study.user_attrs.get(ATTR + "test_looks", 0)) > 0
+
+
+def _complete_trials(name: str, storage_url: str | None) -> int:
+    study = _existing_study(name, storage_url)
+    return 0 if study is None else len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
 def _counted(run: RunResult) -> int:

@@ -14,7 +14,7 @@ import multiprocessing
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.study.trial_attrs import ERROR_ATTR, FAMILY_ATTR, INTERRUPTED_ATTR, REQUEUED_FROM_ATTR, SKIPPED_ATTR, WORKER_ATTR
 from tuner.study.trial_bags import TrialBags, artifact_root
 from tuner.search.time_budget import TimeBudget, enqueue_portfolio
-from tuner.core.config import load_study_file
+from tuner.core.config import MAX_TRIALS, load_study_file
 from tuner.data import TRAIN, VALID, Dataset, prepare_parts
 from tuner.core.devices import configure_mixed_precision, device_tags
 from tuner.core.errors import TunerError
@@ -62,7 +62,8 @@ class RunResult:
     metric: str
     direction: str
     trials_before: int
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # the study's trials by state, every worker's
+    ran: int = 0  # trials this process or its --jobs workers ran: other workers on the study add to counts only
     best_value: float | None = None
     best_trial: int | None = None
     best_family: str | None = None
@@ -109,6 +110,9 @@ def run_study(study_file: str | Path, storage_url: str | None = None, tracking_u
     the stores took (`run-all --budget`); `inputs` are `load_inputs`' result when already loaded.
     """
     config, base_dir = load_study_file(study_file)
+    if trials is not None and not 0 < trials <= MAX_TRIALS:  # the study file's own bound, before any store
+        raise TunerError(f"--trials {trials} is out of range: a study holds 1 to {MAX_TRIALS:,} trials (more is a "
+                         "typo, an extra zero or two); give a smaller --trials")
     budget = trials or config.budget.trials
     timeout = timeout or config.budget.timeout
     # refusals that need no store first, then the remote ones, so a bad input creates no local file
@@ -123,6 +127,7 @@ def run_study(study_file: str | Path, storage_url: str | None = None, tracking_u
     parent_run_id = _open_parent_run(tracker, sealed, experiment_id, Path(study_file))
     started = time.perf_counter()
     before = progress_of(sealed.study, budget).done
+    first, ran_by = len(sealed.study.get_trials(deepcopy=False)), {worker_label()}
     status = "FINISHED"
     if deadline is not None:
         timeout = max(deadline - time.monotonic(), 0.01)
@@ -131,12 +136,12 @@ def run_study(study_file: str | Path, storage_url: str | None = None, tracking_u
             _optimize(sealed, tracker, experiment_id, parent_run_id, budget, timeout, worker=0, on_progress=on_progress,
                       fold_workers=usable_cores())
         else:
-            _run_workers(sealed, Path(study_file), tracker.uri, budget, timeout, jobs, on_progress)
+            _run_workers(sealed, Path(study_file), tracker.uri, budget, timeout, jobs, on_progress, ran_by)
     except BaseException:
         status = "KILLED"
         raise
     finally:
-        result = summarize_run(sealed, budget, before, time.perf_counter() - started)
+        result = summarize_run(sealed, budget, before, time.perf_counter() - started, ran_by, first)
         ended = RunEnded(sealed, tracker, experiment_id, parent_run_id, status, result)
         for subscriber in subscribers:
             _tell(subscriber, ended)
@@ -356,14 +361,16 @@ def _worker_main(study_file: str, storage_url: str, tracking_uri: str, budget: i
 
 
 def _run_workers(sealed: SealedStudy, study_file: Path, tracking_uri: str, budget: int, timeout: float | None,
-                 jobs: int, on_progress: Callable[[Progress], None] | None) -> None:
-    """`--jobs N`: N processes on the same storage (TensorFlow state is per process, not per thread)."""
+                 jobs: int, on_progress: Callable[[Progress], None] | None, labels: set[str]) -> None:
+    """`--jobs N`: N processes on the same storage (TensorFlow state is per process, not per thread);
+    each one's worker label goes into `labels`, so the run counts their trials as its own."""
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_worker_main, args=(str(study_file), sealed.storage_url, tracking_uri,
                                                             budget, timeout, i + 1, jobs), daemon=False)
                for i in range(jobs)]
     for process in workers:
         process.start()
+        labels.add(worker_label(process.pid))
     try:
         while any(p.is_alive() for p in workers):
             if on_progress is not None:
@@ -379,7 +386,10 @@ def _run_workers(sealed: SealedStudy, study_file: Path, tracking_uri: str, budge
         raise TunerError(f"{len(failed)} of {jobs} workers exited with an error (codes {failed}); see their output above")
 
 
-def summarize_run(sealed: SealedStudy, budget: int, before: int, elapsed: float) -> RunResult:
+def summarize_run(sealed: SealedStudy, budget: int, before: int, elapsed: float, ran_by: Collection[str] = (),
+                  first: int = 0) -> RunResult:
+    """The study's trials by state and its best; `ran` counts those numbered from `first` whose
+    worker is one of `ran_by` (this run's processes), not another worker's on the same study."""
     study = sealed.study
     trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SKIPPED_ATTR)]
     result = RunResult(sealed.config.name, sealed.metric, study.direction.name.lower(), before, elapsed_s=elapsed,
@@ -388,6 +398,7 @@ def summarize_run(sealed: SealedStudy, budget: int, before: int, elapsed: float)
     through: set[str] = set()  # families with a trial that completed or was pruned
     for t in trials:
         result.counts[t.state.name] = result.counts.get(t.state.name, 0) + 1
+        result.ran += int(t.number >= first and t.user_attrs.get(WORKER_ATTR) in ran_by)
         if t.state == TrialState.FAIL and result.first_error is None:
             result.first_error = t.user_attrs.get(ERROR_ATTR)
         family = t.user_attrs.get(FAMILY_ATTR)

@@ -21,8 +21,9 @@ from tuner.core.config import StudyConfig
 from tuner.search.samplers import make_sampler
 
 
-def worker_label() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+def worker_label(pid: int | None = None) -> str:
+    """This process's label, or that of its child `pid` (a `--jobs` worker)."""
+    return f"{socket.gethostname()}:{pid or os.getpid()}"
 
 
 def worker_tags(worker: int) -> dict[str, str]:
