@@ -118,7 +118,8 @@ def run_study(study_file: str | Path, storage_url: str | None = None, tracking_u
     storage = open_storage(storage_url)
     tracker = Tracker(tracking_uri)
     tracker.check()
-    sealed = open_study(config, base_dir, storage_url, inputs=inputs, storage=storage)
+    seconds = timeout if deadline is None else deadline - time.monotonic()  # what tuner picks families for
+    sealed = open_study(config, base_dir, storage_url, inputs=inputs, storage=storage, seconds=seconds)
     experiment_id = tracker.experiment_id(config.name)
     parent_run_id = _open_parent_run(tracker, sealed, experiment_id, Path(study_file))
     started = time.perf_counter()
@@ -198,7 +199,8 @@ def _optimize(sealed: SealedStudy, tracker: Tracker, experiment_id: str, parent_
                            **worker_tags(worker), "split_digest": sealed.split.digest},  # the split it verified
                           budget=TimeBudget.from_timeout(timeout), bags=trial_bags(sealed),
                           search_rows=sealed.split.search_rows(), fold_workers=fold_workers)
-    enqueue_portfolio(study, list(config.families), budget, folds[0].spec)
+    enqueue_portfolio(study, list(config.families), budget, folds[0].spec,
+                      caps={name: options.max_trials for name, options in config.families.items()})
     first = len(study.trials)
     shared = other_worker_at_work(study.get_trials(deepcopy=False), first)
     study.sampler = make_sampler(config.sampler, sampler_seed(config, first, worker, shared))
