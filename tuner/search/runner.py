@@ -100,13 +100,15 @@ def run_study(study_file: str | Path, storage_url: str | None = None, tracking_u
               trials: int | None = None, timeout: float | None = None, jobs: int = 1,
               on_progress: Callable[[Progress], None] | None = None,
               subscribers: Sequence[Callable[[RunEnded], None]] = (), deadline: float | None = None,
-              inputs: tuple[Dataset, str] | None = None) -> RunResult:
+              inputs: tuple[Dataset, str] | None = None, budget_s: float | None = None) -> RunResult:
     """Launch or resume a study until it holds `trials` trials (the budget is the study's total).
 
     `on_progress` hears after each trial; each of `subscribers` hears once when the search stops,
     before the parent run is closed (`tuner.pipeline.study_run.run_study` subscribes the dashboard).
     `deadline` (a `time.monotonic()` value) ends the search at that moment, however long opening
     the stores took (`run-all --budget`); `inputs` are `load_inputs`' result when already loaded.
+    `budget_s`, the whole run's time budget (`run-all --budget`), is what tuner picks families for
+    when the study file names none (default: the search's own time).
     """
     config, base_dir = load_study_file(study_file)
     budget = trials or config.budget.trials
@@ -118,7 +120,7 @@ def run_study(study_file: str | Path, storage_url: str | None = None, tracking_u
     storage = open_storage(storage_url)
     tracker = Tracker(tracking_uri)
     tracker.check()
-    seconds = timeout if deadline is None else deadline - time.monotonic()  # what tuner picks families for
+    seconds = budget_s or (timeout if deadline is None else deadline - time.monotonic())
     sealed = open_study(config, base_dir, storage_url, inputs=inputs, storage=storage, seconds=seconds)
     experiment_id = tracker.experiment_id(config.name)
     parent_run_id = _open_parent_run(tracker, sealed, experiment_id, Path(study_file))
