@@ -23,6 +23,18 @@ def test_shipped_examples_cover_the_three_tasks():
     assert tasks == {"builtin:breast_cancer", "builtin:digits", "builtin:diabetes"}
 
 
+def test_a_study_file_may_leave_the_families_to_tuner(write_study):
+    spec = tiny_study("picked")
+    del spec["families"]
+    config, _ = load_study_file(write_study(spec))
+    assert config.picks_families and config.families is None and config.custom_monitor is None
+    chosen = config.with_families(["linear", "xgboost"])
+    assert list(chosen.families) == ["linear", "xgboost"] and not chosen.picks_families
+    assert config.identity_hash() != load_study_file(write_study(tiny_study("picked"), "named.yaml"))[0].identity_hash()
+    with pytest.raises(StudyFileError, match="name at least one family"):
+        load_study_file(write_study(tiny_study("empty", families=[]), "empty.yaml"))
+
+
 def test_defaults_and_family_list_shorthand(write_study):
     config, _ = load_study_file(write_study(tiny_study("s", families=["linear", {"xgboost": {"max_trials": 2}}])))
     assert config.families["xgboost"].max_trials == 2

@@ -200,6 +200,26 @@ def test_default_params_lie_in_the_search_space_and_build(name, problem_name):
     assert np.isfinite(member.predict_scores(data.val.X(view))).all()
 
 
+PORTFOLIO_CASES = [(n, p) for n, p in CASES if p in ("binary", "regression")
+                   and len(FAMILIES[n].portfolio(problem(p).spec)) > 1]
+
+
+@pytest.mark.parametrize("name, problem_name", PORTFOLIO_CASES, ids=[f"{n}-{p}" for n, p in PORTFOLIO_CASES])
+def test_portfolio_configurations_lie_in_the_search_space_and_build(name, problem_name):
+    """Each is enqueued as a point of the family's space: FixedTrial over the space gives it back unchanged
+    and, the library default first, each builds and fits (the networks' fit is the default's test's)."""
+    data = problem(problem_name)
+    configs = FAMILIES[name].portfolio(data.spec)
+    assert next(iter(configs.values())) == FAMILIES[name].default_params(data.spec)
+    for label, params in configs.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # FixedTrial warns when a value is outside its distribution
+            assert FAMILIES[name].search_space(optuna.trial.FixedTrial(params), data.spec) == params, label
+        if label != "default" and not FAMILIES[name].uses_tensorflow:
+            member, view = fitted(name, data, params)
+            assert np.isfinite(member.predict_scores(data.val.X(view))).all(), label
+
+
 def test_scoped_trial_prefixes_names_so_families_never_collide():
     study = optuna.create_study()
     trial = study.ask()

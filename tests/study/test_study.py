@@ -15,8 +15,9 @@ from tuner.core.errors import SplitMismatchError, StorageError, StudyFileError
 from tuner.search.objective import Objective
 from tuner.study.catalog import describe_study, list_studies
 from tuner.pipeline.study_run import run_study
+from tuner.study.sealed import CHOSEN_ATTR, open_sealed
 
-from conftest import holdout_study, tiny_study
+from conftest import holdout_study, run_cli, tiny_study
 
 PACKAGE = Path(tuner.__file__).parent
 
@@ -126,6 +127,26 @@ def test_all_families_capped_stops_the_study(write_study, storage_url, tracking_
     spec = tiny_study("allcapped", families={"linear": {"max_trials": 1}, "random_forest": {"max_trials": 1}})
     result = run_study(write_study(spec), storage_url, tracking_uri, trials=10)
     assert result.counts == {"COMPLETE": 2}
+
+
+def test_a_study_without_families_searches_what_tuner_picked_and_keeps_that_choice(write_study, storage_url,
+                                                                                     tracking_uri):
+    spec = tiny_study("picked", budget={"trials": 3, "timeout": 60, "rounds": 20, "patience": 2})
+    del spec["families"]
+    run_study(write_study(spec), storage_url, tracking_uri)
+    study = optuna.load_study(study_name="picked", storage=storage_url)
+    chosen = study.user_attrs[CHOSEN_ATTR]["families"]
+    assert "dense" not in chosen and {"linear", "xgboost", "lightgbm", "catboost"} <= set(chosen)  # a 60 s budget
+    assert [t.user_attrs["family"] for t in study.trials] == chosen[:3]  # the portfolio's first round
+    # a resume with a budget that would have picked the network searches the stored choice
+    longer = write_study({**spec, "budget": {**spec["budget"], "timeout": 600}}, "longer.yaml")
+    run_study(longer, storage_url, tracking_uri, trials=4)
+    assert list(open_sealed("picked", storage_url).config.families) == chosen
+    assert {t.user_attrs["family"] for t in optuna.load_study(study_name="picked", storage=storage_url).trials} <= set(chosen)
+    shown = run_cli("study", "show", "picked", "--storage", storage_url)
+    assert shown.returncode == 0, shown.stderr
+    assert f"families chosen by tuner: {', '.join(chosen)} (binary, " in shown.stdout
+    assert "left out dense: it pays from a 120 s budget" in shown.stdout
 
 
 @pytest.mark.slow

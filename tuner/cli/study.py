@@ -113,6 +113,8 @@ def study_show(name: str = typer.Argument(..., help="study name"), storage: Opti
                   f"rows: {split} ({sealed})")
     if report.folds:
         console.print(f"search score {report.score_name}: the mean over {report.folds}")
+    if report.chosen_families:
+        console.print(report.chosen_families, markup=False, soft_wrap=True)
     if report.holdout_budget:
         console.print(f"reusable holdout (tuner study holdout): {report.holdout_budget}")
     table = Table("family", "trials", "complete", "pruned", "failed", f"best {report.score_name}", "trial", "mean s",

@@ -173,7 +173,9 @@ class StudyConfig(_Strict):
     metric: str | None = None
     direction: Literal["minimize", "maximize"] | None = None
     split: SplitConfig = SplitConfig()
-    families: dict[str, FamilyConfig]
+    # None: tuner picks them for the task, the data and the time budget when the study is created
+    # (tuner.models.portfolio.choose_families) and stores its choice with the study
+    families: dict[str, FamilyConfig] | None = None
     budget: BudgetConfig = BudgetConfig()
     sampler: SamplerConfig = SamplerConfig()
     pruner: PrunerConfig = PrunerConfig()
@@ -197,7 +199,9 @@ class StudyConfig(_Strict):
 
     @field_validator("families")
     @classmethod
-    def _known_families(cls, value: dict[str, FamilyConfig]) -> dict[str, FamilyConfig]:
+    def _known_families(cls, value: dict[str, FamilyConfig] | None) -> dict[str, FamilyConfig] | None:
+        if value is None:
+            return value
         if not value:
             raise ValueError(f"name at least one family: {', '.join(sorted(FAMILIES))}")
         unknown = sorted(set(value) - set(FAMILIES))
@@ -225,20 +229,30 @@ class StudyConfig(_Strict):
     @model_validator(mode="after")
     def _family_options(self) -> StudyConfig:
         """Each family refuses the options it does not take (`builder` and `monitor`: the custom family's)."""
-        for name, options in self.families.items():
+        for name, options in (self.families or {}).items():
             FAMILIES[name].check_options(options, self)
         return self
+
+    @property
+    def picks_families(self) -> bool:
+        """The study file names no `families:`: tuner picks them when the study is created."""
+        return self.families is None
+
+    def with_families(self, names: list[str]) -> StudyConfig:
+        """This config searching `names` with default options: what tuner picked for a study file without
+        `families:` (its identity stays the file's)."""
+        return self.model_copy(update={"families": {name: FamilyConfig() for name in names}})
 
     @property
     def custom_monitor(self) -> str | None:
         """The History key a custom-only study optimises, or None when the study metric scores trials
         (only the custom family takes a `monitor`)."""
-        return next((options.monitor for options in self.families.values() if options.monitor), None)
+        return next((options.monitor for options in (self.families or {}).values() if options.monitor), None)
 
     @property
     def custom_builder(self) -> str | None:
         """The custom family's `builder`, or None (only that family takes one)."""
-        return next((options.builder for options in self.families.values() if options.builder), None)
+        return next((options.builder for options in (self.families or {}).values() if options.builder), None)
 
     def objective_name(self, task: str) -> str:
         """What the study optimises: a metric name, or a custom model's monitored key."""
@@ -270,7 +284,7 @@ class StudyConfig(_Strict):
             split.pop("validation_fraction", None)
             if "folds" not in split:
                 split["validation_fraction"] = DEFAULT_VALIDATION_FRACTION
-        for family in identity["families"].values():
+        for family in (identity["families"] or {}).values():
             for key in ("builder", "monitor"):
                 if family.get(key) is None:
                     family.pop(key, None)
@@ -303,7 +317,7 @@ def load_study_file(path: str | Path) -> tuple[StudyConfig, Path]:
         where = f" at line {mark.line + 1}" if mark else ""
         raise StudyFileError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(raw, dict):
-        raise StudyFileError(f"{path}: a study file is a YAML mapping with at least name, data and families")
+        raise StudyFileError(f"{path}: a study file is a YAML mapping with at least name and data")
     try:
         return StudyConfig.model_validate(raw), path.resolve().parent
     except ValidationError as exc:

@@ -157,6 +157,9 @@ class Family(ABC):
     # scikit-learn and XGBoost families 10-40, LightGBM 50 as any other family, CatBoost 60, the Keras
     # families 100)
     portfolio_rank: ClassVar[int] = 50
+    # tuner may pick it for a study file that names no `families:` (tuner.models.portfolio.choose_families)
+    picked: ClassVar[bool] = False
+    min_budget_s: ClassVar[float] = 0.0  # a known time budget shorter than this leaves it out of that choice
     curve_step: ClassVar[str] = "round"  # its per-step curves are logged as `<curve_step>/<name>`
     draws_curves: ClassVar[bool] = False  # the study page draws its best trials' learning curves
     # trains on TensorFlow: a study of it reads TensorFlow's devices and sets mixed precision, and
@@ -176,10 +179,17 @@ class Family(ABC):
     def default_params(self, spec: ProblemSpec) -> dict[str, Any] | None:
         """The values `search_space` should suggest to give the library's well-known default model.
 
-        Every study tries this first (a portfolio, as FLAML's low-cost start points and AutoGluon's
-        defaults do), so the first seconds of any budget already hold a sound model. None: no default.
+        The first entry of `portfolio`: every study tries it first, so the first seconds of any budget
+        already hold what a user would get from the library. None: no default.
         """
         return None
+
+    def portfolio(self, spec: ProblemSpec) -> dict[str, dict[str, Any]]:
+        """Configurations known to be strong across many tables, by a label naming their source, the
+        library default first: a new study runs them before the sampler (tuner.models.portfolio).
+        Each is a point of `search_space`; a family without any gets one sampled trial instead."""
+        defaults = self.default_params(spec)
+        return {} if defaults is None else {"default": defaults}
 
     def view_for(self, spec: ProblemSpec) -> str:
         """The view this family reads for this data; families that take several kinds override it."""

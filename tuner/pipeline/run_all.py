@@ -53,7 +53,7 @@ from tuner.pipeline.clock import (KERAS_BAGS_S, SAFETY_S, Clock, cpu_seconds, pl
                                   reserve_after_search)
 from tuner.search import runner
 from tuner.search.runner import RunResult
-from tuner.study.sealed import ATTR, load_inputs, open_sealed
+from tuner.study.sealed import ATTR, load_inputs, open_sealed, planned_families
 from tuner.study.storage import find_study, normalize_url, open_storage, resolve_storage_url
 
 FINALIZE_TOP = 3
@@ -131,7 +131,8 @@ def search_stage(ctx: StageContext) -> None:
         ctx.on_step(f"search: up to {config.budget.trials} trials until {max(deadline - time.monotonic(), 0):.0f} s "
                     f"from now (the budget's other stages need about {sum(ctx.reserved.values()):.0f} s)")
         # the study's plots come last, if time is left (`plots_stage`): no dashboard subscribed
-        run = runner.run_study(ctx.study_file, ctx.storage_url, ctx.tracking_uri, deadline=deadline, inputs=ctx.inputs)
+        run = runner.run_study(ctx.study_file, ctx.storage_url, ctx.tracking_uri, deadline=deadline, inputs=ctx.inputs,
+                               budget_s=budget)
     else:
         from tuner.pipeline.study_run import run_study  # the runner with the dashboard subscribed: plots after the search
 
@@ -331,7 +332,7 @@ def run_all(study_file: str | Path, budget: float | None = None, storage_url: st
     clock = Clock(budget, time.time() if started_at is None else started_at)
     inputs = load_inputs(config, base_dir)
     expected = {stage.name: stage.expected_seconds(len(inputs[0].y)) for stage in STAGES[1:]}
-    keras = any(FAMILIES[f].uses_tensorflow for f in config.families)
+    keras = any(FAMILIES[f].uses_tensorflow for f in planned_families(config, inputs, budget))
     ctx = StageContext(study_file, config, inputs, clock, storage_url, tracking_uri, ensembles_root, force,
                        reserve_after_search(expected, budget, keras), on_step)
     for stage in STAGES:

@@ -101,13 +101,15 @@ def run_study(study_file: str | Path, storage_url: str | None = None, tracking_u
               trials: int | None = None, timeout: float | None = None, jobs: int = 1,
               on_progress: Callable[[Progress], None] | None = None,
               subscribers: Sequence[Callable[[RunEnded], None]] = (), deadline: float | None = None,
-              inputs: tuple[Dataset, str] | None = None) -> RunResult:
+              inputs: tuple[Dataset, str] | None = None, budget_s: float | None = None) -> RunResult:
     """Launch or resume a study until it holds `trials` trials (the budget is the study's total).
 
     `on_progress` hears after each trial; each of `subscribers` hears once when the search stops,
     before the parent run is closed (`tuner.pipeline.study_run.run_study` subscribes the dashboard).
     `deadline` (a `time.monotonic()` value) ends the search at that moment, however long opening
     the stores took (`run-all --budget`); `inputs` are `load_inputs`' result when already loaded.
+    `budget_s`, the whole run's time budget (`run-all --budget`), is what tuner picks families for
+    when the study file names none (default: the search's own time).
     """
     config, base_dir = load_study_file(study_file)
     if trials is not None and not 0 < trials <= MAX_TRIALS:  # the study file's own bound, before any store
@@ -122,7 +124,8 @@ def run_study(study_file: str | Path, storage_url: str | None = None, tracking_u
     storage = open_storage(storage_url)
     tracker = Tracker(tracking_uri)
     tracker.check()
-    sealed = open_study(config, base_dir, storage_url, inputs=inputs, storage=storage)
+    seconds = budget_s or (timeout if deadline is None else deadline - time.monotonic())
+    sealed = open_study(config, base_dir, storage_url, inputs=inputs, storage=storage, seconds=seconds)
     experiment_id = tracker.experiment_id(config.name)
     parent_run_id = _open_parent_run(tracker, sealed, experiment_id, Path(study_file))
     started = time.perf_counter()
@@ -203,7 +206,8 @@ def _optimize(sealed: SealedStudy, tracker: Tracker, experiment_id: str, parent_
                            **worker_tags(worker), "split_digest": sealed.split.digest},  # the split it verified
                           budget=TimeBudget.from_timeout(timeout), bags=trial_bags(sealed),
                           search_rows=sealed.split.search_rows(), fold_workers=fold_workers)
-    enqueue_portfolio(study, list(config.families), budget, folds[0].spec)
+    enqueue_portfolio(study, list(config.families), budget, folds[0].spec,
+                      caps={name: options.max_trials for name, options in config.families.items()})
     first = len(study.trials)
     shared = other_worker_at_work(study.get_trials(deepcopy=False), first)
     study.sampler = make_sampler(config.sampler, sampler_seed(config, first, worker, shared))

@@ -1,4 +1,4 @@
-"""Spending a time budget well: every family's default tried first, cheapest first, and no trial started
+"""Spending a time budget well: the portfolio tried first (tuner.models.portfolio), and no trial started
 that its family's own record says cannot finish before the deadline.
 
 Optuna's `timeout` only stops *starting* trials; a 40-second network begun at second 55 of a
@@ -19,26 +19,29 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.study.trial_attrs import DURATION_ATTR, FAMILY_ATTR, PORTFOLIO_ATTR
-from tuner.models import FAMILIES, ProblemSpec, portfolio_order
+from tuner.models import ProblemSpec
+from tuner.models.portfolio import portfolio_queue
 
 MIN_RECORD = 1  # finished trials of a family before its duration is trusted
 
 
-def enqueue_portfolio(study: optuna.Study, families: list[str], trials: int, spec: ProblemSpec) -> None:
-    """On a new study, each family's library default first (at most `trials`), cheapest family first
-    (`Family.portfolio_rank`: the linear model, then the trees, the Keras networks last).
+def enqueue_portfolio(study: optuna.Study, families: list[str], trials: int, spec: ProblemSpec,
+                      caps: dict[str, int | None] | None = None) -> None:
+    """On a new study, queue the portfolio (at most `trials`, at most each family's `caps`): each
+    family's library default, then the configurations the peers found strong across many tables,
+    every family's first before any family's second, cheapest family first.
 
-    The first seconds of any budget then hold what a user would get from the defaults (a default
-    random forest, XGBoost, HistGradientBoosting), every family has a duration on record early
-    (what `TimeBudget` judges the rest by), and the sampler starts from sound points, as FLAML's
-    low-cost start points and AutoGluon's default portfolio do.
+    The first seconds of any budget then hold what a user would get from the defaults, every family
+    has a duration on record early (what `TimeBudget` judges the rest by: a family that cannot finish
+    in time has its queued configurations skipped), and the sampler starts from sound points.
+    Each queued trial records its configuration's source (`PORTFOLIO_ATTR`).
     """
     if study.trials:
         return
-    for name in portfolio_order(families)[:trials]:
-        defaults = FAMILIES[name].default_params(spec) or {}
-        study.enqueue_trial({"family": name, **{f"{name}.{key}": value for key, value in defaults.items()}},
-                            user_attrs={PORTFOLIO_ATTR: "default"}, skip_if_exists=True)
+    for queued in portfolio_queue(families, spec, trials, caps):
+        name = queued.family
+        study.enqueue_trial({"family": name, **{f"{name}.{key}": value for key, value in queued.params.items()}},
+                            user_attrs={PORTFOLIO_ATTR: queued.label}, skip_if_exists=True)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from tuner.study.trial_attrs import BAG_ATTR, DURATION_ATTR, FAMILY_ATTR, OOF_AT
 from tuner.core.config import StudyConfig
 from tuner.core.metrics import direction_sign
 from tuner.search.objective import counts_toward_budget
-from tuner.study.sealed import ATTR, stored_score_name
+from tuner.study.sealed import ATTR, chosen_families, stored_score_name
 from tuner.study.storage import (
     DEFAULT_STORAGE, load_existing, local_file, normalize_url, open_storage, resolve_storage_url,
 )
@@ -74,6 +74,7 @@ class StudyReport:
     test_looks: int = 0  # the live counter: finalize's and every ensemble build's looks
     test_lookers: list[str] = field(default_factory=list)  # the command behind each look, oldest first
     not_counted: dict[str, int] = field(default_factory=dict)  # trials outside the budget, by why (see uncounted_reason)
+    chosen_families: str = ""  # "families chosen by tuner: ... (why)" when the study file names none
 
 
 def describe_study(name: str, storage_url: str | None = None) -> StudyReport:
@@ -111,6 +112,7 @@ def describe_study(name: str, storage_url: str | None = None) -> StudyReport:
         folds=f"{split['n_folds']} folds x {split['n_repeats']} repeat(s)" if "n_folds" in split else "",
         finalize=attrs.get(ATTR + "finalize"), holdout_budget=_holdout_budget(attrs), not_counted=not_counted,
         test_looks=int(attrs.get(ATTR + "test_looks", 0)), test_lookers=list(attrs.get(ATTR + "test_lookers", [])),
+        chosen_families=choice.line() if (choice := chosen_families(attrs)) else "",
     )
 
 

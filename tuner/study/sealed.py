@@ -22,9 +22,11 @@ from tuner.data import Dataset, SealedSplit, check_task, infer_task, load_datase
 from tuner.data.preprocess import probe_shapes
 from tuner.core.errors import SplitMismatchError, StudyFileError
 from tuner.models import FAMILIES, ProblemSpec
+from tuner.models.portfolio import FamilyChoice, choose_families
 from tuner.study.storage import find_study, load_existing, normalize_url, open_storage, redact_url, resolve_storage_url
 
 ATTR = "tuner."  # prefix of the study attributes tuner owns
+CHOSEN_ATTR = ATTR + "families_chosen"  # tuner's choice of families for a study file that names none
 
 
 @dataclass
@@ -64,8 +66,9 @@ def problem_spec(config: StudyConfig, task: str, n_classes: int, n_features: int
 
 def load_inputs(config: StudyConfig, base_dir: Path) -> tuple[Dataset, str]:
     """Check each family's packages are installed, load and check the data, infer the task and
-    check each family can fit it: everything refused before a store is touched."""
-    for name in config.families:
+    check each family can fit it: everything refused before a store is touched. A study file without
+    `families:` has them checked when tuner picks them (`open_study`)."""
+    for name in config.families or ():
         package = FAMILIES[name].missing_package()
         if package:
             raise StudyFileError(f"family {name!r} needs the {package} package: pip install {package} "
@@ -74,10 +77,10 @@ def load_inputs(config: StudyConfig, base_dir: Path) -> tuple[Dataset, str]:
     task = config.task or infer_task(dataset.y)
     check_task(dataset.y, task, config.data.source)
     config.resolved_metric(task)
-    for name, options in config.families.items():
+    for name, options in (config.families or {}).items():
         FAMILIES[name].prepare(options, base_dir)
     probe = problem_spec(config, task, n_classes=0, n_features=0, **probe_shapes(dataset.X, dataset.kind))
-    for name in config.families:
+    for name in config.families or ():
         reason = FAMILIES[name].unsupported_reason(probe)
         if reason:
             raise StudyFileError(f"family {name!r} cannot search {config.data.source}: {reason}")
@@ -86,10 +89,12 @@ def load_inputs(config: StudyConfig, base_dir: Path) -> tuple[Dataset, str]:
 
 def open_study(config: StudyConfig, base_dir: Path, storage_url: str | None = None, create: bool = True,
                inputs: tuple[Dataset, str] | None = None,
-               storage: optuna.storages.BaseStorage | None = None) -> SealedStudy:
+               storage: optuna.storages.BaseStorage | None = None, seconds: float | None = None) -> SealedStudy:
     """Load the study of this name, or create it and seal its split; refuse any mismatch.
 
     `inputs` (from `load_inputs`) and `storage` (opened on `storage_url`) spare loading them twice.
+    A study file without `families:` gets tuner's choice for the data and `seconds` of budget (None:
+    no time limit) when the study is created, and the stored choice on every later open.
     When several workers start at once, the one whose `create_study` succeeds seals the split;
     the others wait for its record, so all of them search the same split.
     """
@@ -104,7 +109,7 @@ def open_study(config: StudyConfig, base_dir: Path, storage_url: str | None = No
         except optuna.exceptions.DuplicatedStudyError:
             existing = _wait_for_seal(storage, config.name)
         else:
-            return _seal(config, base_dir, dataset, task, created, storage_url)
+            return _seal(config, base_dir, dataset, task, created, storage_url, seconds)
     if existing is None:
         raise StudyFileError(f"no study named {config.name!r} in {redact_url(storage_url)}; run `tuner study run` first")
     if ATTR + "split" not in existing.user_attrs and not existing.trials:
@@ -113,7 +118,7 @@ def open_study(config: StudyConfig, base_dir: Path, storage_url: str | None = No
     if ATTR + "split" not in attrs:
         if existing.trials:
             raise StudyFileError(f"study {config.name!r} exists but was not made by tuner; use another name")
-        return _seal(config, base_dir, dataset, task, existing, storage_url)  # its creator died before sealing
+        return _seal(config, base_dir, dataset, task, existing, storage_url, seconds)  # its creator died before sealing
     if attrs.get(ATTR + "identity") != config.identity_hash():
         raise StudyFileError(
             f"study {config.name!r} already exists with a different definition (data, split, families or "
@@ -121,17 +126,57 @@ def open_study(config: StudyConfig, base_dir: Path, storage_url: str | None = No
         )
     split = SealedSplit.from_record(attrs[ATTR + "split"])
     split.verify(dataset.fingerprint)
-    return SealedStudy(config, dataset, task, split, existing, storage_url)
+    return SealedStudy(with_chosen_families(config, attrs), dataset, task, split, existing, storage_url)
+
+
+def with_chosen_families(config: StudyConfig, attrs: dict[str, Any]) -> StudyConfig:
+    """The config with the families tuner stored for it when its study file names none."""
+    if not config.picks_families:
+        return config
+    if CHOSEN_ATTR not in attrs:
+        raise StudyFileError(f"study {config.name!r} names no families and has no stored choice of them; "
+                             f"`tuner study delete {config.name}` and run it again")
+    return config.with_families(FamilyChoice.from_record(attrs[CHOSEN_ATTR]).families)
+
+
+def chosen_families(attrs: dict[str, Any]) -> FamilyChoice | None:
+    """tuner's stored choice of families for a study whose file names none, else None."""
+    return FamilyChoice.from_record(attrs[CHOSEN_ATTR]) if CHOSEN_ATTR in attrs else None
+
+
+def planned_families(config: StudyConfig, inputs: tuple[Dataset, str], seconds: float | None) -> list[str]:
+    """The families a study will search, before it is opened: the file's, or what tuner would pick
+    for `seconds` (what `run-all` plans its stages' time with)."""
+    if not config.picks_families:
+        return list(config.families)
+    dataset, task = inputs
+    return _choose(config, dataset, task, len(dataset.y), seconds).families
+
+
+def _choose(config: StudyConfig, dataset: Dataset, task: str, rows: int, seconds: float | None) -> FamilyChoice:
+    """tuner's families for a study file that names none; refused when no family can read this data."""
+    probe = problem_spec(config, task, n_classes=0, n_features=0, **probe_shapes(dataset.X, dataset.kind))
+    columns = dataset.X.shape[1] if dataset.X.ndim == 2 else 0
+    choice = choose_families(probe, rows, columns, seconds)
+    if choice is None:
+        raise StudyFileError(f"tuner found no installed family for {config.data.source}; name one under `families:`")
+    return choice
 
 
 def _seal(config: StudyConfig, base_dir: Path, dataset: Dataset, task: str, study: optuna.Study,
-          storage_url: str) -> SealedStudy:
-    """Write the study's definition and split record; the split goes last, as the 'sealed' mark."""
+          storage_url: str, seconds: float | None = None) -> SealedStudy:
+    """Write the study's definition, tuner's choice of families (when the file names none) and the split
+    record; the split goes last, as the 'sealed' mark."""
+    identity, stored = config.identity_hash(), config.model_dump(mode="json")  # the file's, families or none
     split = make_split(dataset.y, task, config.split.test_fraction, config.split.validation_share,
                        config.split.seed, dataset.fingerprint, folds=config.split.folds,
                        repeats=config.split.repeats, holdout_fraction=config.split.holdout_fraction)
+    if config.picks_families:
+        choice = _choose(config, dataset, task, len(split.search_rows()), seconds)
+        study.set_user_attr(CHOSEN_ATTR, choice.to_record())
+        config = config.with_families(choice.families)
     for key, value in {
-        "identity": config.identity_hash(), "config": config.model_dump(mode="json"), "task": task,
+        "identity": identity, "config": stored, "task": task,
         "metric": config.objective_name(task), "score_name": config.split.score_prefix() + config.objective_name(task),
         "uid": uuid.uuid4().hex, "base_dir": str(base_dir), "split": split.to_record(),
     }.items():
@@ -170,6 +215,7 @@ def open_sealed(name: str, storage_url: str | None = None, study_file: str | Pat
     else:
         config = StudyConfig.model_validate(attrs[ATTR + "config"])
         base_dir = Path(attrs.get(ATTR + "base_dir", "."))
+    config = with_chosen_families(config, attrs)
     dataset, task = load_inputs(config, base_dir)
     split = SealedSplit.from_record(attrs[ATTR + "split"])
     split.verify(dataset.fingerprint)

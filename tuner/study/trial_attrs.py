@@ -20,7 +20,7 @@ ERROR_ATTR = "error"  # the exception that failed it
 CUT_ATTR = "cut"  # why it was pruned before its last fold: too little time left
 INTERRUPTED_ATTR = "interrupted"  # the signal that stopped it; its params were queued again
 REQUEUED_FROM_ATTR = "requeued_from"  # on the queued copy: the interrupted trial's number
-PORTFOLIO_ATTR = "portfolio"  # on a family's default configuration, queued before the search
+PORTFOLIO_ATTR = "portfolio"  # on a portfolio configuration queued before the search: its source ("default", ...)
 
 # its stored artifacts (tuner.study.trial_bags)
 OOF_ATTR = "oof_artifact"  # out-of-fold predictions

@@ -102,6 +102,7 @@ class CatBoostMember(BoosterMember):
 class CatBoostFamily(Family):
     name = "catboost"
     portfolio_rank = 60
+    picked = True
     view = "native"
     description = "CatBoost gradient boosted trees (symmetric, native categoricals and missing values), per-round pruning"
     requires = {"catboost": "catboost", "optuna_integration": "optuna-integration"}
@@ -120,6 +121,23 @@ class CatBoostFamily(Family):
         the rows and rounds, which a spec does not know: 0.05, what it picks for a few thousand rows
         with 500 rounds and a validation set (and AutoGluon's CatBoost default)."""
         return {"learning_rate": 0.05, "depth": 6, "l2_leaf_reg": 3.0, "random_strength": 1.0}
+
+    def portfolio(self, spec: ProblemSpec) -> dict[str, dict]:
+        """The default, AutoGluon's first learned CatBoost and pytabkit's tuned default.
+
+        AutoGluon r177 (tabular/configs/zeroshot/zeroshot_portfolio_2023.py, learned with TabRepo; the first
+        CatBoost it fits after the default): depth 6, l2_leaf_reg 2.154, lr 0.0686 (its max_ctr_complexity 4
+        and one_hot_max_size 10 are outside this space; random strength stays CatBoost's 1).
+        pytabkit CatBoost_TD_CLASS / _REG (pytabkit/models/sklearn/default_params.py): lr 0.08, depth 7,
+        random strength 0.8 (regression: 0.09, depth 9, 0.0); its l2_leaf_reg 1e-5 and a random strength
+        of 0 sit at this space's floor (1 and 0.1), its Bernoulli row sampling is left out.
+        """
+        tuned = ({"learning_rate": 0.08, "depth": 7, "l2_leaf_reg": 1.0, "random_strength": 0.8}
+                 if spec.is_classification else
+                 {"learning_rate": 0.09, "depth": 9, "l2_leaf_reg": 1.0, "random_strength": 0.1})
+        return {"default": self.default_params(spec),
+                "autogluon r177": {"learning_rate": 0.0686, "depth": 6, "l2_leaf_reg": 2.154, "random_strength": 1.0},
+                "pytabkit CatBoost_TD": tuned}
 
     def build(self, params: dict, spec: ProblemSpec) -> CatBoostMember:
         return CatBoostMember(params, spec)

@@ -55,6 +55,7 @@ class HistBoostingMember(BoosterMember):
 class HistBoostingFamily(Family):
     name = "hist_boosting"
     portfolio_rank = 20
+    picked = True
     view = "native"
     description = "scikit-learn HistGradientBoosting (native categoricals and missing values), early stopping"
 
@@ -71,6 +72,15 @@ class HistBoostingFamily(Family):
         """scikit-learn's defaults: learning rate 0.1, 31 leaves, 20 rows per leaf, no L2 (the range's floor)."""
         return {"learning_rate": 0.1, "max_leaf_nodes": 31, "min_samples_leaf": 20, "l2_regularization": 1e-6,
                 "max_features": 1.0}
+
+    def portfolio(self, spec: ProblemSpec) -> dict[str, dict]:
+        """The default and pytabkit's tuned LightGBM default carried over (HistGradientBoosting is LightGBM's
+        algorithm): LGBM_TD_CLASS lr 0.04, 50 leaves, 40 rows per leaf; _REG 0.05, 100, 3
+        (pytabkit/models/sklearn/default_params.py). Its row sampling has no twin here."""
+        tuned = ({"learning_rate": 0.04, "max_leaf_nodes": 50, "min_samples_leaf": 40} if spec.is_classification
+                 else {"learning_rate": 0.05, "max_leaf_nodes": 100, "min_samples_leaf": 3})
+        return {"default": self.default_params(spec),
+                "pytabkit LGBM_TD": {**tuned, "l2_regularization": 1e-6, "max_features": 1.0}}
 
     def build(self, params: dict, spec: ProblemSpec) -> HistBoostingMember:
         return HistBoostingMember(params, spec)

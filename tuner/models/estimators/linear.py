@@ -12,6 +12,7 @@ from tuner.models.base import Family, ProblemSpec
 class LinearFamily(Family):
     name = "linear"
     portfolio_rank = 10  # the cheapest default: the first trial of every new study
+    picked = True
     description = "logistic regression (classification) or ridge (regression)"
 
     def search_space(self, trial, spec: ProblemSpec) -> dict:

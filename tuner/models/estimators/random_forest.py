@@ -16,6 +16,7 @@ MAX_DEPTH = 64  # deeper than any tree grows on tables this tool searches: the t
 class RandomForestFamily(Family):
     name = "random_forest"
     portfolio_rank = 40
+    picked = True
     gives_leaves = True
     description = "scikit-learn random forest"
 
@@ -34,6 +35,16 @@ class RandomForestFamily(Family):
         share = 1.0 if not spec.is_classification else max(0.1, min(1.0, spec.n_features ** 0.5 / max(spec.n_features, 1)))
         return {"n_estimators": 100, "max_depth": MAX_DEPTH, "max_features": share, "min_samples_leaf": 1,
                 "bootstrap": True}
+
+    def portfolio(self, spec: ProblemSpec) -> dict[str, dict]:
+        """The default and AutoGluon's two first learned forests (tabular/configs/zeroshot/
+        zeroshot_portfolio_2023.py, r195 and r127): 300 trees (AutoGluon's forest size) on 0.75 of the
+        features with 1 row per leaf, and on every feature with 5; their leaf caps (28,000-48,000 leaves)
+        never bind on tables this size, so depth stays unlimited."""
+        grown = {"n_estimators": 300, "max_depth": MAX_DEPTH, "bootstrap": True}
+        return {"default": self.default_params(spec),
+                "autogluon r195": {**grown, "max_features": 0.75, "min_samples_leaf": 1},
+                "autogluon r127": {**grown, "max_features": 1.0, "min_samples_leaf": 5}}
 
     def build(self, params: dict, spec: ProblemSpec) -> SklearnMember:
         forest = RandomForestClassifier if spec.is_classification else RandomForestRegressor

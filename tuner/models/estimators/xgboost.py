@@ -86,6 +86,7 @@ class XGBoostMember(BoosterMember):
 class XGBoostFamily(Family):
     name = "xgboost"
     portfolio_rank = 30
+    picked = True
     gives_leaves = True
     view = "native"
     description = "XGBoost gradient boosted trees (hist, native categoricals and missing values), per-round pruning"
@@ -106,6 +107,25 @@ class XGBoostFamily(Family):
         """XGBoost's own defaults (eta 0.3, depth 6, no sampling, lambda 1; alpha at the range's floor)."""
         return {"learning_rate": 0.3, "max_depth": 6, "min_child_weight": 1.0, "subsample": 1.0,
                 "colsample_bytree": 1.0, "reg_lambda": 1.0, "reg_alpha": 1e-3}
+
+    def portfolio(self, spec: ProblemSpec) -> dict[str, dict]:
+        """The default, pytabkit's tuned default and a learned AutoGluon XGBoost.
+
+        pytabkit XGB_TD_CLASS / _REG (pytabkit/models/sklearn/default_params.py): lr 0.08, depth 6, 0.65 of
+        the rows, 0.9 of the features per level (here per tree) (regression: 0.05, depth 9, min child
+        weight 2, 0.7 of the rows, every feature); its min child weight 5e-6 and lambda 0 sit at this
+        space's floor. AutoGluon r89 (tabular/configs/zeroshot/zeroshot_portfolio_2023.py): lr 0.0878,
+        depth 5, min child weight 0.629, 0.663 of the features; the ones ranked above it (r33, lr 0.018 at
+        depth 10) need AutoGluon's 10,000 rounds.
+        """
+        tuned = ({"learning_rate": 0.08, "max_depth": 6, "min_child_weight": 0.5, "subsample": 0.65,
+                  "colsample_bytree": 0.9} if spec.is_classification else
+                 {"learning_rate": 0.05, "max_depth": 9, "min_child_weight": 2.0, "subsample": 0.7,
+                  "colsample_bytree": 1.0})
+        return {"default": self.default_params(spec),
+                "pytabkit XGB_TD": {**tuned, "reg_lambda": 1e-3, "reg_alpha": 1e-3},
+                "autogluon r89": {"learning_rate": 0.0878, "max_depth": 5, "min_child_weight": 0.629, "subsample": 1.0,
+                                  "colsample_bytree": 0.663, "reg_lambda": 1.0, "reg_alpha": 1e-3}}
 
     def build(self, params: dict, spec: ProblemSpec) -> XGBoostMember:
         return XGBoostMember(params, spec)

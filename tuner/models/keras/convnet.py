@@ -15,6 +15,7 @@ from tuner.models.keras.training import KerasMember, keras, member_for, output_h
 
 class ConvnetFamily(KerasFamily):
     name = "convnet"
+    picked = True  # on images only (unsupported_reason)
     view = "image"
     description = "Keras convnet: Conv2D/SeparableConv2D, blocks, pooling or strides, BatchNorm, residual, inception"
 

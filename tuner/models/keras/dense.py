@@ -10,6 +10,7 @@ from tuner.models.keras.training import KerasMember, keras, member_for, output_h
 
 class DenseFamily(KerasFamily):
     name = "dense"
+    picked = True
     description = "Keras MLP: layers, units, dropout, L1/L2, BatchNorm, optimizer, learning rate"
 
     def search_space(self, trial, spec: ProblemSpec) -> dict:
@@ -30,6 +31,15 @@ class DenseFamily(KerasFamily):
         """The book's first network (chapter 4): two Dense(64, relu) layers, RMSprop at 1e-3, batches of 32."""
         return {"layers": 2, "units": 64, "activation": "relu", "dropout": 0.0, "regularizer": "none",
                 "batch_norm": False, "optimizer": "rmsprop", "learning_rate": 1e-3, "batch_size": 32}
+
+    def portfolio(self, spec: ProblemSpec) -> dict[str, dict]:
+        """The book's network and AutoGluon's first learned torch MLP (tabular/configs/zeroshot/
+        zeroshot_portfolio_2023.py, r79): 108 ELU units with batch norm, dropout 0.10, Adam at 0.0027;
+        its 4 layers cut to this space's 3, its batches (AutoGluon sizes them itself) the space's largest."""
+        return {"default": self.default_params(spec),
+                "autogluon r79": {"layers": 3, "units": 108, "activation": "elu", "dropout": 0.1008,
+                                  "regularizer": "none", "batch_norm": True, "optimizer": "adam",
+                                  "learning_rate": 0.002736, "batch_size": 128}}
 
     def deep_part_params(self) -> dict:
         """The network a wide-and-deep blend falls back to: the book's first one, with a little

@@ -20,6 +20,9 @@ class KerasFamily(Family):
 
     requires: ClassVar[dict[str, str]] = KERAS_PACKAGES
     portfolio_rank: ClassVar[int] = 100  # networks are the slowest defaults: tried after every other family
+    # a network's bagged trial takes tens of seconds on a few thousand rows on a CPU: under two minutes the
+    # trees spend the time better (issue 26), so tuner leaves networks out of shorter budgets it picks for
+    min_budget_s: ClassVar[float] = 120.0
     curve_step: ClassVar[str] = "epoch"
     draws_curves: ClassVar[bool] = True
     uses_tensorflow: ClassVar[bool] = True

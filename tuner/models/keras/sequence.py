@@ -17,6 +17,7 @@ INPUT_VIEWS = ("sequence", "tokens", "text")  # in order of preference when data
 
 class SequenceFamily(KerasFamily):
     name = "sequence"
+    picked = True  # on text, token ids and series only (unsupported_reason)
     view = "sequence"
     description = "Keras RNN / 1D convnet: LSTM or GRU, units, stacked, bidirectional, dropouts, Conv1D front end"
 
