@@ -155,7 +155,7 @@ def _tuner(name: str, train: pd.DataFrame, held: pd.DataFrame, task: str, metric
     train.to_csv(data, index=False)
     held.drop(columns="target").to_csv(folder / f"{name}-new.csv", index=False)
     study = {"name": f"{name}-{budget:.0f}", "data": {"source": data.name, "target": "target"},
-             "families": families, "budget": {"trials": 10_000}}
+             **({"families": families} if families else {}), "budget": {"trials": 10_000}}
     path = folder / f"{name}-{budget:.0f}.yaml"
     path.write_text(yaml.safe_dump(study))
     stores = ["--storage", f"sqlite:///{folder}/optuna.db", "--tracking-uri", f"sqlite:///{folder}/mlflow.db",
@@ -193,7 +193,8 @@ def main() -> None:
     parser.add_argument("--budgets", default="60,300", help="seconds of `tuner run-all --budget` (and FLAML's)")
     parser.add_argument("--tables", default=",".join(TABLES))
     parser.add_argument("--no-flaml", action="store_true")
-    parser.add_argument("--families", default=",".join(FAMILIES), help="the families of tuner's study file")
+    parser.add_argument("--families", default=",".join(FAMILIES),
+                        help="the families of tuner's study file; 'auto': none named, tuner chooses")
     args = parser.parse_args()
     budgets = [float(b) for b in args.budgets.split(",")]
     try:
@@ -212,7 +213,7 @@ def main() -> None:
             results = _defaults(train, held, task, metric, classes)
             with tempfile.TemporaryDirectory() as tmp:
                 mine, facts = _tuner(name, train, held, task, metric, classes, budget, Path(tmp),
-                                     args.families.split(","))
+                                     [] if args.families == "auto" else args.families.split(","))
             results.update(mine)
             if with_flaml:
                 results.update(_flaml(train, held, task, metric, classes, budget))

@@ -11,6 +11,7 @@ import sys
 
 import mlflow
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 import yaml
@@ -50,7 +51,9 @@ def test_help_and_study_list_import_neither_tensorflow_nor_keras(tmp_path):
     shown, imported = probed("--help")
     assert shown.returncode == 0 and "predict" in shown.stdout
     assert not imported & {*KERAS_MODULES, "mlflow", "optuna"}, imported
-    listed, imported = probed("study", "list", "--storage", f"sqlite:///{tmp_path / 'optuna.db'}")
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna.storages.RDBStorage(storage)  # a store to read: `study list` never creates one
+    listed, imported = probed("study", "list", "--storage", storage)
     assert listed.returncode == 0, listed.stderr[-3000:]
     assert not imported & set(KERAS_MODULES), imported
 
@@ -160,6 +163,7 @@ def test_main_skips_the_last_collection_after_predict_only(tmp_path, monkeypatch
     monkeypatch.setattr(EXIT, "holds_no_store", False)
     monkeypatch.setattr("tuner.serve.predict.predict_file", lambda *_: Predictions(pd.DataFrame({"prediction": [1]})))
     monkeypatch.setenv("TUNER_STORAGE", f"sqlite:///{tmp_path}/optuna.db")
+    optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/optuna.db")  # a store for `study list` to read
     for argv, expected in [(["study", "list"], []), (["predict", "model", "rows.csv"], [True])]:
         monkeypatch.setattr(sys, "argv", ["tuner", *argv])
         with pytest.raises(SystemExit) as stop:

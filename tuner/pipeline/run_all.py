@@ -131,8 +131,9 @@ def search_stage(ctx: StageContext) -> None:
         ctx.on_step(f"search: up to {config.budget.trials} trials until {max(deadline - time.monotonic(), 0):.0f} s "
                     f"from now (the budget's other stages need about {sum(ctx.reserved.values()):.0f} s)")
         # the study's plots come last, if time is left (`plots_stage`): no dashboard subscribed
+        # a trial that leads the study may finish on the refit's share: the best model beats a refit of a lesser one
         run = runner.run_study(ctx.study_file, ctx.storage_url, ctx.tracking_uri, deadline=deadline, inputs=ctx.inputs,
-                               budget_s=budget)
+                               budget_s=budget, grace_s=ctx.reserved.get("refit", 0.0))
     else:
         from tuner.pipeline.study_run import run_study  # the runner with the dashboard subscribed: plots after the search
 

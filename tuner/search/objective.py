@@ -131,13 +131,16 @@ class Objective:
                                               family_name, params, self.run_tags)
             wave = self._folds_at_once(family, trials)
             trial.set_user_attr(FOLDS_AT_ONCE_ATTR, wave)
+            sign = direction_sign(trial.study.direction)
+            best = self._best_value(trials, sign)
             for start in range(0, len(self.folds), wave):
+                leading = bool(fold_scores) and self._leads(float(np.mean(fold_scores)), best, sign)
                 if start:
-                    self._check_time_left(trial, start, wave, started)
+                    self._check_time_left(trial, start, wave, started, leading)
                 folds = self.folds[start:start + wave]
                 # per-epoch pruning only without folds: with folds the pruner sees the running mean per fold
                 fits = self._fit(family, params, folds, trial.number, None if self.cross_validated else trial,
-                                 curves if start == 0 else None)
+                                 curves if start == 0 else None, self.budget.deadline_for(leading))
                 for index, (fold, fit) in enumerate(zip(folds, fits), start):
                     if index == 0:
                         curves.update(fit.curves)  # the first fold's curves, kept even when it fails
@@ -192,15 +195,27 @@ class Objective:
                 key: trial.user_attrs[key] for key in (BAG_ATTR,) if key in trial.user_attrs}})], sign)
         return value
 
-    def _check_time_left(self, trial: optuna.Trial, done: int, wave: int, started: float) -> None:
-        """A bag whose waves of folds so far say the rest cannot finish before the deadline stops now (pruned)."""
+    def _check_time_left(self, trial: optuna.Trial, done: int, wave: int, started: float, leading: bool) -> None:
+        """A bag whose waves of folds so far say the rest cannot finish before the deadline stops now
+        (pruned); one whose running score leads the study may use the budget's grace."""
         per_wave = (time.perf_counter() - started) / math.ceil(done / wave)
         left = len(self.folds) - done
         needed = per_wave * math.ceil(left / wave)
-        if needed > self.budget.remaining():
+        remaining = self.budget.remaining() + (self.budget.grace_s if leading else 0.0)
+        if needed > remaining:
             trial.set_user_attr(CUT_ATTR, f"{left} more fold(s) need about {needed:.0f} s; "
-                                          f"{max(self.budget.remaining(), 0):.0f} s were left")
+                                          f"{max(remaining, 0):.0f} s were left")
             raise optuna.TrialPruned(trial.user_attrs[CUT_ATTR])
+
+    @staticmethod
+    def _best_value(trials: list[FrozenTrial], sign: int) -> float | None:
+        values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+        return max(values, key=lambda v: sign * v) if values else None
+
+    @staticmethod
+    def _leads(running: float, best: float | None, sign: int) -> bool:
+        """Whether a running mean beats every completed trial of the study so far."""
+        return best is not None and sign * running > sign * best
 
     def _folds_at_once(self, family: Family, trials: list[FrozenTrial]) -> int:
         """Side by side unless this family's record in the study says a fold takes under `WORKER_FOLD_S`
@@ -220,12 +235,12 @@ class Objective:
         return self.fitter.wave_size(family, len(self.folds))
 
     def _fit(self, family: Family, params: dict[str, Any], folds: list[Fold], number: int,
-             trial: optuna.Trial | None, curves: dict[str, list[float]] | None) -> list[FoldFit]:
+             trial: optuna.Trial | None, curves: dict[str, list[float]] | None, deadline: float | None) -> list[FoldFit]:
         """Members fitted on the folds' training rows, side by side; each fold's validation rows stop it
         early, and predictions of them are kept for the trial's bag."""
         data = [(f.train.X(family.view_for(f.spec)), f.train.y, f.val.X(family.view_for(f.spec)), f.val.y)
                 for f in folds]
-        return self.fitter.fit(family, params, [f.spec for f in folds], number, data, self.budget.deadline,
+        return self.fitter.fit(family, params, [f.spec for f in folds], number, data, deadline,
                                predict=self.bags is not None, trial=trial, curves=curves)
 
     def _report_fold(self, trial: optuna.Trial, fold_scores: list[float]) -> None:

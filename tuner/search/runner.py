@@ -101,7 +101,8 @@ def run_study(study_file: str | Path, storage_url: str | None = None, tracking_u
               trials: int | None = None, timeout: float | None = None, jobs: int = 1,
               on_progress: Callable[[Progress], None] | None = None,
               subscribers: Sequence[Callable[[RunEnded], None]] = (), deadline: float | None = None,
-              inputs: tuple[Dataset, str] | None = None, budget_s: float | None = None) -> RunResult:
+              inputs: tuple[Dataset, str] | None = None, budget_s: float | None = None,
+              grace_s: float = 0.0) -> RunResult:
     """Launch or resume a study until it holds `trials` trials (the budget is the study's total).
 
     `on_progress` hears after each trial; each of `subscribers` hears once when the search stops,
@@ -109,7 +110,8 @@ def run_study(study_file: str | Path, storage_url: str | None = None, tracking_u
     `deadline` (a `time.monotonic()` value) ends the search at that moment, however long opening
     the stores took (`run-all --budget`); `inputs` are `load_inputs`' result when already loaded.
     `budget_s`, the whole run's time budget (`run-all --budget`), is what tuner picks families for
-    when the study file names none (default: the search's own time).
+    when the study file names none (default: the search's own time). `grace_s`: seconds past the
+    deadline a trial that leads the study may take to finish (`run-all` lends its refit's share).
     """
     config, base_dir = load_study_file(study_file)
     if trials is not None and not 0 < trials <= MAX_TRIALS:  # the study file's own bound, before any store
@@ -137,7 +139,7 @@ def run_study(study_file: str | Path, storage_url: str | None = None, tracking_u
     try:
         if jobs <= 1:
             _optimize(sealed, tracker, experiment_id, parent_run_id, budget, timeout, worker=0, on_progress=on_progress,
-                      fold_workers=usable_cores())
+                      fold_workers=usable_cores(), grace_s=grace_s)
         else:
             _run_workers(sealed, Path(study_file), tracker.uri, budget, timeout, jobs, on_progress, ran_by)
     except BaseException:
@@ -190,7 +192,7 @@ def parent_run_claim(sealed: SealedStudy, tracker: Tracker, experiment_id: str) 
 
 def _optimize(sealed: SealedStudy, tracker: Tracker, experiment_id: str, parent_run_id: str, budget: int,
               timeout: float | None, worker: int, on_progress: Callable[[Progress], None] | None,
-              fold_workers: int) -> None:
+              fold_workers: int, grace_s: float = 0.0) -> None:
     """Search in this process; `fold_workers` folds of a trial are fitted at once (its share of the cores)."""
     config = sealed.config
     study = sealed.study
@@ -204,7 +206,7 @@ def _optimize(sealed: SealedStudy, tracker: Tracker, experiment_id: str, parent_
     objective = Objective(config, folds, tracker, experiment_id, parent_run_id,
                           {**{k: v for k, v in device_tags(uses_tensorflow).items() if not k.startswith("version.")},
                            **worker_tags(worker), "split_digest": sealed.split.digest},  # the split it verified
-                          budget=TimeBudget.from_timeout(timeout), bags=trial_bags(sealed),
+                          budget=TimeBudget.from_timeout(timeout, grace_s), bags=trial_bags(sealed),
                           search_rows=sealed.split.search_rows(), fold_workers=fold_workers)
     enqueue_portfolio(study, list(config.families), budget, folds[0].spec,
                       caps={name: options.max_trials for name, options in config.families.items()})

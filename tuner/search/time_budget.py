@@ -47,10 +47,15 @@ def enqueue_portfolio(study: optuna.Study, families: list[str], trials: int, spe
 @dataclass
 class TimeBudget:
     deadline: float | None  # time.monotonic() value; None: no time limit
+    grace_s: float = 0.0  # seconds past the deadline a trial that leads the study may take to finish
 
     @classmethod
-    def from_timeout(cls, timeout: float | None) -> TimeBudget:
-        return cls(time.monotonic() + timeout if timeout else None)
+    def from_timeout(cls, timeout: float | None, grace_s: float = 0.0) -> TimeBudget:
+        return cls(time.monotonic() + timeout if timeout else None, grace_s if timeout else 0.0)
+
+    def deadline_for(self, leading: bool) -> float | None:
+        """When a trial's fits must stop: the deadline, or with its grace for a trial that leads."""
+        return None if self.deadline is None else self.deadline + (self.grace_s if leading else 0.0)
 
     def remaining(self) -> float:
         return float("inf") if self.deadline is None else self.deadline - time.monotonic()
