@@ -71,3 +71,33 @@ def test_a_trial_that_leads_the_study_may_finish_in_the_budget_s_grace():
     assert Objective._best_value(trials, sign=-1) == 0.9 and Objective._leads(0.8, 0.9, sign=-1)
     assert not Objective._leads(0.99, None, sign=1)  # nothing to lead yet
 
+
+
+def test_a_seeded_study_keeps_its_out_of_fold_predictions_when_its_folds_run_side_by_side(
+        tmp_path, write_study, tracking_uri, monkeypatch):
+    import numpy as np
+
+    from tuner.pipeline.study_run import run_study
+    from tuner.search import objective
+    from tuner.study.trial_bags import TrialBags, artifact_root
+
+    from conftest import tiny_study
+
+    monkeypatch.setattr(objective, "WORKER_FOLD_S", 0.0)  # tiny folds: side by side all the same
+    monkeypatch.setattr(FoldFitter, "warm", lambda self: True)  # from the first trial on
+    found = {}
+    for workers in ("1", "2"):
+        monkeypatch.setenv("TUNER_FOLD_WORKERS", workers)
+        storage = f"sqlite:///{tmp_path / workers / 'optuna.db'}"
+        (tmp_path / workers).mkdir()
+        name = f"side-by-side-{workers}"
+        run_study(write_study(tiny_study(name, families=["linear", "random_forest", "xgboost"], budget={"trials": 4},
+                                         sampler={"name": "tpe", "seed": 5}), f"{name}.yaml"), storage, tracking_uri)
+        bags = TrialBags(artifact_root(storage))
+        found[workers] = [(t.params, bags.oof(t), t.user_attrs[FOLDS_AT_ONCE_ATTR]) for t in
+                          optuna.load_study(study_name=name, storage=storage).get_trials(states=(TrialState.COMPLETE,))]
+    assert [at_once for _, _, at_once in found["1"]] == [1] * 4
+    assert [at_once for _, _, at_once in found["2"]] == [2] * 4
+    for (params, serial, _), (same_params, side_by_side, _) in zip(found["1"], found["2"], strict=True):
+        assert params == same_params
+        np.testing.assert_allclose(side_by_side, serial, rtol=1e-5, atol=1e-6)

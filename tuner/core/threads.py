@@ -21,6 +21,20 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def fold_worker_count(jobs: int = 1) -> int:
+    """How many folds of a trial a search process fits at once: `TUNER_FOLD_WORKERS` (1: one after
+    another), else its share of the cores when `jobs` search processes share the machine."""
+    setting = os.environ.get("TUNER_FOLD_WORKERS", "").strip()
+    if setting:
+        if not setting.isdigit() or int(setting) < 1:
+            from tuner.core.errors import TunerError
+
+            raise TunerError(f"TUNER_FOLD_WORKERS={setting!r} is not a whole number of workers; set it to 1 or more, "
+                             "or unset it to use every core")
+        return int(setting)
+    return max(1, usable_cores() // jobs)
+
+
 def fit_threads() -> int:
     """Threads a fit started now may use (`n_jobs` of forests and boosters)."""
     return _FIT_THREADS.get() or usable_cores()

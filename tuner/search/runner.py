@@ -26,7 +26,7 @@ from tuner.core.config import MAX_TRIALS, load_study_file
 from tuner.data import TRAIN, VALID, Dataset, prepare_parts
 from tuner.core.devices import configure_mixed_precision, device_tags
 from tuner.core.errors import TunerError
-from tuner.core.threads import usable_cores
+from tuner.core.threads import fold_worker_count
 from tuner.models import FAMILIES, ProblemSpec
 from tuner.search.objective import Fold, Objective, TrialFailed, counts_toward_budget
 from tuner.study.sealed import ATTR, SealedStudy, load_inputs, open_study, stored_score_name
@@ -139,7 +139,7 @@ def run_study(study_file: str | Path, storage_url: str | None = None, tracking_u
     try:
         if jobs <= 1:
             _optimize(sealed, tracker, experiment_id, parent_run_id, budget, timeout, worker=0, on_progress=on_progress,
-                      fold_workers=usable_cores(), grace_s=grace_s)
+                      fold_workers=fold_worker_count(), grace_s=grace_s)
         else:
             _run_workers(sealed, Path(study_file), tracker.uri, budget, timeout, jobs, on_progress, ran_by)
     except BaseException:
@@ -361,7 +361,7 @@ def _worker_main(study_file: str, storage_url: str, tracking_uri: str, budget: i
                                     claim=parent_run_claim(sealed, tracker, experiment_id))
     try:
         _optimize(sealed, tracker, experiment_id, parent, budget, timeout, worker, on_progress=None,
-                  fold_workers=max(1, usable_cores() // jobs))
+                  fold_workers=fold_worker_count(jobs))
     except KeyboardInterrupt:
         raise SystemExit(130) from None
 
