@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tuner.core.deadline import past_deadline
+from tuner.core.threads import fit_threads
 from tuner.models.base import BoosterMember, Family, ProblemSpec
 from tuner.models.registry import register
 
@@ -47,7 +48,7 @@ class CatBoostMember(BoosterMember):
         import catboost
 
         spec = self.spec
-        common = dict(self.params, iterations=rounds, random_seed=spec.seed, thread_count=-1,
+        common = dict(self.params, iterations=rounds, random_seed=spec.seed, thread_count=fit_threads(),
                       allow_writing_files=False, logging_level="Silent")
         if with_validation:
             common.update(eval_metric=round_metric(spec), early_stopping_rounds=spec.patience * 5, use_best_model=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tuner.core.deadline import past_deadline
+from tuner.core.threads import fit_threads
 from tuner.core.metrics import METRICS
 from tuner.models.base import BoosterMember, Family, ProblemSpec
 from tuner.models.estimators.round_metrics import accuracy, r2
@@ -50,7 +51,7 @@ class LightGBMMember(BoosterMember):
         objective = {"binary": "binary", "multiclass": "multiclass"}.get(spec.task, "regression")
         params = {**self.params, "objective": objective, "bagging_freq": 1, "seed": spec.seed,
                   "deterministic": True, "force_col_wise": True, "verbose": -1,
-                  "num_threads": 0 if rows >= THREADED_FIT_ROWS else 1,
+                  "num_threads": fit_threads() if rows >= THREADED_FIT_ROWS else 1,
                   "metric": "None" if spec.metric in _CALLABLE else round_metric(spec)}
         if spec.task == "multiclass":
             params["num_class"] = spec.n_classes
