@@ -6,7 +6,8 @@ frequencies through a small per-feature linear map, the number itself kept besid
 columns of at most 9 codes are one-hot, wider ones embedded in 8 dimensions. A learnable per-feature
 scale (initialised to 1) sits in front of 3 x 256 SELU (regression: mish) layers with dropout 0.15,
 trained with AdamW (beta_2 0.95, weight decay 0.02) under a cosine learning-rate decay, with label
-smoothing 0.1 for classification. Every ingredient is a param, so a benchmark keeps only what pays.
+smoothing 0.1 for classification; text columns enter as a bag of words. Every ingredient is a
+param, so a benchmark keeps only what pays.
 
 pytabkit parametrises weights NTK-style, where its lr 0.04 (regression 0.2) moves a 256-wide layer as
 much as about 0.04 / sqrt(256) = 0.0025 (regression 0.0125) moves Keras' standard layers: those are
