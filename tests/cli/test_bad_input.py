@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pandas as pd
+import psutil
 import pytest
 import yaml
 from mlflow.entities import ViewType
@@ -211,7 +212,7 @@ def test_mlflow_server_going_away_mid_study_degrades_tracking_and_loses_no_trial
             assert time.time() < deadline and server.poll() is None, "tuner server did not come up"
             time.sleep(1)
         storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-        path = write_study(tiny_study("outage", families=["random_forest"], budget={"trials": 6},
+        path = write_study(tiny_study("outage", families=["random_forest"], budget={"trials": 12},
                                       sampler={"name": "random", "seed": 1}))
         study_run = subprocess.Popen([sys.executable, "-m", "tuner", "study", "run", str(path), "--storage", storage,
                                       "--tracking-uri", uri], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -219,20 +220,23 @@ def test_mlflow_server_going_away_mid_study_degrades_tracking_and_loses_no_trial
         while not _trials_done(storage, "outage", 2):
             assert study_run.poll() is None, study_run.communicate()
             time.sleep(0.2)
-        os.killpg(server.pid, signal.SIGKILL)
+        # the server and its MLflow child (in a process group of its own, so `tuner server` can stop it)
+        for process in [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]:
+            process.kill()
         server.wait(timeout=30)
         server_gone = datetime.now()  # Optuna stamps trials with naive local time
         out, err = study_run.communicate(timeout=600)
     finally:
         if server.poll() is None:
-            os.killpg(server.pid, signal.SIGKILL)
+            for process in [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]:
+                process.kill()
         if study_run is not None and study_run.poll() is None:
             study_run.kill()
             study_run.communicate(timeout=60)
     assert study_run.returncode == 0, err
     assert "MLflow tracking is degraded" in err and "Optuna kept every trial" in err
     trials = optuna.load_study(study_name="outage", storage=storage).trials
-    assert [t.state.name for t in trials] == ["COMPLETE"] * 6 and [t.number for t in trials] == list(range(6))
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 12 and [t.number for t in trials] == list(range(12))
     assert any(t.datetime_complete > server_gone for t in trials), "no trial ran after the server was killed"
     client = MlflowClient(f"sqlite:///{tmp_path / 'server.db'}")  # what the dead server had recorded
     [experiment] = [e for e in client.search_experiments() if e.name == "outage"]

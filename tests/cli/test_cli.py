@@ -79,8 +79,13 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, write_study, 
 
 
 def test_unknown_study_name_and_bad_storage_exit_2(tmp_path):
+    import optuna
+
+    optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}")  # a store without the study
     shown = run_cli("study", "show", "nope", "--storage", f"sqlite:///{tmp_path / 'o.db'}")
     assert shown.returncode == 2 and "no study named 'nope'" in shown.stderr
+    missing = run_cli("study", "show", "nope", "--storage", f"sqlite:///{tmp_path / 'typo.db'}")
+    assert missing.returncode == 2 and "no storage at" in missing.stderr and not (tmp_path / "typo.db").exists()
     listed = run_cli("study", "list", "--storage", "postgresql+psycopg://x@127.0.0.1:1/none")
     assert listed.returncode == 2 and "cannot be opened" in listed.stderr
 

@@ -128,9 +128,10 @@ def test_the_boosters_defaults_come_after_the_cheap_families_and_before_the_netw
 
 def test_lightgbm_fits_small_tables_on_one_thread_and_large_ones_on_every_core():
     """Its OpenMP threads spin while they wait: on a small table, sharing two cores, one thread is 5-10x faster."""
+    from tuner.core.threads import usable_cores
     from tuner.models.estimators.lightgbm import THREADED_FIT_ROWS
 
     X, y = noise()
     member = fit("lightgbm", spec_for(max_rounds=3), X, y)
     assert member.model_.params["num_threads"] == 1
-    assert member._booster_params(THREADED_FIT_ROWS)["num_threads"] == 0  # 0: OpenMP's default, every core
+    assert member._booster_params(THREADED_FIT_ROWS)["num_threads"] == usable_cores()  # its share: every core alone

@@ -251,7 +251,7 @@ def test_sigterm_marks_the_trial_closes_its_run_and_says_how_to_resume(tmp_path,
     trials = optuna.load_study(study_name="stopped", storage=storage).get_trials()
     stopped = next(t for t in trials if t.number == running.number)
     assert stopped.state == TrialState.FAIL and "interrupted" in stopped.user_attrs
-    [queued] = [t for t in trials if t.state == TrialState.WAITING]
+    [queued] = [t for t in trials if t.state == TrialState.WAITING and t.user_attrs.get("requeued_from") is not None]
     assert queued.system_attrs["fixed_params"] == stopped.params
     parents, children = trial_runs(tracking_uri, "stopped")
     assert parents[0].info.status == "KILLED" and all(r.info.status != "RUNNING" for r in children)
