@@ -172,7 +172,7 @@ export.export_ensemble(sys.argv[1], root=sys.argv[2], tracking_uri=sys.argv[3], 
 
 
 def test_an_export_killed_before_its_folder_was_in_place_is_cleaned_by_the_next(tmp_path, tracking_uri, five_families, caplog):
-    name = "killed"
+    name = "killed-export"  # its own registered model: the session's tracking store is shared with other tests
     make_build(tmp_path, name, five_families[0])
     first = export_ensemble(name, root=tmp_path, tracking_uri=tracking_uri, refit="none")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
