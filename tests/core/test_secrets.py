@@ -4,7 +4,6 @@ every file a study run writes."""
 from __future__ import annotations
 
 import logging
-import os
 
 import optuna
 import pytest
@@ -36,16 +35,9 @@ def test_a_log_line_on_the_tuner_logger_is_redacted(caplog):
 
 @pytest.fixture
 def second_pg_url():
-    import psycopg
+    from tests.search.test_scale_out import fresh_database
 
-    from tests.search.test_scale_out import PG_ADMIN
-
-    name = f"tuner_test_{os.urandom(5).hex()}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield from fresh_database()
 
 
 @pytest.mark.parametrize("tracking_on", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])

@@ -26,8 +26,8 @@ PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 HEARTBEAT = "2"  # seconds; a silent worker is presumed dead after 4 beats (8 s)
 
 
-@pytest.fixture
-def pg_url():
+def fresh_database():
+    """A PostgreSQL database of its own for one test, dropped after it (a generator for fixtures)."""
     import psycopg
 
     name = f"tuner_test_{uuid.uuid4().hex[:10]}"
@@ -36,6 +36,11 @@ def pg_url():
     yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url():
+    yield from fresh_database()
 
 
 def slow_study(folder: Path, name: str, trials: int) -> dict:
