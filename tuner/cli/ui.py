@@ -3,12 +3,12 @@
 The store URI reaches the MLflow child through its environment (it may hold a password, and a
 command line is visible to every user through `ps`) and is printed with its password hidden. The
 child runs in its own process group, which tuner stops when it is stopped itself (Ctrl-C,
-SIGTERM, SIGHUP), so no MLflow server is left holding the port.
+SIGTERM, SIGHUP), and which a watcher stops when tuner is killed (`kill -9`), so no MLflow server
+is left holding the port.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -19,8 +19,6 @@ import typer
 
 from tuner.cli.shared import StorageOption, TrackingOption, console
 from tuner.core.secrets import redact_url
-
-STOP_GRACE_S = 10  # seconds the MLflow child gets to stop on SIGTERM before it is killed
 
 
 def ui(tracking_uri: Optional[str] = TrackingOption, storage: Optional[str] = StorageOption,
@@ -80,30 +78,21 @@ def server(
 
 def run_until_stopped(command: list[str], env: dict[str, str]) -> int:
     """Run the MLflow child in its own process group until it exits or tuner is stopped; a stop
-    (SIGINT, SIGTERM, SIGHUP) is passed to the whole group, which is killed if it lingers."""
-    child = subprocess.Popen(command, env=env, start_new_session=True)
+    (SIGINT, SIGTERM, SIGHUP) is passed to the whole group, which is killed if it lingers. A watcher
+    leads the group and stops it when tuner itself is killed (`tuner.core.child_group`)."""
+    from tuner.core.child_group import guarded_command, stop_group
+
+    child = subprocess.Popen(guarded_command(command), env=env, start_new_session=True)
 
     def stop(signum: int, _frame) -> None:
         for name in ("SIGINT", "SIGTERM", "SIGHUP"):
             signal.signal(getattr(signal, name), signal.SIG_IGN)  # one stop; the clean-up is not cut short
-        _signal_group(child, signal.SIGTERM)
-        try:
-            child.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            _signal_group(child, signal.SIGKILL)
-        _signal_group(child, signal.SIGKILL)  # workers MLflow started that outlived it
+        stop_group(child.pid, wait=child.wait)
         raise typer.Exit(130 if signum == signal.SIGINT else 128 + signum)
 
     for name in ("SIGINT", "SIGTERM", "SIGHUP"):
         signal.signal(getattr(signal, name), stop)
     return child.wait()
-
-
-def _signal_group(child: subprocess.Popen, signum: int) -> None:
-    try:
-        os.killpg(child.pid, signum)
-    except ProcessLookupError:  # the group is gone already
-        pass
 
 
 def _has_optuna_dashboard() -> bool:
