@@ -54,6 +54,8 @@ def main() -> None:
     """Console entry point: user errors become one line and exit status 2."""
     try:
         code = app(standalone_mode=False)  # Typer returns typer.Exit's code here instead of raising it
+        if EXIT.fast_exit_stores is not None:
+            EXIT.fast_exit(code if isinstance(code, int) else 0)
         if EXIT.holds_no_store:
             gc.freeze()  # the collector's last pass over pandas', scikit-learn's and XGBoost's objects: 0.4 s
     except TunerError as exc:

@@ -9,7 +9,7 @@ import typer
 
 from tuner.cli.ensemble import print_build
 from tuner.cli.evaluate import print_finalize
-from tuner.cli.shared import RootOption, StorageOption, TrackingOption, console, errors, trained_on_text
+from tuner.cli.shared import EXIT, RootOption, StorageOption, TrackingOption, console, errors, trained_on_text
 
 
 def run_all(
@@ -60,3 +60,7 @@ def run_all(
     console.print(f"time: {timing}" + (f" (budget {budget:.0f} s)" if budget else ""))
     console.print(f"next: tuner ui   |   tuner report {run.study_name}   |   tuner predict {model} data.csv",
                   soft_wrap=True)
+    from tuner.study.storage import resolve_storage_url
+    from tuner.tracking import resolve_tracking_uri
+
+    EXIT.fast_exit_stores = [resolve_storage_url(storage), resolve_tracking_uri(tracking_uri)]
