@@ -53,17 +53,20 @@ def save_estimator(estimator: Any, path: Path) -> Path:
 
 def load_estimator(path: Path) -> Any:
     """What `save_estimator` wrote; a file holding any type outside the trusted ones, or not a skops
-    file at all (a pickle), is refused in one line before anything in it is built."""
+    file at all (a pickle), is refused in one line before anything in it is built (skops audits the
+    whole file against `TRUSTED_TYPES` first)."""
     import skops.io
+    from skops.io.exceptions import UntrustedTypesFoundException
 
     path = Path(path).with_suffix(SKOPS_SUFFIX)
     try:
-        untrusted = set(skops.io.get_untrusted_types(file=path)) - set(TRUSTED_TYPES)
+        return skops.io.load(path, trusted=TRUSTED_TYPES)
     except (zipfile.BadZipFile, KeyError, ValueError, json.JSONDecodeError):
         raise TunerError(f"{path} is not a skops file (a pickle, or damaged); it was not loaded") from None
-    if untrusted:
-        raise TunerError(f"{path} holds types tuner does not trust ({', '.join(sorted(untrusted))}); it was not loaded")
-    return skops.io.load(path, trusted=TRUSTED_TYPES)
+    except UntrustedTypesFoundException:
+        untrusted = set(skops.io.get_untrusted_types(file=path)) - set(TRUSTED_TYPES)
+        raise TunerError(f"{path} holds types tuner does not trust ({', '.join(sorted(untrusted))}); "
+                         "it was not loaded") from None
 
 
 def file_digest(path: Path) -> str:
