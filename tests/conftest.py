@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 # one fold at a time unless a test asks for more: a study's fold workers cost each test process
 # seconds of start-up (tests/search/test_fold_waves.py and the family contract suite run them)
 os.environ.setdefault("TUNER_FOLD_WORKERS", "1")
+os.environ.setdefault("TUNER_SEARCH_PROCESSES", "1")  # run-all searches in this process unless a test asks for more
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def gpu_may_be_present() -> bool:
+    """Whether a GPU may be visible to TensorFlow, judged without importing it (seconds): an NVIDIA
+    device node or driver tool, unless `CUDA_VISIBLE_DEVICES` hides every device."""
+    import shutil
+
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return os.path.exists("/dev/nvidia0") or shutil.which("nvidia-smi") is not None
+
+
 @lru_cache(maxsize=1)
 def configure_tensorflow() -> list[str]:
     """Turn memory growth on for every visible GPU and return their names (empty on CPU)."""

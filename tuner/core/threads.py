@@ -35,6 +35,42 @@ def fold_worker_count(jobs: int = 1) -> int:
     return max(1, usable_cores() // jobs)
 
 
+SEARCH_PROCESSES_ENV = "TUNER_SEARCH_PROCESSES"
+MAX_SEARCH_PROCESSES = 4  # beyond this, a machine's cores go to each process's fold workers and threads
+SHARED_SEARCH_FROM_S = 90.0  # a shorter search loses too much of itself to the processes' start (imports, data, folds: 6-20 s)
+
+
+def search_process_count(search_s: float | None, gpu_keras: bool) -> int:
+    """How many processes `run-all` searches with, trials side by side: `TUNER_SEARCH_PROCESSES`,
+    else one per core up to `MAX_SEARCH_PROCESSES` when the search is long enough to repay their
+    start; one when a Keras family may train on a GPU (one process owns it)."""
+    setting = os.environ.get(SEARCH_PROCESSES_ENV, "").strip()
+    if setting:
+        if not setting.isdigit() or int(setting) < 1:
+            from tuner.core.errors import TunerError
+
+            raise TunerError(f"{SEARCH_PROCESSES_ENV}={setting!r} is not a whole number of processes; set it to 1 or "
+                             "more, or unset it to use one per core")
+        return int(setting)
+    if gpu_keras or (search_s is not None and search_s < SHARED_SEARCH_FROM_S):
+        return 1
+    return min(usable_cores(), MAX_SEARCH_PROCESSES)
+
+
+def keep_to_share(index: int, processes: int) -> bool:
+    """Pin search process `index` of `processes` to its own share of this machine's cores, so that
+    its fits' threads (`fit_threads`, fold workers) count that share and none competes for another's;
+    False where it could not (not Linux, or fewer cores than processes)."""
+    try:
+        cores = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux: the processes share every core
+        return False
+    if not len(cores) >= processes > 1:
+        return False
+    os.sched_setaffinity(0, cores[index % processes::processes])
+    return True
+
+
 def fit_threads() -> int:
     """Threads a fit started now may use (`n_jobs` of forests and boosters)."""
     return _FIT_THREADS.get() or usable_cores()

@@ -48,6 +48,8 @@ from typing import Any, Callable
 from optuna.trial import TrialState
 
 from tuner.core.config import StudyConfig, load_study_file
+from tuner.core.devices import gpu_may_be_present
+from tuner.core.threads import search_process_count
 from tuner.models import FAMILIES
 from tuner.pipeline.clock import (KERAS_BAGS_S, SAFETY_S, Clock, cpu_seconds, plan_bags, plan_ensemble, plan_refit,
                                   reserve_after_search)
@@ -132,8 +134,11 @@ def search_stage(ctx: StageContext) -> None:
                     f"from now (the budget's other stages need about {sum(ctx.reserved.values()):.0f} s)")
         # the study's plots come last, if time is left (`plots_stage`): no dashboard subscribed
         # a trial that leads the study may finish on the refit's share: the best model beats a refit of a lesser one
+        # trials side by side, one search process per core (each pinned to it), when the search repays their start
+        keras = any(FAMILIES[f].uses_tensorflow for f in planned_families(config, ctx.inputs, budget))
+        jobs = search_process_count(deadline - time.monotonic(), keras and gpu_may_be_present())
         run = runner.run_study(ctx.study_file, ctx.storage_url, ctx.tracking_uri, deadline=deadline, inputs=ctx.inputs,
-                               budget_s=budget, grace_s=ctx.reserved.get("refit", 0.0))
+                               budget_s=budget, grace_s=ctx.reserved.get("refit", 0.0), jobs=jobs)
     else:
         from tuner.pipeline.study_run import run_study  # the runner with the dashboard subscribed: plots after the search
 

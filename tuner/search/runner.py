@@ -21,12 +21,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.study.trial_attrs import ERROR_ATTR, FAMILY_ATTR, INTERRUPTED_ATTR, REQUEUED_FROM_ATTR, SKIPPED_ATTR, WORKER_ATTR
 from tuner.study.trial_bags import TrialBags, artifact_root
-from tuner.search.time_budget import TimeBudget, enqueue_portfolio
+from tuner.search.time_budget import TimeBudget, enqueue_portfolio, queue_portfolio_once
 from tuner.core.config import MAX_TRIALS, load_study_file
 from tuner.data import TRAIN, VALID, Dataset, prepare_parts
 from tuner.core.devices import configure_mixed_precision, device_tags
 from tuner.core.errors import TunerError
-from tuner.core.threads import fold_worker_count
+from tuner.core.threads import fold_worker_count, keep_to_share
 from tuner.models import FAMILIES, ProblemSpec
 from tuner.search.objective import Fold, Objective, TrialFailed, counts_toward_budget
 from tuner.study.sealed import ATTR, SealedStudy, load_inputs, open_study, stored_score_name
@@ -141,7 +141,7 @@ def run_study(study_file: str | Path, storage_url: str | None = None, tracking_u
             _optimize(sealed, tracker, experiment_id, parent_run_id, budget, timeout, worker=0, on_progress=on_progress,
                       fold_workers=fold_worker_count(), grace_s=grace_s)
         else:
-            _run_workers(sealed, Path(study_file), tracker.uri, budget, timeout, jobs, on_progress, ran_by)
+            _run_workers(sealed, Path(study_file), tracker.uri, budget, timeout, jobs, on_progress, ran_by, grace_s)
     except BaseException:
         status = "KILLED"
         raise
@@ -208,8 +208,9 @@ def _optimize(sealed: SealedStudy, tracker: Tracker, experiment_id: str, parent_
                            **worker_tags(worker), "split_digest": sealed.split.digest},  # the split it verified
                           budget=TimeBudget.from_timeout(timeout, grace_s), bags=trial_bags(sealed),
                           search_rows=sealed.split.search_rows(), fold_workers=fold_workers)
-    enqueue_portfolio(study, list(config.families), budget, folds[0].spec,
-                      caps={name: options.max_trials for name, options in config.families.items()})
+    queue_portfolio_once(study, worker_label(), lambda: enqueue_portfolio(
+        study, list(config.families), budget, folds[0].spec,
+        caps={name: options.max_trials for name, options in config.families.items()}))
     first = len(study.trials)
     shared = other_worker_at_work(study.get_trials(deepcopy=False), first)
     study.sampler = make_sampler(config.sampler, sampler_seed(config, first, worker, shared))
@@ -217,6 +218,9 @@ def _optimize(sealed: SealedStudy, tracker: Tracker, experiment_id: str, parent_
     if config.sampler.seed is not None and not shared:
         objective = ReseedOnJoin(objective, config, first, worker)
     _search(study, objective, budget, timeout, on_progress)
+
+
+WAIT_POLL_S = 1.0  # how often a worker waiting on another's trials looks at the study again
 
 
 class BudgetGuard:
@@ -305,7 +309,9 @@ def _search(study: optuna.Study, objective: Callable[..., float], budget: int, t
             said = line
             if line:
                 log.warning(line)
-        time.sleep(min(interval, max(deadline - time.monotonic(), 0)) if deadline else interval)
+        # polled each second: the other worker's last trial usually ends long before its heartbeat could expire
+        time.sleep(min(WAIT_POLL_S, interval, max(deadline - time.monotonic(), 0)) if deadline
+                   else min(WAIT_POLL_S, interval))
         fail_stale(study)
 
 
@@ -349,9 +355,11 @@ def search_folds(sealed: SealedStudy) -> list[Fold]:
     return folds
 
 
-def _worker_main(study_file: str, storage_url: str, tracking_uri: str, budget: int, timeout: float | None,
-                 worker: int, jobs: int) -> None:
-    """Entry point of a `--jobs` worker process: reopen the same sealed study and search."""
+def _worker_main(study_file: str, storage_url: str, tracking_uri: str, budget: int, ends_at: float | None,
+                 worker: int, jobs: int, grace_s: float = 0.0) -> None:
+    """Entry point of a `--jobs` worker process: reopen the same sealed study and search on its share
+    of the cores until `ends_at` (a `time.time()` value: its own start-up is not added to the budget)."""
+    pinned = keep_to_share(worker - 1, jobs)
     interrupt_on_signals()
     config, base_dir = load_study_file(study_file)
     tracker = Tracker(tracking_uri)
@@ -359,20 +367,24 @@ def _worker_main(study_file: str, storage_url: str, tracking_uri: str, budget: i
     experiment_id = tracker.experiment_id(config.name)
     parent = tracker.open_study_run(experiment_id, sealed.study.user_attrs[ATTR + "uid"], config.name, {}, {}, {},
                                     claim=parent_run_claim(sealed, tracker, experiment_id))
+    timeout = None if ends_at is None else max(ends_at - time.time(), 0.01)
     try:
         _optimize(sealed, tracker, experiment_id, parent, budget, timeout, worker, on_progress=None,
-                  fold_workers=fold_worker_count(jobs))
+                  fold_workers=fold_worker_count(1 if pinned else jobs), grace_s=grace_s)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
 
 
 def _run_workers(sealed: SealedStudy, study_file: Path, tracking_uri: str, budget: int, timeout: float | None,
-                 jobs: int, on_progress: Callable[[Progress], None] | None, labels: set[str]) -> None:
-    """`--jobs N`: N processes on the same storage (TensorFlow state is per process, not per thread);
-    each one's worker label goes into `labels`, so the run counts their trials as its own."""
+                 jobs: int, on_progress: Callable[[Progress], None] | None, labels: set[str],
+                 grace_s: float = 0.0) -> None:
+    """`--jobs N`: N processes on the same storage (TensorFlow state is per process, not per thread),
+    each pinned to its share of the cores; each one's worker label goes into `labels`, so the run
+    counts their trials as its own."""
     context = multiprocessing.get_context("spawn")
+    ends_at = None if timeout is None else time.time() + timeout
     workers = [context.Process(target=_worker_main, args=(str(study_file), sealed.storage_url, tracking_uri,
-                                                            budget, timeout, i + 1, jobs), daemon=False)
+                                                            budget, ends_at, i + 1, jobs, grace_s), daemon=False)
                for i in range(jobs)]
     for process in workers:
         process.start()

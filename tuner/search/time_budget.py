@@ -14,15 +14,19 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.study.storage import claim_study_attr
 from tuner.study.trial_attrs import DURATION_ATTR, FAMILY_ATTR, PORTFOLIO_ATTR
 from tuner.models import ProblemSpec
 from tuner.models.portfolio import portfolio_queue
 
 MIN_RECORD = 1  # finished trials of a family before its duration is trusted
+PORTFOLIO_BY = "tuner.portfolio_by"  # study attribute: the worker that queued the portfolio
+PORTFOLIO_QUEUED = "tuner.portfolio_queued"  # study attribute: set once it is queued
 
 
 def enqueue_portfolio(study: optuna.Study, families: list[str], trials: int, spec: ProblemSpec,
@@ -42,6 +46,22 @@ def enqueue_portfolio(study: optuna.Study, families: list[str], trials: int, spe
         name = queued.family
         study.enqueue_trial({"family": name, **{f"{name}.{key}": value for key, value in queued.params.items()}},
                             user_attrs={PORTFOLIO_ATTR: queued.label}, skip_if_exists=True)
+
+
+PORTFOLIO_WAIT_S = 10.0  # how long a worker waits for another to queue the portfolio before it searches
+
+
+def queue_portfolio_once(study: optuna.Study, me: str, enqueue: Callable[[], None]) -> None:
+    """One worker queues a new study's portfolio (the storage's first writer); workers that start
+    with it wait until it is queued, so that none begins with a sampled trial in its place and no
+    configuration is queued twice. `me`: this worker's label."""
+    if claim_study_attr(study, PORTFOLIO_BY, me) == me:
+        enqueue()
+        study.set_user_attr(PORTFOLIO_QUEUED, True)
+        return
+    waited_until = time.monotonic() + PORTFOLIO_WAIT_S
+    while time.monotonic() < waited_until and not study.user_attrs.get(PORTFOLIO_QUEUED):
+        time.sleep(0.1)
 
 
 @dataclass
