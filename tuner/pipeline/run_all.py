@@ -317,8 +317,8 @@ STAGES = (
           run=ensemble_stage, show=show_stored_ensemble),
     Stage("test look", f"the top {FINALIZE_TOP} trials' bags; the chosen blend; the test rows (ONE counted look)",
           "the finalize report (study attributes, MLflow run `finalize`); ensembles/.built/NAME and the MLflow run "
-          "`ensemble/NAME`", 1.5, 0.2, run=test_look_stage, show=show_stored_look),
-    Stage("export", "the chosen blend; every row (its members trained again)", "ensembles/NAME (MLflow pyfunc), a registered model version @champion", 1.5, 0.1,
+          "`ensemble/NAME`", 3.0, 0.2, run=test_look_stage, show=show_stored_look),  # skops files: 3-7 s measured
+    Stage("export", "the chosen blend; every row (its members trained again)", "ensembles/NAME (MLflow pyfunc), a registered model version @champion", 2.5, 0.1,
           run=export_stage, show=show_stored_export),
     Stage("plots", "the study's trials and curves", "the study run's plots in MLflow (`tuner study plots` redraws them)",
           3.0, 0.0, run=plots_stage, no_time=plots_no_time, due=plots_due),
