@@ -187,16 +187,18 @@ for line in sys.stdin:
 def forked_cli(tmp_path_factory):
     """`run_cli` for this module's cases: each a forked child of one process that imported tuner once."""
     folder = tmp_path_factory.mktemp("forked")
-    server = subprocess.Popen([sys.executable, "-c", FORK_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=open(folder / "server.err", "w"), text=True, cwd=REPO,
-                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    with open(folder / "server.err", "w") as server_err:
+        server = subprocess.Popen([sys.executable, "-c", FORK_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=server_err, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
 
     def run(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
         out, err = folder / "stdout", folder / "stderr"
         server.stdin.write(json.dumps({"args": list(args), "cwd": str(cwd), "stdout": str(out), "stderr": str(err),
                                        "timeout": timeout}) + "\n")
         server.stdin.flush()
-        returncode = int(server.stdout.readline())
+        answer = server.stdout.readline()
+        assert answer, f"the forking process ended: {(folder / 'server.err').read_text()[-2000:]}"
+        returncode = int(answer)
         done = subprocess.CompletedProcess(args, returncode, out.read_text(), err.read_text())
         out.unlink()
         err.unlink()
