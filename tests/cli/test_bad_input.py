@@ -2,7 +2,13 @@
 exit status 2, and the Optuna storage and MLflow store exactly as they were (no new study, no run).
 
 A study `base` already exists in the stores (sealed on rows.csv), so refusals of a changed data
-file or a different definition are checked against a real sealed study."""
+file or a different definition are checked against a real sealed study.
+
+Each case is a process of its own, with its own exit status, file descriptors 1 and 2 and
+environment, but forked from one that has already imported what `python -m tuner study run`
+imports (`forked_cli`): the imports are most of a start's 3 s. Cases that need an import to fail
+(`hiding`) and the first-run cases start a fresh `python -m tuner`, and the forking process's own
+start must write nothing on stderr, so start-up noise is still caught."""
 
 from __future__ import annotations
 
@@ -140,6 +146,69 @@ CASES = {
 }
 HIDDEN_MODULES = {"family not installed": ["xgboost"]}  # importable here, made unimportable for that case
 
+FORK_SERVER = r"""
+import atexit, json, os, signal, sys, traceback
+
+import tuner.cli.app, tuner.pipeline.study_run, tuner.search.workers  # what `tuner study run` imports
+
+main_path = os.path.join(os.path.dirname(tuner.__file__), "__main__.py")
+for line in sys.stdin:
+    case = json.loads(line)
+    pid = os.fork()
+    if pid == 0:  # the child: `python -m tuner ARGS` in case["cwd"], its output in two files
+        signal.alarm(case["timeout"])
+        os.chdir(case["cwd"])
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        sys.stdin = open(os.devnull)
+        for fd, path in ((1, case["stdout"]), (2, case["stderr"])):
+            os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+        sys.argv = [main_path, *case["args"]]
+        code = 0
+        try:
+            tuner.cli.app.main()
+        except SystemExit as exc:  # as the interpreter reads it
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+            if not isinstance(exc.code, (int, type(None))):
+                print(exc.code, file=sys.stderr)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    print(os.waitstatus_to_exitcode(status), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def forked_cli(tmp_path_factory):
+    """`run_cli` for this module's cases: each a forked child of one process that imported tuner once."""
+    folder = tmp_path_factory.mktemp("forked")
+    with open(folder / "server.err", "w") as server_err:
+        server = subprocess.Popen([sys.executable, "-c", FORK_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=server_err, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+    def run(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+        out, err = folder / "stdout", folder / "stderr"
+        server.stdin.write(json.dumps({"args": list(args), "cwd": str(cwd), "stdout": str(out), "stderr": str(err),
+                                       "timeout": timeout}) + "\n")
+        server.stdin.flush()
+        answer = server.stdout.readline()
+        assert answer, f"the forking process ended: {(folder / 'server.err').read_text()[-2000:]}"
+        returncode = int(answer)
+        done = subprocess.CompletedProcess(args, returncode, out.read_text(), err.read_text())
+        out.unlink()
+        err.unlink()
+        return done
+
+    yield run
+    server.stdin.close()
+    server.wait(timeout=60)
+    assert server.returncode == 0 and (folder / "server.err").read_text() == "", "importing tuner wrote on stderr"
+
 
 def hiding(folder: Path, modules: list[str]) -> dict[str, str]:
     """An environment whose Python cannot import `modules` (sys.modules[name] = None, as if not installed)."""
@@ -152,7 +221,7 @@ def hiding(folder: Path, modules: list[str]) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_bad_input_is_one_line_exit_2_and_leaves_the_stores_unchanged(case, stores, tmp_path):
+def test_bad_input_is_one_line_exit_2_and_leaves_the_stores_unchanged(case, stores, tmp_path, forked_cli):
     folder, storage, tracking = stores
     make_data, spec, options, expected = CASES[case]
     path = write_bad(tmp_path, make_data, spec)
@@ -163,7 +232,10 @@ def test_bad_input_is_one_line_exit_2_and_leaves_the_stores_unchanged(case, stor
             index = args.index(flag)
             del args[index:index + 2]
     before = snapshot(storage, tracking)
-    run = run_cli(*args, *options, cwd=tmp_path, env=hiding(tmp_path, HIDDEN_MODULES.get(case, [])))
+    if case in HIDDEN_MODULES:
+        run = run_cli(*args, *options, cwd=tmp_path, env=hiding(tmp_path, HIDDEN_MODULES[case]))
+    else:
+        run = forked_cli(*args, *options, cwd=tmp_path)
     assert run.returncode == 2, run.stdout + run.stderr
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), run.stderr
@@ -194,6 +266,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# MLflow's HTTP retries, which tuner leaves to the user (it only lowers MLflow's default): without
+# them each call to the dead server fails at once rather than after a few seconds of back-off
+NO_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+
+
 @pytest.mark.slow
 def test_mlflow_server_going_away_mid_study_degrades_tracking_and_loses_no_trial(tmp_path, write_study):
     """The server is killed while trials run: the study finishes, says tracking is degraded, keeps all trials."""
@@ -211,11 +288,11 @@ def test_mlflow_server_going_away_mid_study_degrades_tracking_and_loses_no_trial
             assert time.time() < deadline and server.poll() is None, "tuner server did not come up"
             time.sleep(1)
         storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-        path = write_study(tiny_study("outage", families=["random_forest"], budget={"trials": 12},
+        path = write_study(tiny_study("outage", families=["random_forest"], budget={"trials": 6},
                                       sampler={"name": "random", "seed": 1}))
         study_run = subprocess.Popen([sys.executable, "-m", "tuner", "study", "run", str(path), "--storage", storage,
                                       "--tracking-uri", uri], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                                     text=True, env={**os.environ, "PYTHONPATH": str(REPO), **NO_RETRIES})
         while not _trials_done(storage, "outage", 2):
             assert study_run.poll() is None, study_run.communicate()
             time.sleep(0.2)
@@ -235,7 +312,7 @@ def test_mlflow_server_going_away_mid_study_degrades_tracking_and_loses_no_trial
     assert study_run.returncode == 0, err
     assert "MLflow tracking is degraded" in err and "Optuna kept every trial" in err
     trials = optuna.load_study(study_name="outage", storage=storage).trials
-    assert [t.state.name for t in trials] == ["COMPLETE"] * 12 and [t.number for t in trials] == list(range(12))
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 6 and [t.number for t in trials] == list(range(6))
     assert any(t.datetime_complete > server_gone for t in trials), "no trial ran after the server was killed"
     client = MlflowClient(f"sqlite:///{tmp_path / 'server.db'}")  # what the dead server had recorded
     [experiment] = [e for e in client.search_experiments() if e.name == "outage"]

@@ -111,7 +111,8 @@ def test_ui_serves_the_project_store(tmp_path, write_study):
     from tuner.pipeline.study_run import run_study
 
     tracking = f"sqlite:///{tmp_path / 'm.db'}"
-    run_study(write_study(tiny_study("served")), f"sqlite:///{tmp_path / 'o.db'}", tracking, trials=1)
+    run_study(write_study(tiny_study("served", families=["linear"])), f"sqlite:///{tmp_path / 'o.db'}", tracking,
+              trials=1)
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "tuner", "ui", "--port", str(port), "--tracking-uri", tracking],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -138,8 +139,8 @@ def test_ui_serves_the_project_store(tmp_path, write_study):
 @pytest.mark.slow
 def test_jobs_run_worker_processes_on_one_study(tmp_path, write_study, tracking_uri):
     storage = f"sqlite:///{tmp_path / 'o.db'}"
-    # bagged 3-fold trials: slow enough that the second worker, started a few seconds later, gets some
-    path = write_study(tiny_study("jobs", families=["linear", "random_forest", "xgboost"], split={"folds": 3, "seed": 1}))
+    # 8 bagged 2-fold trials: enough that the second worker, started a few seconds later, gets some
+    path = write_study(tiny_study("jobs", families=["linear", "random_forest", "xgboost"]))
     run = run_cli("study", "run", str(path), "--trials", "8", "--jobs", "2", "--storage", storage,
                   "--tracking-uri", tracking_uri)
     assert run.returncode == 0, run.stderr

@@ -44,11 +44,13 @@ def pg_url():
 
 
 def slow_study(folder: Path, name: str, trials: int) -> dict:
-    """Random forests on 8,000 rows: each trial fits for a second or more, long enough to be killed in."""
+    """Random forests on 1,500 rows: a trial fits long enough to be caught RUNNING, and a worker is
+    frozen (SIGSTOP) before it is signalled, so a trial that ends between the look and the signal is
+    simply looked for again (`freeze_a_worker_mid_trial`)."""
     from sklearn.datasets import make_classification
 
-    X, y = make_classification(n_samples=8000, n_features=20, n_informative=8, random_state=0)
-    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(20)]).assign(y=y)
+    X, y = make_classification(n_samples=1500, n_features=10, n_informative=6, random_state=0)
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(10)]).assign(y=y)
     frame.to_csv(folder / "rows.csv", index=False)
     return tiny_study(name, data={"source": "rows.csv", "target": "y"}, families=["random_forest"],
                       sampler={"name": "random", "seed": 3}, budget={"trials": trials})

@@ -131,7 +131,7 @@ def seen_folds(monkeypatch):
 
 
 def test_kfold_study_end_to_end(write_study, storage_url, tracking_uri, seen_folds):
-    spec = cv_study("kfold", folds=3, repeats=2, sampler={"name": "random", "seed": 0},
+    spec = cv_study("kfold", folds=3, repeats=2, families=["linear"], sampler={"name": "random", "seed": 0},
                     pruner={"name": "none"}, split={"folds": 3, "repeats": 2, "seed": 1, "holdout_fraction": 0.1})
     result = run_study(write_study(spec), storage_url, tracking_uri)
     assert result.counts == {"COMPLETE": 3} and result.score_name == "cv_roc_auc"

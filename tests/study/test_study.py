@@ -152,13 +152,13 @@ def test_a_study_without_families_searches_what_tuner_picked_and_keeps_that_choi
 @pytest.mark.slow
 def test_pruning_happens_for_the_dense_family(write_study, storage_url, tracking_uri):
     spec = holdout_study("pruned", families=["dense"], sampler={"name": "random", "seed": 0},
-                      budget={"trials": 6, "epochs": 8, "patience": 8},
+                      budget={"trials": 6, "epochs": 5, "patience": 5},
                       pruner={"name": "median", "startup_trials": 2, "warmup_steps": 1})
     run_study(write_study(spec), storage_url, tracking_uri)
     trials = optuna.load_study(study_name="pruned", storage=storage_url).trials
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     assert pruned, "the median pruner stopped no dense trial"
-    assert all(len(t.intermediate_values) < 8 for t in pruned)
+    assert all(len(t.intermediate_values) < 5 for t in pruned)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert all(t.user_attrs["best_step"] >= 1 for t in complete)
 
