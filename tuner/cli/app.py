@@ -52,6 +52,7 @@ app.command("server")(server)
 
 def main() -> None:
     """Console entry point: user errors become one line and exit status 2."""
+    EXIT.fast_exit_stores = None  # set by the command that may end at once (`run-all`), for this call only
     try:
         code = app(standalone_mode=False)  # Typer returns typer.Exit's code here instead of raising it
         if EXIT.fast_exit_stores is not None:
