@@ -209,9 +209,9 @@ def test_convnet_and_xgboost_blend_on_digits_through_the_cli(write_study, storag
                       sampler={"name": "random", "seed": 68})
     search(write_study(spec), storage_url, tracking_uri)
     root = tmp_path / "ensembles"
-    result = run_in_process(monkeypatch, capsys, "ensemble", "build", "digits", "--from", "digits-blend", "--folds", "2",
-                            "--per-family", "1", "--root", str(root), "--storage", storage_url, "--tracking-uri",
-                            tracking_uri)
+    result = run_in_process(monkeypatch, capsys, "ensemble", "build", "digits", "--from", "digits-blend",
+                            "--folds", "2", "--per-family", "1", "--root", str(root), "--storage", storage_url,
+                            "--tracking-uri", tracking_uri)
     assert result.returncode == 0, result.stderr
     for heading in ("oof_accuracy", "test_accuracy", "gap", "best_single", "weighted", "stacked", "wide_deep"):
         assert heading in result.stdout
