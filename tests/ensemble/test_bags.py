@@ -16,9 +16,9 @@ from tuner.ensemble.build import build_ensemble
 from tuner.core.metrics import METRICS
 from tuner.models import FAMILIES
 from tuner.study.sealed import open_sealed
-from tuner.pipeline.study_run import run_study
 
 from conftest import holdout_study, run_cli, tiny_study
+from tiny_study import search
 
 FAST = {"rounds": 20, "patience": 2, "epochs": 2}
 
@@ -44,7 +44,7 @@ def test_a_split_naming_neither_validation_nor_folds_bags_five_fold(write_study)
 
 def test_the_first_trials_are_each_familys_library_defaults_cheapest_first(write_study, storage_url, tracking_uri):
     families = ["random_forest", "xgboost", "hist_boosting", "linear"]
-    run_study(write_study(bagged_study("portfolio", families, trials=4)), storage_url, tracking_uri)
+    search(write_study(bagged_study("portfolio", families, trials=4)), storage_url, tracking_uri)
     sealed = open_sealed("portfolio", storage_url)
     spec = sealed.problem_spec(2, 30, None)
     trials = sorted(sealed.study.trials, key=lambda t: t.number)
@@ -59,8 +59,8 @@ def test_bagged_trials_keep_float32_out_of_fold_predictions_across_a_resume(writ
     """Each row's stored prediction is the one the fold model that did not see it makes; each fold's
     recorded score is recomputed from those rows, and the trial's value is their mean."""
     path = write_study(bagged_study("resumed", ["linear", "xgboost"], trials=2))
-    run_study(path, storage_url, tracking_uri)
-    run_study(path, storage_url, tracking_uri, trials=4)
+    search(path, storage_url, tracking_uri)
+    search(path, storage_url, tracking_uri, trials=4)
     sealed = open_sealed("resumed", storage_url)
     rows = sealed.split.search_rows()
     bags = TrialBags(artifact_root(storage_url))
@@ -114,8 +114,8 @@ def test_selection_runs_over_every_trial_and_reports_scores_of_the_stored_predic
         write_study, storage_url, tracking_uri, tmp_path):
     """The record's out-of-fold scores are recomputed from the stored predictions of every trial:
     each member's, the best single trial's and the plain average's; the chosen blend scores best."""
-    run_study(write_study(bagged_study("every", ["linear", "xgboost", "random_forest"], trials=6)),
-              storage_url, tracking_uri)
+    search(write_study(bagged_study("every", ["linear", "xgboost", "random_forest"], trials=6)),
+           storage_url, tracking_uri)
     record = build_ensemble("every", ["every"], storage_url, tracking_uri, root=tmp_path)
     sealed = open_sealed("every", storage_url)
     oof, scores, y = stored_oof_scores(sealed, storage_url)
@@ -136,7 +136,7 @@ def test_selection_runs_over_every_trial_and_reports_scores_of_the_stored_predic
 
 def test_refit_replaces_each_bag_by_one_model_on_every_search_row_and_says_its_cost(write_study, storage_url,
                                                                                     tracking_uri, tmp_path):
-    run_study(write_study(bagged_study("refit", ["linear", "xgboost"], trials=2)), storage_url, tracking_uri)
+    search(write_study(bagged_study("refit", ["linear", "xgboost"], trials=2)), storage_url, tracking_uri)
     record = build_ensemble("refit", ["refit"], storage_url, tracking_uri, root=tmp_path, refit=True)
     assert record["refit_seconds"] is not None and record["rebuilt"] == []
     assert {m["view"] for m in record["members"]} <= {"tabular", "native"}  # single models, not bags
@@ -147,7 +147,7 @@ def test_a_trial_whose_fold_models_were_let_go_is_rebuilt_from_its_fold_steps(wr
                                                                                tracking_uri, tmp_path):
     from tuner.study.trial_bags import assemble_bags
 
-    run_study(write_study(bagged_study("rebuilt", ["xgboost"], trials=1)), storage_url, tracking_uri)
+    search(write_study(bagged_study("rebuilt", ["xgboost"], trials=1)), storage_url, tracking_uri)
     sealed = open_sealed("rebuilt", storage_url)
     [trial] = sealed.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     bags = TrialBags(artifact_root(storage_url))
@@ -164,8 +164,8 @@ def test_picked_let_go_trials_past_the_rebuild_time_are_left_out_and_selection_r
     """`run-all` bounds the rebuilds by the time left: a let-go trial costs its recorded fit seconds."""
     from tuner.data.preprocess import encode_target, fit_target_encoder
 
-    run_study(write_study(bagged_study("bounded", ["linear", "xgboost", "random_forest"], trials=6,
-                                     sampler={"name": "random", "seed": 4})), storage_url, tracking_uri)
+    search(write_study(bagged_study("bounded", ["linear", "xgboost", "random_forest"], trials=6,
+                                  sampler={"name": "random", "seed": 4})), storage_url, tracking_uri)
     sealed = open_sealed("bounded", storage_url)
     bags = TrialBags(artifact_root(storage_url))
     rows = sealed.split.search_rows()
@@ -195,8 +195,8 @@ def test_a_bagged_ensemble_exports_and_predicts_as_in_process(write_study, stora
     from tuner.ensemble.fitted import FittedEnsemble
     from tuner.serve.export import export_ensemble
 
-    run_study(write_study(bagged_study("exported", ["linear", "hist_boosting", "xgboost"], trials=4,
-                                       data={"source": "builtin:generated_mixed"})), storage_url, tracking_uri)
+    search(write_study(bagged_study("exported", ["linear", "hist_boosting", "xgboost"], trials=4,
+                                    data={"source": "builtin:generated_mixed"})), storage_url, tracking_uri)
     record = build_ensemble("exported", ["exported"], storage_url, tracking_uri, root=tmp_path)
     result = export_ensemble("exported", tracking_uri=tracking_uri, root=tmp_path, refit="none")
     dataset = load_dataset("builtin:generated_mixed")
@@ -214,16 +214,16 @@ def test_a_bagged_ensemble_exports_and_predicts_as_in_process(write_study, stora
 
 @pytest.mark.slow
 def test_two_workers_store_every_trials_predictions_in_one_artifact_store(write_study, storage_url, tracking_uri):
-    """A first process runs 3 trials, then two `--jobs` workers resume to 6: at least two processes
+    """A first process runs 2 trials, then two `--jobs` workers resume to 4: at least two processes
     wrote bags (the first one for sure; with --jobs 2 a fast worker may take every later trial)."""
-    path = write_study(bagged_study("pair", ["linear", "random_forest"], trials=6))
-    for trials, jobs in (("3", "1"), ("6", "2")):
+    path = write_study(bagged_study("pair", ["linear", "random_forest"], trials=4))
+    for trials, jobs in (("2", "1"), ("4", "2")):
         done = run_cli("study", "run", str(path), "--trials", trials, "--jobs", jobs, "--storage", storage_url,
                        "--tracking-uri", tracking_uri)
         assert done.returncode == 0, done.stderr
     sealed = open_sealed("pair", storage_url)
     complete = sealed.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    assert len(complete) == 6 and len({t.user_attrs["worker"] for t in complete}) >= 2
+    assert len(complete) == 4 and len({t.user_attrs["worker"] for t in complete}) >= 2
     bags = TrialBags(artifact_root(storage_url))
     assert all(bags.oof(t).shape[0] == len(sealed.split.search_rows()) for t in complete)
     assert all(OOF_ATTR in t.user_attrs for t in complete)
@@ -239,7 +239,7 @@ def test_the_search_best_reaches_the_export_when_the_cheap_family_is_poor(write_
     frame["y"] = np.where(frame["a"] * frame["b"] > 0, "same", "opposite")
     frame.to_csv(tmp_path / "xor.csv", index=False)
     path = write_study(bagged_study("xor", ["linear", "xgboost"], trials=3, data={"source": "xor.csv", "target": "y"}))
-    run_study(path, storage_url, tracking_uri)
+    search(path, storage_url, tracking_uri)
     record = build_ensemble("xor", ["xor"], storage_url, tracking_uri, root=tmp_path / "ens")
     best = max(record["members"], key=lambda m: m["oof"])
     assert best["family"] == "xgboost" and best["oof"] > 0.9
@@ -320,8 +320,8 @@ def test_mlflow_models_serve_answers_a_bagged_export_as_in_process(write_study, 
     from tuner.ensemble.fitted import FittedEnsemble
     from tuner.serve.export import export_ensemble
 
-    run_study(write_study(bagged_study("served-bag", ["linear", "xgboost"], trials=2,
-                                       data={"source": "builtin:generated_mixed"})), storage_url, tracking_uri)
+    search(write_study(bagged_study("served-bag", ["linear", "xgboost"], trials=2,
+                                    data={"source": "builtin:generated_mixed"})), storage_url, tracking_uri)
     record = build_ensemble("served-bag", ["served-bag"], storage_url, tracking_uri, root=tmp_path)
     folder = export_ensemble("served-bag", tracking_uri=tracking_uri, root=tmp_path, refit="none").folder
     rows = load_dataset("builtin:generated_mixed").X.iloc[:20]

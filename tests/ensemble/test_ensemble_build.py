@@ -18,6 +18,7 @@ from tuner.core.errors import SplitMismatchError
 
 from conftest import holdout_study, run_cli, tiny_study
 from ensemble_fixtures import WIDE_DEEP_MEMBER, fitted_members, stand_in_source, xgboost_candidate
+from tiny_study import run_in_process, search
 
 DENSE = {"layers": 1, "units": 8, "activation": "relu", "dropout": 0.0, "regularizer": "none", "batch_norm": False,
          "optimizer": "adam", "learning_rate": 0.01, "batch_size": 32}
@@ -102,9 +103,7 @@ def _interrupted_build(monkeypatch, capsys, where: str, *args: str) -> tuple[int
 @pytest.mark.slow
 def test_ctrl_c_during_a_build_says_whether_the_test_look_was_counted(write_study, storage_url, tracking_uri,
                                                                        tmp_path, monkeypatch, capsys):
-    from tuner.pipeline.study_run import run_study
-
-    run_study(write_study(holdout_study("stopped", families=["linear", "xgboost"],
+    search(write_study(holdout_study("stopped", families=["linear", "xgboost"],
                                      budget={"trials": 2, "epochs": 2, "rounds": 10})), storage_url, tracking_uri)
     args = ("stopped", "--from", "stopped", "--folds", "2", "--per-family", "1", "--root", str(tmp_path / "ens"),
             "--storage", storage_url, "--tracking-uri", tracking_uri)
@@ -133,10 +132,9 @@ def test_holdout_and_bagged_builds_blend_one_out_of_fold_record_through_one_func
     import tuner.ensemble.build as build
     from tuner.ensemble.blending import OutOfFold, blend_out_of_fold
     from tuner.ensemble.candidates import gather_candidates
-    from tuner.pipeline.study_run import run_study
     from tuner.study.sealed import open_sealed
 
-    run_study(write_study(tiny_study("same-oof", split={"folds": 3, "seed": 1}, families=["linear", "xgboost"],
+    search(write_study(tiny_study("same-oof", split={"folds": 3, "seed": 1}, families=["linear", "xgboost"],
                                      budget={"trials": 4, "epochs": 2, "rounds": 10, "patience": 2})),
               storage_url, tracking_uri)
     source = open_sealed("same-oof", storage_url)
@@ -200,18 +198,20 @@ def test_studies_with_different_splits_are_refused_with_one_line_and_nothing_wri
 
 @pytest.mark.slow
 def test_convnet_and_xgboost_blend_on_digits_through_the_cli(write_study, storage_url, tracking_uri, tmp_path,
-                                                             monkeypatch):
+                                                             monkeypatch, capsys):
     """A Keras member on images and an XGBoost member on the flattened pixels, blended end to end (two trials:
-    each family's library default, which the portfolio runs first)."""
-    from tuner.pipeline.study_run import run_study
-
+    XGBoost's library default, which the portfolio runs first, and a sampled convnet: the convnet has no
+    default, and sampler seed 68 draws a one-block one (quick to build and trace) whose learning rate learns
+    the digits in 2 epochs, so the selection keeps both). The commands run through the CLI's entry point
+    in this process: what is checked is their output, not a new interpreter."""
     spec = holdout_study("digits-blend", data={"source": "builtin:digits"}, metric="accuracy",
                       families=["convnet", "xgboost"], budget={"trials": 2, "epochs": 2, "rounds": 15, "patience": 2},
-                      sampler={"name": "random", "seed": 3})
-    run_study(write_study(spec), storage_url, tracking_uri)
+                      sampler={"name": "random", "seed": 68})
+    search(write_study(spec), storage_url, tracking_uri)
     root = tmp_path / "ensembles"
-    result = run_cli("ensemble", "build", "digits", "--from", "digits-blend", "--folds", "2", "--per-family", "1",
-                     "--root", str(root), "--storage", storage_url, "--tracking-uri", tracking_uri)
+    result = run_in_process(monkeypatch, capsys, "ensemble", "build", "digits", "--from", "digits-blend",
+                            "--folds", "2", "--per-family", "1", "--root", str(root), "--storage", storage_url,
+                            "--tracking-uri", tracking_uri)
     assert result.returncode == 0, result.stderr
     for heading in ("oof_accuracy", "test_accuracy", "gap", "best_single", "weighted", "stacked", "wide_deep"):
         assert heading in result.stdout
@@ -245,7 +245,8 @@ def test_convnet_and_xgboost_blend_on_digits_through_the_cli(write_study, storag
 
     monkeypatch.setenv("TUNER_ENSEMBLES", str(root))
     page = tmp_path / "report.html"
-    result = run_cli("report", "digits-blend", "-o", str(page), "--storage", storage_url, "--tracking-uri", tracking_uri)
+    result = run_in_process(monkeypatch, capsys, "report", "digits-blend", "-o", str(page), "--storage", storage_url,
+                            "--tracking-uri", tracking_uri)
     assert result.returncode == 0, result.stderr
     assert "Ensemble digits" in page.read_text() and "oof_accuracy" in page.read_text()
 
@@ -254,13 +255,13 @@ def test_convnet_and_xgboost_blend_on_digits_through_the_cli(write_study, storag
 def test_build_without_keras_members_and_a_failed_save_leaves_the_last_build(write_study, storage_url, tracking_uri,
                                                                              tmp_path, monkeypatch):
     """No deep member: the wide-and-deep blend says it used a dense deep part. A save that fails after the
-    test look keeps that look counted, deletes its MLflow run and leaves the previous build in place."""
+    test look keeps that look counted, deletes its MLflow run and leaves the previous build in place (that
+    second build leaves out the wide-and-deep blend: its save fails whatever it holds)."""
     from tuner.ensemble.build import build_ensemble
-    from tuner.pipeline.study_run import run_study
 
     spec = holdout_study("trees", families=["linear", "xgboost"], budget={"trials": 4, "epochs": 2, "rounds": 20},
                       sampler={"name": "random", "seed": 4})
-    run_study(write_study(spec), storage_url, tracking_uri)
+    search(write_study(spec), storage_url, tracking_uri)
     root = tmp_path / "ensembles"
     record = build_ensemble("trees", ["trees"], storage_url, tracking_uri, per_family=2, folds=2, root=root)
     assert record["wide_deep"]["deep_part"]["family"] == "dense"
@@ -274,7 +275,7 @@ def test_build_without_keras_members_and_a_failed_save_leaves_the_last_build(wri
 
     monkeypatch.setattr(FittedEnsemble, "save", broken)
     with pytest.raises(OSError, match="disk full"):
-        build_ensemble("trees", ["trees"], storage_url, tracking_uri, per_family=2, folds=2, root=root)
+        build_ensemble("trees", ["trees"], storage_url, tracking_uri, per_family=2, folds=2, root=root, wide_deep=False)
     assert (root / ".built" / "trees" / "build.json").read_text() == stored
     assert [p.name for p in (root / ".built").iterdir()] == ["trees"]
     client = MlflowClient(tracking_uri)
@@ -331,11 +332,10 @@ def test_a_build_limited_by_the_time_budget_skips_wide_and_deep_and_slow_familie
     jointly trained blend; the record, the report and the chosen blend say so."""
     from tuner.ensemble.build import build_ensemble
     from tuner.reporting.ensemble_page import render_markdown
-    from tuner.pipeline.study_run import run_study
 
     spec = holdout_study("short", families=["linear", "random_forest"], budget={"trials": 4},
                          sampler={"name": "random", "seed": 5})
-    run_study(write_study(spec), storage_url, tracking_uri)
+    search(write_study(spec), storage_url, tracking_uri)
     record = build_ensemble("short", ["short"], storage_url, tracking_uri, per_family=2, folds=2,
                             root=tmp_path / "ensembles", families=["linear"], wide_deep=False)
     assert {m["family"] for m in record["members"]} == {"linear"}

@@ -1,9 +1,12 @@
 import math
+import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import optuna
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 import tuner.evaluate.finalize as finalize_module
@@ -20,12 +23,39 @@ from tuner.pipeline.study_run import run_study
 from tuner.tracking import Tracker
 
 from conftest import holdout_study, run_cli
+from tiny_study import run_in_process
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory) -> Path:
+    """The module's one search of study 'fin' (6 trials, its plots drawn), in Optuna and MLflow stores of
+    its own; every test that takes `small_study` gets a copy of those stores (`stores`)."""
+    folder = tmp_path_factory.mktemp("fin-searched")
+    spec = holdout_study("fin", families=["linear", "random_forest", "xgboost"], sampler={"name": "random", "seed": 2})
+    (folder / "study.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    run_study(folder / "study.yaml", f"sqlite:///{folder / 'optuna.db'}", f"sqlite:///{folder / 'mlflow.db'}", trials=6)
+    return folder
 
 
 @pytest.fixture
-def small_study(write_study, storage_url, tracking_uri):
-    spec = holdout_study("fin", families=["linear", "random_forest", "xgboost"], sampler={"name": "random", "seed": 2})
-    run_study(write_study(spec), storage_url, tracking_uri, trials=6)
+def stores(searched, tmp_path) -> Path:
+    """This test's copy of the searched, never finalized study's stores: what one test finalizes (its
+    looks, its MLflow runs) no other test sees. The runs' artifact folder stays the module's."""
+    return Path(shutil.copytree(searched, tmp_path / "stores", ignore=shutil.ignore_patterns("artifacts")))
+
+
+@pytest.fixture
+def storage_url(stores) -> str:
+    return f"sqlite:///{stores / 'optuna.db'}"
+
+
+@pytest.fixture
+def tracking_uri(stores) -> str:
+    return f"sqlite:///{stores / 'mlflow.db'}"
+
+
+@pytest.fixture
+def small_study(stores) -> str:
     return "fin"
 
 
@@ -109,11 +139,12 @@ def test_bootstrap_interval_is_tight_for_perfect_and_wide_for_random_predictions
     assert low < 0.5 < high and 0.02 < se < 0.06
 
 
-def test_finalize_through_the_cli_names_every_split(small_study, storage_url, tracking_uri):
+def test_finalize_through_the_cli_names_every_split(small_study, storage_url, tracking_uri, monkeypatch, capsys):
     run = run_cli("study", "finalize", small_study, "--top", "1", "--storage", storage_url, "--tracking-uri", tracking_uri)
     assert run.returncode == 0, run.stderr
     assert "val_roc_auc" in run.stdout and "test_roc_auc" in run.stdout and "validation flattered it by" in run.stdout
-    again = run_cli("study", "finalize", small_study, "--storage", storage_url, "--tracking-uri", tracking_uri)
+    again = run_in_process(monkeypatch, capsys, "study", "finalize", small_study, "--storage", storage_url,
+                           "--tracking-uri", tracking_uri)
     assert again.returncode == 2 and "--force" in again.stderr
 
 
@@ -153,11 +184,11 @@ def test_finalize_section_renders_an_old_record_without_a_score_name():
     assert "&lt;not untouched&gt;" in section.body
 
 
-def test_study_show_reports_the_live_count_and_who_looked(small_study, storage_url, tracking_uri):
+def test_study_show_reports_the_live_count_and_who_looked(small_study, storage_url, tracking_uri, monkeypatch, capsys):
     finalize_study(small_study, storage_url, tracking_uri, top=1)
     study = optuna.load_study(study_name=small_study, storage=storage_url)
     count_test_look(study, "ensemble build blend")  # what `ensemble build` counts, without minutes of fitting
-    shown = run_cli("study", "show", small_study, "--storage", storage_url)
+    shown = run_in_process(monkeypatch, capsys, "study", "show", small_study, "--storage", storage_url)
     assert shown.returncode == 0, shown.stderr
     assert "test looks: 2 (finalize, ensemble build blend)" in shown.stdout
     assert "finalized at test look 1:" in shown.stdout

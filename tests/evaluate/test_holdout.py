@@ -11,9 +11,9 @@ from tuner.core.config import ThresholdoutConfig
 from tuner.data import HOLDOUT, TEST, TRAIN
 from tuner.evaluate.holdout import HoldoutBudgetSpent, NoHoldoutPart, Thresholdout, ThresholdoutState, query_holdout
 from tuner.study.sealed import open_sealed
-from tuner.pipeline.study_run import run_study
 
 from conftest import run_cli, tiny_study
+from tiny_study import run_in_process, search
 
 
 def fresh(threshold=0.04, sigma=0.01, budget=30, entropy=7) -> Thresholdout:
@@ -71,7 +71,7 @@ def holdout_study(write_study, storage_url, tracking_uri):
     def make(name, **thresholdout):
         split = {"seed": 1, "validation_fraction": 0.2, "holdout_fraction": 0.15, **({"thresholdout": thresholdout} if thresholdout else {})}
         spec = tiny_study(name, split=split, sampler={"name": "random", "seed": 3})
-        run_study(write_study(spec), storage_url, tracking_uri, trials=3)
+        search(write_study(spec), storage_url, tracking_uri, trials=3)
         return name
 
     return make
@@ -107,7 +107,7 @@ def test_holdout_answers_the_top_trials_and_keeps_state(holdout_study, storage_u
     assert again.queries == 3
 
 
-def test_spent_budget_says_so_in_one_line_and_exits_non_zero(holdout_study, storage_url):
+def test_spent_budget_says_so_in_one_line_and_exits_non_zero(holdout_study, storage_url, monkeypatch, capsys):
     name = holdout_study("spend", threshold=1e-6, sigma=1e-7, budget=1)  # any difference is revealed
     run = run_cli("study", "holdout", name, "--top", "2", "--storage", storage_url)
     assert run.returncode == 2
@@ -115,15 +115,15 @@ def test_spent_budget_says_so_in_one_line_and_exits_non_zero(holdout_study, stor
     assert "holdout budget left: 0 of 1" in run.stdout
     assert run.stderr.strip().startswith("error: the reusable holdout's budget ran out: 1 trial(s)")
     assert len(run.stderr.strip().splitlines()) == 1
-    again = run_cli("study", "holdout", name, "--trials", "0", "--storage", storage_url)
+    again = run_in_process(monkeypatch, capsys, "study", "holdout", name, "--trials", "0", "--storage", storage_url)
     assert again.returncode == 2 and "budget is spent" in again.stderr and not again.stdout.strip()
-    show = run_cli("study", "show", name, "--storage", storage_url)
+    show = run_in_process(monkeypatch, capsys, "study", "show", name, "--storage", storage_url)
     assert "reusable holdout (tuner study holdout): budget left 0 of 1 after 1 queries" in show.stdout
 
 
-def test_holdout_needs_a_holdout_part_and_complete_trials(write_study, storage_url, tracking_uri):
-    run_study(write_study(tiny_study("plain")), storage_url, tracking_uri, trials=1)
+def test_holdout_needs_a_holdout_part_and_complete_trials(write_study, storage_url, tracking_uri, monkeypatch, capsys):
+    search(write_study(tiny_study("plain")), storage_url, tracking_uri, trials=1)
     with pytest.raises(NoHoldoutPart, match="has no holdout part"):
         query_holdout("plain", storage_url)
-    run = run_cli("study", "holdout", "plain", "--trials", "x", "--storage", storage_url)
+    run = run_in_process(monkeypatch, capsys, "study", "holdout", "plain", "--trials", "x", "--storage", storage_url)
     assert run.returncode == 2 and "not a comma-separated list" in run.stderr

@@ -24,6 +24,7 @@ from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import run_cli
+from tests.tiny_study import run_in_process
 from tests.ensemble_fixtures import learned_blends, tiny_ensemble
 from tuner.serve import export as export_module
 from tuner.ensemble import WeightedAverage
@@ -270,7 +271,8 @@ def test_exported_model_loads_in_a_fresh_process_with_identical_predictions(tmp_
 
 
 @pytest.mark.slow
-def test_tuner_predict_reads_a_csv_with_categoricals_and_missing_values(tmp_path, tracking_uri, mixed):
+def test_tuner_predict_reads_a_csv_with_categoricals_and_missing_values(tmp_path, tracking_uri, mixed, monkeypatch,
+                                                                       capsys):
     ensemble, rows = mixed
     make_build(tmp_path, "churn-csv", ensemble)
     folder = export_ensemble("churn-csv", root=tmp_path, tracking_uri=tracking_uri, refit="none").folder
@@ -286,7 +288,7 @@ def test_tuner_predict_reads_a_csv_with_categoricals_and_missing_values(tmp_path
     np.testing.assert_array_equal(predicted["prediction"], expected["prediction"])
     np.testing.assert_allclose(predicted["proba_yes"], expected["proba_yes"], rtol=1e-12)
 
-    shown = run_cli("predict", str(folder), str(tmp_path / "customers.csv"), "--show", "3")
+    shown = run_in_process(monkeypatch, capsys, "predict", str(folder), str(tmp_path / "customers.csv"), "--show", "3")
     assert shown.returncode == 0, shown.stderr[-3000:]
     assert "proba_yes" in shown.stdout and "3 of 40 rows shown" in shown.stdout
 

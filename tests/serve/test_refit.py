@@ -16,11 +16,11 @@ from tuner.data import TEST, load_dataset
 from tuner.ensemble.build import build_ensemble
 from tuner.ensemble.fitted import RAW_VIEW, FittedEnsemble
 from tuner.models.bagged_member import BaggedMember
-from tuner.pipeline.study_run import run_study
 from tuner.serve.export import MANIFEST, export_ensemble
 from tuner.study.sealed import open_sealed
 
 from conftest import holdout_study, run_cli, tiny_study
+from tiny_study import run_in_process, search
 
 FAST = {"rounds": 20, "patience": 2, "epochs": 2}
 
@@ -45,10 +45,10 @@ def spy_on_refits(monkeypatch) -> list[np.ndarray]:
 
 
 def test_the_export_bags_every_row_and_none_exports_the_blend_as_scored(write_study, storage_url, tracking_uri,
-                                                                         tmp_path, monkeypatch):
+                                                                         tmp_path, monkeypatch, capsys):
     path = write_study(tiny_study("every", split={"folds": 3, "seed": 1}, families=["linear", "xgboost"],
                                   data={"source": "builtin:generated_mixed"}, budget={"trials": 3, **FAST}))
-    run_study(path, storage_url, tracking_uri)
+    search(path, storage_url, tracking_uri)
     record = build_ensemble("every", ["every"], storage_url, tracking_uri, root=tmp_path)
     sealed = open_sealed("every", storage_url)
     every, test_rows = len(sealed.dataset.y), sealed.split.rows(TEST)
@@ -82,7 +82,8 @@ def test_the_export_bags_every_row_and_none_exports_the_blend_as_scored(write_st
     assert tag["tuner.trained_on"] == trained_on["description"]
     csv = tmp_path / "new.csv"
     rows.to_csv(csv, index=False)
-    predicted = run_cli("predict", str(result.folder), str(csv), "-o", str(tmp_path / "out.csv"))
+    predicted = run_in_process(monkeypatch, capsys, "predict", str(result.folder), str(csv), "-o",
+                               str(tmp_path / "out.csv"))
     assert predicted.returncode == 0, predicted.stderr
     np.testing.assert_allclose(pd.read_csv(tmp_path / "out.csv")["proba_yes"], refitted["proba_yes"], atol=1e-9)
 
@@ -103,7 +104,7 @@ def test_the_export_bags_every_row_and_none_exports_the_blend_as_scored(write_st
     assert all(len(rounds) == 1 for rounds in manifest["trained_on"]["steps"].values() if rounds)
     loaded = mlflow.pyfunc.load_model(str(tmp_path / "single")).unwrap_python_model().ensemble
     assert not any(isinstance(m.member, BaggedMember) for m in loaded.members)
-    shown = run_cli("ensemble", "show", "every", "--root", str(tmp_path))
+    shown = run_in_process(monkeypatch, capsys, "ensemble", "show", "every", "--root", str(tmp_path))
     assert shown.returncode == 0, shown.stderr
     assert f"trained on all {every} rows (search + sealed test), 3-fold bag" in shown.stdout
 
@@ -111,7 +112,7 @@ def test_the_export_bags_every_row_and_none_exports_the_blend_as_scored(write_st
 def test_a_holdout_studys_export_is_trained_on_every_row_too(write_study, storage_url, tracking_uri, tmp_path,
                                                              monkeypatch):
     path = write_study(holdout_study("every-holdout", families=["linear", "xgboost"], budget={"trials": 2, **FAST}))
-    run_study(path, storage_url, tracking_uri)
+    search(path, storage_url, tracking_uri)
     build_ensemble("every-holdout", ["every-holdout"], storage_url, tracking_uri, root=tmp_path, folds=2,
                    wide_deep=False)
     trained_rows = spy_on_refits(monkeypatch)

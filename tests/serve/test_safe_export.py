@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO
+from tests.tiny_study import run_in_process
 from tests.ensemble_fixtures import tiny_ensemble
 from tests.serve.test_export import champion, make_build, registry_versions
 from tuner.core.errors import TunerError
@@ -97,7 +98,7 @@ def test_an_export_of_five_families_holds_no_pickle_and_predicts_as_the_blend_in
         np.testing.assert_allclose(frame[["proba_no", "proba_yes"]], expected[["proba_no", "proba_yes"]], rtol=0, atol=1e-12)
 
 
-def test_a_changed_file_is_one_line_naming_it(exported, tmp_path, five_families):
+def test_a_changed_file_is_one_line_naming_it(exported, tmp_path, five_families, monkeypatch, capsys):
     folder = copy_of(exported, tmp_path)
     five_families[1].to_csv(tmp_path / "rows.csv", index=False)
     member = next((folder / "artifacts" / "weighted" / "members").glob("*-xgboost/member.json"))
@@ -108,13 +109,14 @@ def test_a_changed_file_is_one_line_naming_it(exported, tmp_path, five_families)
     with pytest.raises(Exception, match=line):
         mlflow.pyfunc.load_model(str(folder))
 
-    done = run_cli("predict", str(folder), str(tmp_path / "rows.csv"))
+    done = run_in_process(monkeypatch, capsys, "predict", str(folder), str(tmp_path / "rows.csv"))
     assert done.returncode == 2 and "changed since it was exported" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 @pytest.mark.parametrize("target", ["preprocessor.skops", "members/00-linear/member/estimator.skops"])
-def test_a_pickle_put_in_place_of_a_skops_file_is_refused_and_never_run(exported, tmp_path, five_families, target):
+def test_a_pickle_put_in_place_of_a_skops_file_is_refused_and_never_run(exported, tmp_path, five_families, target,
+                                                                        monkeypatch, capsys):
     """Even with checksums.json rewritten to match (a deliberate edit, which a checksum cannot stop)."""
     folder = copy_of(exported, tmp_path)
     blend = folder / "artifacts" / "weighted"
@@ -125,7 +127,7 @@ def test_a_pickle_put_in_place_of_a_skops_file_is_refused_and_never_run(exported
 
     with pytest.raises(TunerError, match=f"{target}.* is not a skops file .*it was not loaded"):
         predict_file(folder, tmp_path / "rows.csv")
-    done = run_cli("predict", str(folder), str(tmp_path / "rows.csv"))
+    done = run_in_process(monkeypatch, capsys, "predict", str(folder), str(tmp_path / "rows.csv"))
     assert done.returncode == 2 and "is not a skops file" in done.stderr, done.stderr[-2000:]
     assert not marker.exists()
 
