@@ -67,6 +67,7 @@ def run_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixtur
     with monkeypatch.context() as patch:
         patch.setattr(sys, "argv", ["tuner", *args])
         patch.setattr(EXIT, "holds_no_store", EXIT.holds_no_store)  # `predict` sets it for its exit: put back after
+        patch.setattr(EXIT, "fast_exit", lambda code: sys.exit(code))  # `run-all` would end this process at once
         patch.setattr(gc, "freeze", lambda: None)  # and then freezes the collector: not this process's
         with pytest.raises(SystemExit) as stopped:
             cli.main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import optuna
 import pytest
@@ -20,6 +21,8 @@ def test_run_all_searches_finalizes_blends_and_exports_then_reruns_without_a_new
     common = ["--storage", storage_url, "--tracking-uri", tracking_uri, "--root", str(tmp_path / "ensembles")]
     first = run_cli("run-all", str(path), "--budget", "60", *common)  # a budget: the plan is printed, plots drawn last
     assert first.returncode == 0, first.stderr
+    wal = Path(storage_url.removeprefix("sqlite:///") + "-wal")  # it ended at once, its log folded into the file
+    assert not wal.exists() or wal.stat().st_size == 0
     for printed in ("test_roc_auc", "oof_roc_auc", "exported blend", "alias @champion", "time: search"):
         assert printed in first.stdout
     manifest = json.loads((tmp_path / "ensembles" / "everything" / "manifest.json").read_text())
