@@ -6,10 +6,11 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO, run_cli, tiny_study
+from tiny_study import run_in_process, search
 
 
 @pytest.mark.slow
-def test_multi_family_study_end_to_end_with_mlflow_runs(tmp_path, storage_url, tracking_uri):
+def test_multi_family_study_end_to_end_with_mlflow_runs(tmp_path, storage_url, tracking_uri, monkeypatch, capsys):
     spec = yaml.safe_load((REPO / "studies" / "breast-cancer.yaml").read_text())
     spec.update(name="e2e", budget={"trials": 6, "epochs": 5, "rounds": 50, "patience": 2},
                 sampler={"name": "random", "seed": 4}, split={"test_fraction": 0.2, "validation_fraction": 0.2, "seed": 42})
@@ -47,9 +48,10 @@ def test_multi_family_study_end_to_end_with_mlflow_runs(tmp_path, storage_url, t
     families = {c.data.params["family"] for c in children}
     assert len(families) >= 3
 
-    shown = run_cli("study", "show", "e2e", "--storage", storage_url)
+    # reading the study back is about output, not processes: the same entry point in this process
+    shown = run_in_process(monkeypatch, capsys, "study", "show", "e2e", "--storage", storage_url)
     assert shown.returncode == 0 and "leaderboard by family" in shown.stdout and "best: trial" in shown.stdout
-    listed = run_cli("study", "list", "--storage", storage_url)
+    listed = run_in_process(monkeypatch, capsys, "study", "list", "--storage", storage_url)
     assert listed.returncode == 0 and "e2e" in listed.stdout
 
 
@@ -78,15 +80,19 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, write_study, 
         assert MlflowClient(tracking).search_experiments(filter_string="name = 'bad'") == []
 
 
-def test_unknown_study_name_and_bad_storage_exit_2(tmp_path):
+def test_unknown_study_name_and_bad_storage_exit_2(tmp_path, monkeypatch, capsys):
+    """Messages and exit statuses, through the CLI's entry point in this process (no new interpreters)."""
     import optuna
 
+    def tuner(*args):
+        return run_in_process(monkeypatch, capsys, *args)
+
     optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}")  # a store without the study
-    shown = run_cli("study", "show", "nope", "--storage", f"sqlite:///{tmp_path / 'o.db'}")
+    shown = tuner("study", "show", "nope", "--storage", f"sqlite:///{tmp_path / 'o.db'}")
     assert shown.returncode == 2 and "no study named 'nope'" in shown.stderr
-    missing = run_cli("study", "show", "nope", "--storage", f"sqlite:///{tmp_path / 'typo.db'}")
+    missing = tuner("study", "show", "nope", "--storage", f"sqlite:///{tmp_path / 'typo.db'}")
     assert missing.returncode == 2 and "no storage at" in missing.stderr and not (tmp_path / "typo.db").exists()
-    listed = run_cli("study", "list", "--storage", "postgresql+psycopg://x@127.0.0.1:1/none")
+    listed = tuner("study", "list", "--storage", "postgresql+psycopg://x@127.0.0.1:1/none")
     assert listed.returncode == 2 and "cannot be opened" in listed.stderr
 
 
@@ -108,11 +114,9 @@ def test_ui_serves_the_project_store(tmp_path, write_study):
     import time
     import urllib.request
 
-    from tuner.pipeline.study_run import run_study
-
-    tracking = f"sqlite:///{tmp_path / 'm.db'}"
-    run_study(write_study(tiny_study("served", families=["linear"])), f"sqlite:///{tmp_path / 'o.db'}", tracking,
-              trials=1)
+    tracking = f"sqlite:///{tmp_path / 'm.db'}"  # the UI lists experiments: the search's plots are not looked at
+    search(write_study(tiny_study("served", families=["linear"])), f"sqlite:///{tmp_path / 'o.db'}", tracking,
+           trials=1)
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "tuner", "ui", "--port", str(port), "--tracking-uri", tracking],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
