@@ -10,6 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import run_cli, tiny_study
+from tiny_study import run_in_process
 from tests.search.test_scale_out import pg_url  # noqa: F401  (a fresh PostgreSQL database)
 from tuner.core.secrets import redact_url
 
@@ -42,7 +43,7 @@ def second_pg_url():
 
 @pytest.mark.parametrize("tracking_on", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def test_a_planted_password_is_in_no_file_log_param_tag_or_attribute_of_a_study_run(tmp_path, pg_url, second_pg_url,  # noqa: F811
-                                                                                    tracking_on):
+                                                                                    tracking_on, monkeypatch, capsys):
     """Storage (and tracking) on PostgreSQL with a password (trust auth accepts any); the run's output,
     every file under the project (studies, trial bags, mlruns with its store and artifacts), the
     MLflow params and tags and the Optuna attributes are searched for it."""
@@ -54,7 +55,8 @@ def test_a_planted_password_is_in_no_file_log_param_tag_or_attribute_of_a_study_
     done = run_cli("study", "run", "study.yaml", "--storage", storage, "--tracking-uri", tracking, cwd=tmp_path,
                    env={"TUNER_ARTIFACTS": str(tmp_path / "studies" / "trial-bags")})
     assert done.returncode == 0, done.stderr[-3000:]
-    refused = run_cli("study", "show", "nothing-here", "--storage", storage, cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)  # the refusal's message is the point, not its process: the entry point in this one
+    refused = run_in_process(monkeypatch, capsys, "study", "show", "nothing-here", "--storage", storage)
     assert refused.returncode == 2 and "postgres:***@" in refused.stderr
     for text in (done.stdout, done.stderr, refused.stdout, refused.stderr):
         assert PLANTED not in text
