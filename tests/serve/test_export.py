@@ -402,12 +402,13 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_mlflow_models_serve_answers_with_the_same_predictions(tmp_path, tracking_uri, mixed):
+def test_mlflow_models_serve_answers_with_the_same_predictions(tmp_path, tracking_uri, mixed, monkeypatch, capsys):
     ensemble, rows = mixed
     root = tmp_path / "models"
     make_build(root, "churn-served", ensemble)
-    exported = run_cli("export", "churn-served", "--root", str(root), "--tracking-uri", tracking_uri, "--refit", "none",
-                       cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)  # the export's output and files are checked, not its process: the entry point here
+    exported = run_in_process(monkeypatch, capsys, "export", "churn-served", "--root", str(root),
+                              "--tracking-uri", tracking_uri, "--refit", "none")
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert "registered models:/churn-served/1 (alias @champion)" in exported.stdout
     folder = root / "churn-served"
