@@ -214,13 +214,13 @@ def test_a_bagged_ensemble_exports_and_predicts_as_in_process(write_study, stora
 
 @pytest.mark.slow
 def test_two_workers_store_every_trials_predictions_in_one_artifact_store(write_study, storage_url, tracking_uri):
-    """A first process runs 2 trials, then two `--jobs` workers resume to 4: at least two processes
-    wrote bags (the first one for sure; with --jobs 2 a fast worker may take every later trial)."""
+    """A first process (this one) runs 2 trials, then two `--jobs` workers resume to 4: at least two
+    processes wrote bags (the first one for sure; with --jobs 2 a fast worker may take every later trial)."""
     path = write_study(bagged_study("pair", ["linear", "random_forest"], trials=4))
-    for trials, jobs in (("2", "1"), ("4", "2")):
-        done = run_cli("study", "run", str(path), "--trials", trials, "--jobs", jobs, "--storage", storage_url,
-                       "--tracking-uri", tracking_uri)
-        assert done.returncode == 0, done.stderr
+    search(path, storage_url, tracking_uri, trials=2)  # the first writer needs no new interpreter
+    done = run_cli("study", "run", str(path), "--trials", "4", "--jobs", "2", "--storage", storage_url,
+                   "--tracking-uri", tracking_uri)
+    assert done.returncode == 0, done.stderr
     sealed = open_sealed("pair", storage_url)
     complete = sealed.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert len(complete) == 4 and len({t.user_attrs["worker"] for t in complete}) >= 2
