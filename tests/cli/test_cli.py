@@ -96,50 +96,6 @@ def test_unknown_study_name_and_bad_storage_exit_2(tmp_path, monkeypatch, capsys
     assert listed.returncode == 2 and "cannot be opened" in listed.stderr
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.slow
-def test_ui_serves_the_project_store(tmp_path, write_study):
-    import json
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    tracking = f"sqlite:///{tmp_path / 'm.db'}"  # the UI lists experiments: the search's plots are not looked at
-    search(write_study(tiny_study("served", families=["linear"])), f"sqlite:///{tmp_path / 'o.db'}", tracking,
-           trials=1)
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "tuner", "ui", "--port", str(port), "--tracking-uri", tracking],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
-    try:
-        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=10"
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    names = [e["name"] for e in json.load(response)["experiments"]]
-                break
-            except OSError:
-                assert time.time() < deadline and server.poll() is None, "the MLflow UI did not come up"
-                time.sleep(1)
-        assert "served" in names
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
-            assert response.status == 200 and b"<html" in response.read().lower()
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-
-
 @pytest.mark.slow
 def test_jobs_run_worker_processes_on_one_study(tmp_path, write_study, tracking_uri):
     storage = f"sqlite:///{tmp_path / 'o.db'}"
