@@ -153,7 +153,7 @@ def test_a_study_without_families_searches_what_tuner_picked_and_keeps_that_choi
 @pytest.mark.slow
 def test_pruning_happens_for_the_dense_family(write_study, storage_url, tracking_uri):
     spec = holdout_study("pruned", families=["dense"], sampler={"name": "random", "seed": 0},
-                      budget={"trials": 6, "epochs": 5, "patience": 5},
+                      budget={"trials": 4, "epochs": 5, "patience": 5},  # 2 startup trials, then 2 the pruner may stop
                       pruner={"name": "median", "startup_trials": 2, "warmup_steps": 1})
     search(write_study(spec), storage_url, tracking_uri)  # the search alone: the plots are not what it checks
     trials = optuna.load_study(study_name="pruned", storage=storage_url).trials
