@@ -259,7 +259,7 @@ def test_build_without_keras_members_and_a_failed_save_leaves_the_last_build(wri
     second build leaves out the wide-and-deep blend: its save fails whatever it holds)."""
     from tuner.ensemble.build import build_ensemble
 
-    spec = holdout_study("trees", families=["linear", "xgboost"], budget={"trials": 4, "epochs": 2, "rounds": 20},
+    spec = holdout_study("trees", families=["linear", "xgboost"], budget={"trials": 4, "epochs": 2, "rounds": 8},
                       sampler={"name": "random", "seed": 4})
     search(write_study(spec), storage_url, tracking_uri)
     root = tmp_path / "ensembles"
