@@ -205,7 +205,7 @@ def test_convnet_and_xgboost_blend_on_digits_through_the_cli(write_study, storag
     the digits in 2 epochs, so the selection keeps both). The commands run through the CLI's entry point
     in this process: what is checked is their output, not a new interpreter."""
     spec = holdout_study("digits-blend", data={"source": "builtin:digits"}, metric="accuracy",
-                      families=["convnet", "xgboost"], budget={"trials": 2, "epochs": 2, "rounds": 15, "patience": 2},
+                      families=["convnet", "xgboost"], budget={"trials": 2, "epochs": 2, "rounds": 8, "patience": 2},
                       sampler={"name": "random", "seed": 68})
     search(write_study(spec), storage_url, tracking_uri)
     root = tmp_path / "ensembles"
@@ -259,7 +259,7 @@ def test_build_without_keras_members_and_a_failed_save_leaves_the_last_build(wri
     second build leaves out the wide-and-deep blend: its save fails whatever it holds)."""
     from tuner.ensemble.build import build_ensemble
 
-    spec = holdout_study("trees", families=["linear", "xgboost"], budget={"trials": 4, "epochs": 2, "rounds": 20},
+    spec = holdout_study("trees", families=["linear", "xgboost"], budget={"trials": 4, "epochs": 2, "rounds": 8},
                       sampler={"name": "random", "seed": 4})
     search(write_study(spec), storage_url, tracking_uri)
     root = tmp_path / "ensembles"

@@ -61,6 +61,7 @@ def test_a_keras_study_gets_learning_curves_and_family_tags(tmp_path):
 
     path = tmp_path / "dense.yaml"
     path.write_text(yaml.safe_dump({"name": "curves-e2e", "data": {"source": "builtin:breast_cancer"},
+                                    "split": {"folds": 2, "seed": 0},  # bagged like the default, 2 fits per trial not 5
                                     "families": ["dense"], "budget": {"trials": 2, "epochs": 2, "patience": 2}}))
     tracking = f"sqlite:///{tmp_path}/mlflow.db"
     run_study(path, f"sqlite:///{tmp_path}/optuna.db", tracking)

@@ -6,7 +6,7 @@ import optuna
 import pytest
 import yaml
 
-from tuner.pipeline.study_run import run_study
+from tuner.search.runner import run_study  # the search alone: these tests never look at the plots
 
 
 def run(tmp_path, study: dict, trials: int):

@@ -19,6 +19,7 @@ from tuner.study.sealed import open_sealed, open_study
 from tuner.pipeline.study_run import run_study
 
 from conftest import holdout_study, run_cli, tiny_study
+from tiny_study import search
 
 LEGACY_IDENTITY = "bebad9999cf21d43"  # holdout_study("legacy") hashed by tuner before folds and holdout existed
 LEGACY_IRIS_RECORD = {  # make_split(iris, "multiclass", 0.2, 0.2, 0, "abc").to_record() before folds existed
@@ -225,7 +226,7 @@ def test_kfold_names_cv_in_the_cli(write_study, storage_url, tracking_uri):
 @pytest.mark.slow
 def test_kfold_with_the_dense_family(write_study, storage_url, tracking_uri):
     spec = cv_study("kfold-dense", folds=2, families=["dense"], budget={"trials": 2, "epochs": 2, "patience": 1})
-    result = run_study(write_study(spec), storage_url, tracking_uri)
+    result = search(write_study(spec), storage_url, tracking_uri)  # the search alone, no plots
     assert result.counts == {"COMPLETE": 2}
     study = optuna.load_study(study_name="kfold-dense", storage=storage_url)
     for trial in study.trials:
