@@ -222,7 +222,7 @@ def _optimize(sealed: SealedStudy, tracker: Tracker, experiment_id: str, parent_
     _search(study, objective, budget, timeout, on_progress)
 
 
-WAIT_POLL_S = 1.0  # how often a worker waiting on another's trials looks at the study again
+WAIT_POLL_S = 1.0  # how often a worker waiting on another's trials looks again: they end long before a heartbeat expires
 
 
 class BudgetGuard:
@@ -311,7 +311,6 @@ def _search(study: optuna.Study, objective: Callable[..., float], budget: int, t
             said = line
             if line:
                 log.warning(line)
-        # polled each second: the other worker's last trial usually ends long before its heartbeat could expire
         time.sleep(min(WAIT_POLL_S, interval, max(deadline - time.monotonic(), 0)) if deadline
                    else min(WAIT_POLL_S, interval))
         fail_stale(study)
