@@ -93,6 +93,7 @@ class StageContext:
     force: bool
     reserved: dict[str, float]
     on_step: Callable[[str], None]
+    keras: bool = False  # the study searches a Keras family
     finished: bool = False
     stored: Any = None  # test_look.StoredLook of a finished study
     chosen: Any = None  # judge.ChosenBuild: the ensemble stage's blend, not yet scored on test
@@ -135,8 +136,7 @@ def search_stage(ctx: StageContext) -> None:
         # the study's plots come last, if time is left (`plots_stage`): no dashboard subscribed
         # a trial that leads the study may finish on the refit's share: the best model beats a refit of a lesser one
         # trials side by side, one search process per core (each pinned to it), when the search repays their start
-        keras = any(FAMILIES[f].uses_tensorflow for f in planned_families(config, ctx.inputs, budget))
-        jobs = search_process_count(deadline - time.monotonic(), keras and gpu_may_be_present())
+        jobs = search_process_count(deadline - time.monotonic(), ctx.keras and gpu_may_be_present())
         run = runner.run_study(ctx.study_file, ctx.storage_url, ctx.tracking_uri, deadline=deadline, inputs=ctx.inputs,
                                budget_s=budget, grace_s=ctx.reserved.get("refit", 0.0), jobs=jobs)
     else:
@@ -340,7 +340,7 @@ def run_all(study_file: str | Path, budget: float | None = None, storage_url: st
     expected = {stage.name: stage.expected_seconds(len(inputs[0].y)) for stage in STAGES[1:]}
     keras = any(FAMILIES[f].uses_tensorflow for f in planned_families(config, inputs, budget))
     ctx = StageContext(study_file, config, inputs, clock, storage_url, tracking_uri, ensembles_root, force,
-                       reserve_after_search(expected, budget, keras), on_step)
+                       reserve_after_search(expected, budget, keras), on_step, keras=keras)
     for stage in STAGES:
         if not stage.due(ctx):
             continue
