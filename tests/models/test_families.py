@@ -88,9 +88,10 @@ def problem(name: str) -> Problem:
     return Problem(spec, train, parts["val"])
 
 
-@pytest.fixture(autouse=True)
-def _keras_seeded_and_released(request):
-    """Keras cases start from one seed and leave no graph behind for the next case."""
+@pytest.fixture
+def keras_seeded_and_released(request):
+    """Keras cases that fit start from one seed and leave no graph behind for the next case (a case
+    that only samples params skips it: clearing Keras' session costs a second or more)."""
     name = request.node.callspec.params.get("name") if hasattr(request.node, "callspec") else None
     keras_case = name is not None and FAMILIES[name].uses_tensorflow
     if keras_case:
@@ -140,6 +141,7 @@ def test_search_space_is_deterministic_under_fixed_trial_and_plain(name, problem
 
 
 @pytest.mark.parametrize("name, problem_name", CASES, ids=CASE_IDS)
+@pytest.mark.usefixtures("keras_seeded_and_released")
 def test_a_fitted_member_predicts_by_contract_and_round_trips_through_save_and_load(name, problem_name, tmp_path):
     data = problem(problem_name)
     spec = data.spec
@@ -167,6 +169,7 @@ PRUNE_CASES = [pytest.param(n, p, id=f"{n}-{p}", marks=[pytest.mark.slow] if FAM
 
 
 @pytest.mark.parametrize("name, problem_name", PRUNE_CASES)
+@pytest.mark.usefixtures("keras_seeded_and_released")
 def test_a_stepwise_fit_is_pruned_when_its_pruner_says_so_and_a_one_shot_fit_never_asks(name, problem_name):
     data = problem(problem_name)
     # prunes at the first report; the study's direction is its metric's, as a tuner study's is (LightGBM checks)
@@ -186,6 +189,7 @@ WITH_DEFAULTS = [(n, p) for n, p in FIRST_CASES if FAMILIES[n].default_params(pr
 
 
 @pytest.mark.parametrize("name, problem_name", WITH_DEFAULTS, ids=[f"{n}-{p}" for n, p in WITH_DEFAULTS])
+@pytest.mark.usefixtures("keras_seeded_and_released")
 def test_default_params_lie_in_the_search_space_and_build(name, problem_name):
     """The portfolio enqueues them as the family's first trial: each must be a value the space can suggest."""
     data = problem(problem_name)
@@ -205,6 +209,7 @@ PORTFOLIO_CASES = [(n, p) for n, p in CASES if p in ("binary", "regression")
 
 
 @pytest.mark.parametrize("name, problem_name", PORTFOLIO_CASES, ids=[f"{n}-{p}" for n, p in PORTFOLIO_CASES])
+@pytest.mark.usefixtures("keras_seeded_and_released")
 def test_portfolio_configurations_lie_in_the_search_space_and_build(name, problem_name):
     """Each is enqueued as a point of the family's space: FixedTrial over the space gives it back unchanged
     and, the library default first, each builds and fits (the networks' fit is the default's test's)."""
@@ -278,6 +283,7 @@ def test_data_fields_give_a_spec_the_fitted_rows_classes_features_and_input_shap
 
 
 @pytest.mark.parametrize(("name", "problem_name"), FIRST_CASES, ids=[name for name, _ in FIRST_CASES])
+@pytest.mark.usefixtures("keras_seeded_and_released")
 def test_folds_fitted_side_by_side_in_workers_predict_as_a_fold_fitted_alone(name, problem_name):
     """The search fits a bag's folds in joblib workers: a worker's fold is seeded and predicts as the
     same fold fitted in this process, so parallel folds give a seeded study the same out-of-fold rows."""

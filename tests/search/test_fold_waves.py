@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import optuna
@@ -101,3 +102,30 @@ def test_a_seeded_study_keeps_its_out_of_fold_predictions_when_its_folds_run_sid
     for (params, serial, _), (same_params, side_by_side, _) in zip(found["1"], found["2"], strict=True):
         assert params == same_params
         np.testing.assert_allclose(side_by_side, serial, rtol=1e-5, atol=1e-6)
+
+
+_HELD: list = []  # in a worker: what a library's import keeps in memory
+
+
+def _pid_after_loading(megabytes: int) -> int:
+    import time
+
+    import numpy as np
+
+    _HELD.append(np.ones(megabytes * 2**20, dtype=np.uint8))  # resident, as TensorFlow's import is
+    time.sleep(1.1)  # loky looks at a worker's memory after a task, once a second at most
+    return os.getpid()
+
+
+def test_a_fold_worker_that_loaded_a_large_library_is_kept_for_the_next_wave():
+    """loky ends a worker whose memory grew by 300 MB since its first task, taking it for a leak;
+    TensorFlow's import alone does, and a new worker would import it again for every Keras wave."""
+    from joblib import delayed
+
+    from tuner.search.fold_fits import _parallel
+
+    call = _parallel(2)
+    started = set(call(delayed(_pid_after_loading)(0) for _ in range(2)))
+    loaded = set(call(delayed(_pid_after_loading)(400) for _ in range(2)))
+    after = set(call(delayed(_pid_after_loading)(0) for _ in range(2)))
+    assert after <= started | loaded, (started, loaded, after)  # no worker was started again

@@ -87,12 +87,23 @@ def run_until_stopped(command: list[str], env: dict[str, str]) -> int:
     def stop(signum: int, _frame) -> None:
         for name in ("SIGINT", "SIGTERM", "SIGHUP"):
             signal.signal(getattr(signal, name), signal.SIG_IGN)  # one stop; the clean-up is not cut short
-        stop_group(child.pid, wait=child.wait)
-        raise typer.Exit(130 if signum == signal.SIGINT else 128 + signum)
+        raise _Stopped(signum)  # out of `child.wait()`, which holds the lock a second wait needs to see the exit
 
     for name in ("SIGINT", "SIGTERM", "SIGHUP"):
         signal.signal(getattr(signal, name), stop)
-    return child.wait()
+    try:
+        return child.wait()
+    except _Stopped as stopped:
+        stop_group(child.pid, wait=child.wait)
+        raise typer.Exit(130 if stopped.signum == signal.SIGINT else 128 + stopped.signum) from None
+
+
+class _Stopped(Exception):
+    """tuner was asked to stop (by `signum`) while its MLflow child ran."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _has_optuna_dashboard() -> bool:

@@ -89,8 +89,21 @@ def _parallel(workers: int) -> Any:
 
     backend, _ = get_active_backend()
     if type(backend).__name__ == "LokyBackend":  # joblib's default, or chosen by name
-        return Parallel(n_jobs=workers, backend="loky", initializer=_end_with_parent, initargs=(os.getpid(),))
+        return Parallel(n_jobs=workers, backend="loky", initializer=_start_worker, initargs=(os.getpid(),))
     return Parallel(n_jobs=workers)
+
+
+LOADED_LIBRARIES_BYTES = 4 * 2**30  # TensorFlow and the boosters, loaded by a worker's first fold of them
+
+
+def _start_worker(parent: int) -> None:
+    """A loky worker keeps the libraries its folds load (loky restarts a worker whose memory grew by
+    300 MB since its first task, which TensorFlow's import alone does, so every Keras wave would import
+    it again), and ends with its study's process."""
+    from joblib.externals.loky import process_executor
+
+    process_executor._MAX_MEMORY_LEAK_SIZE = LOADED_LIBRARIES_BYTES
+    _end_with_parent(parent)
 
 
 def _end_with_parent(parent: int) -> None:
