@@ -206,11 +206,14 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB; "
           f"budgets {', '.join(f'{b:.0f}' for b in budgets)} s; FLAML {'on' if with_flaml else 'off'}", flush=True)
     rows = []
+    defaults: dict[str, dict] = {}  # a table's library defaults do not depend on the budget: fitted once
     for budget in budgets:
         for name in args.tables.split(","):
             train, held, task, metric = user_rows(name)
             classes = None if task == "regression" else sorted(pd.unique(train["target"]))
-            results = _defaults(train, held, task, metric, classes)
+            if name not in defaults:
+                defaults[name] = _defaults(train, held, task, metric, classes)
+            results = dict(defaults[name])
             with tempfile.TemporaryDirectory() as tmp:
                 mine, facts = _tuner(name, train, held, task, metric, classes, budget, Path(tmp),
                                      [] if args.families == "auto" else args.families.split(","))
