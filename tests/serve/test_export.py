@@ -124,7 +124,8 @@ def test_export_writes_model_manifest_and_a_champion_version(tmp_path, tracking_
     assert manifest["members"][2]["scores"] == {"oof_roc_auc": 0.82, "test_roc_auc": 0.8}
     assert manifest["scores"] == {"oof_roc_auc": 0.91, "test_roc_auc": 0.89}
     assert manifest["fingerprint"] == ensemble.fingerprint and manifest["split_digest"] == "digest"
-    assert set(manifest["versions"]) >= {"python", "tuner", "mlflow", "tensorflow", "xgboost", "scikit-learn"}
+    assert set(manifest["versions"]) >= {"python", "tuner", "mlflow", "tensorflow", "xgboost", "lightgbm", "catboost",
+                                         "scikit-learn"}
     assert manifest["exported_at"] and manifest["mlflow"]["version"] == "1"
 
     assert registry_versions(tracking_uri, "churn") == ["1"] and champion(tracking_uri, "churn") == "1"

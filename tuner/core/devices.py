@@ -70,7 +70,7 @@ def device_tags(uses_tensorflow: bool) -> dict[str, str]:
         "pid": str(os.getpid()),
         "python": platform.python_version(),
     }
-    for package in ("tuner", "optuna", "tensorflow", "keras", "xgboost", "scikit-learn", "mlflow"):
+    for package in ("tuner", "optuna", "tensorflow", "keras", "xgboost", "lightgbm", "catboost", "scikit-learn", "mlflow"):
         try:
             tags[f"version.{package}"] = metadata.version(package)
         except metadata.PackageNotFoundError:

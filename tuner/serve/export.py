@@ -49,7 +49,8 @@ from tuner.tracking import CHAMPION, PublishedModel, Tracker
 MANIFEST = "manifest.json"
 SERVING_CODE = Path(__file__).with_name("pyfunc_model.py")
 log = logging.getLogger("tuner")
-VERSIONED = ("tuner", "mlflow", "tensorflow", "keras", "xgboost", "scikit-learn", "skops", "numpy", "pandas")
+VERSIONED = ("tuner", "mlflow", "tensorflow", "keras", "xgboost", "lightgbm", "catboost", "scikit-learn", "skops", "numpy",
+             "pandas")
 
 
 @dataclass
