@@ -250,6 +250,35 @@ def test_installed_packages_are_found_already_imported_or_not(monkeypatch):
     assert FAMILIES["xgboost"].missing_package() == "xgboost" and FAMILIES["linear"].missing_package() is None
 
 
+@pytest.mark.parametrize("forest", ["RandomForestClassifier", "ExtraTreesRegressor"])
+def test_a_forest_grows_in_steps_to_the_trees_of_one_fit_and_stops_at_the_deadline(forest):
+    """A forest adds its trees in steps (`warm_start`): uncut, the same trees as one fit; under a
+    deadline already passed, one step's trees, as a booster stops at its round."""
+    import time
+
+    import sklearn.ensemble
+    from sklearn.datasets import make_classification
+
+    from tuner.core.deadline import trial_deadline
+    from tuner.models.estimators.member import TREES_PER_STEP, SklearnMember
+
+    X, y = make_classification(n_samples=300, n_features=8, random_state=0)
+    make = getattr(sklearn.ensemble, forest)
+    trees = 2 * TREES_PER_STEP + 20
+
+    def member() -> SklearnMember:
+        return SklearnMember(make(n_estimators=trees, max_features=0.5, random_state=3), classification="Classifier" in forest)
+
+    whole = make(n_estimators=trees, max_features=0.5, random_state=3).fit(X, y)
+    stepped = member().fit(X, y)
+    assert len(stepped.estimator.estimators_) == trees and not stepped.estimator.warm_start
+    expected = whole.predict_proba(X) if "Classifier" in forest else whole.predict(X)
+    np.testing.assert_allclose(stepped.predict_scores(X), expected, atol=1e-12)
+    with trial_deadline(time.monotonic() - 1):
+        cut = member().fit(X, y)
+    assert len(cut.estimator.estimators_) == cut.estimator.n_estimators == TREES_PER_STEP
+
+
 def test_a_forest_predicts_small_inputs_on_one_thread_and_keeps_its_own_setting():
     """Fewer rows than THREADED_PREDICT_ROWS: one thread (joblib's threads cost 3x on 1,000 rows),
     the same probabilities, and the forest's n_jobs as it was for the next fit."""
