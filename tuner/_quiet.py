@@ -15,6 +15,12 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # saving / loading models draws bars on stderr
 
+# loky's resource tracker, a process of its own, removes the shared files of fold workers that a fast
+# exit (`os._exit`) left and warns of each as "leaked": the clean-up stays, the warning goes
+_TRACKER_NOTE = "ignore::UserWarning:joblib.externals.loky.backend.resource_tracker"
+if _TRACKER_NOTE not in os.environ.get("PYTHONWARNINGS", ""):
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), _TRACKER_NOTE]))
+
 warnings.filterwarnings("ignore", module=r"optuna(_integration)?\..*")
 warnings.filterwarnings("ignore", message=r".*(experimental|deprecated).*", category=Warning, module=r"tuner\..*")
 

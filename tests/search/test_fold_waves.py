@@ -129,3 +129,21 @@ def test_a_fold_worker_that_loaded_a_large_library_is_kept_for_the_next_wave():
     loaded = set(call(delayed(_pid_after_loading)(400) for _ in range(2)))
     after = set(call(delayed(_pid_after_loading)(0) for _ in range(2)))
     assert after <= started | loaded, (started, loaded, after)  # no worker was started again
+
+
+def test_a_fast_exit_after_fold_workers_prints_no_resource_tracker_warning():
+    """`run-all` ends with `os._exit` once its work is written; loky's resource tracker then removes
+    the workers' semaphores and shared folders itself, and tuner keeps its "leaked" warnings off the
+    user's terminal (`tuner._quiet`)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    script = ("import os, numpy as np; from joblib import delayed; from tuner.search.fold_fits import _parallel\n"
+              "print(_parallel(2)(delayed(np.sum)(np.ones(400_000)) for _ in range(4)), flush=True)\n"
+              "os._exit(0)")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": ""}  # as a user's shell starts tuner
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0 and "400000.0" in run.stdout, run.stderr
+    assert "leaked" not in run.stderr, run.stderr
