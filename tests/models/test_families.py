@@ -252,8 +252,8 @@ def test_installed_packages_are_found_already_imported_or_not(monkeypatch):
 
 @pytest.mark.parametrize("forest", ["RandomForestClassifier", "ExtraTreesRegressor"])
 def test_a_forest_grows_in_steps_to_the_trees_of_one_fit_and_stops_at_the_deadline(forest):
-    """A forest adds its trees in steps (`warm_start`): uncut, the same trees as one fit; under a
-    deadline already passed, one step's trees, as a booster stops at its round."""
+    """Under a search trial's deadline a forest adds its trees in steps (`warm_start`): uncut, the same
+    trees as one fit; past the deadline, one step's trees, as a booster stops at its round."""
     import time
 
     import sklearn.ensemble
@@ -270,7 +270,8 @@ def test_a_forest_grows_in_steps_to_the_trees_of_one_fit_and_stops_at_the_deadli
         return SklearnMember(make(n_estimators=trees, max_features=0.5, random_state=3), classification="Classifier" in forest)
 
     whole = make(n_estimators=trees, max_features=0.5, random_state=3).fit(X, y)
-    stepped = member().fit(X, y)
+    with trial_deadline(time.monotonic() + 3600):
+        stepped = member().fit(X, y)
     assert len(stepped.estimator.estimators_) == trees and not stepped.estimator.warm_start
     expected = whole.predict_proba(X) if "Classifier" in forest else whole.predict(X)
     np.testing.assert_allclose(stepped.predict_scores(X), expected, atol=1e-12)

@@ -1,4 +1,4 @@
-"""The search's deadline inside a trial: Keras and XGBoost fits stop at the step that crosses it.
+"""The search's deadline inside a trial: Keras, the boosters and forests stop at the step that crosses it.
 
 Kept apart from `tuner.search.time_budget` so that the model families can read it without importing the
 family registry.
@@ -31,3 +31,8 @@ def trial_deadline(deadline: float | None) -> Iterator[None]:
 def past_deadline() -> bool:
     deadline = _TRIAL_DEADLINE.get()
     return deadline is not None and time.monotonic() >= deadline
+
+
+def deadline_set() -> bool:
+    """Whether a search trial's deadline governs the fits running now (refits have none)."""
+    return _TRIAL_DEADLINE.get() is not None

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from tuner.core.deadline import past_deadline
+from tuner.core.deadline import deadline_set, past_deadline
 from tuner.models.base import Member
 
 # Below this many rows a forest predicts faster on one thread than through joblib's threads
@@ -26,11 +26,11 @@ class SklearnMember(Member):
         self.classification = classification
 
     def fit(self, X, y, X_val=None, y_val=None, trial=None) -> SklearnMember:
-        """One fit; an estimator that can add trees to a fitted ensemble (`warm_start`, `n_estimators`:
-        forests) adds them in steps and stops at the step that crosses the trial's deadline, as the
-        boosters stop at a round (the same trees as one fit when it is not cut: the seeds are drawn in turn)."""
+        """One fit; under a search trial's deadline, an estimator that can add trees to a fitted ensemble
+        (`warm_start`, `n_estimators`: forests) adds them in steps and stops at the step that crosses it,
+        as the boosters stop at a round (the same trees as one fit when it is not cut: the seeds are drawn in turn)."""
         params = self.estimator.get_params()
-        if not {"warm_start", "n_estimators"} <= set(params) or params["warm_start"]:
+        if not deadline_set() or not {"warm_start", "n_estimators"} <= set(params) or params["warm_start"]:
             self.estimator.fit(X, y)
             return self
         trees = params["n_estimators"]
