@@ -12,11 +12,15 @@ import random
 import re
 import time
 import warnings
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
 import optuna
-from optuna.trial import FrozenTrial
+import sqlalchemy
+from optuna.storages._rdb import models
+from optuna.trial import FrozenTrial, TrialState
 
 from tuner.core.errors import StorageError, StudyFileError
 from tuner.core.secrets import redact_url
@@ -89,7 +93,7 @@ def open_storage(url: str | None = None, create: bool = True) -> optuna.storages
     interval = heartbeat_interval()
     for attempt in range(8):
         try:
-            storage = optuna.storages.RDBStorage(
+            storage = ClaimingRDBStorage(
                 url, engine_kwargs=engine_kwargs, heartbeat_interval=interval, grace_period=interval * GRACE_BEATS,
                 heartbeat_stale_trial_callback=StaleTrials(),
             )
@@ -104,6 +108,26 @@ def open_storage(url: str | None = None, create: bool = True) -> optuna.storages
             first = re.sub(r"^\([\w.]+\) ", "", first)[:240]  # SQLAlchemy's "(psycopg.OperationalError) " prefix
             raise StorageError(f"storage {redact_url(url)} cannot be opened ({first}); check --storage") from None
     raise AssertionError("unreachable")
+
+
+class ClaimingRDBStorage(optuna.storages.RDBStorage):
+    """An RDB storage whose queued (WAITING) trial goes to exactly one worker.
+
+    Optuna claims a queued trial by reading its state, then writing RUNNING. On SQLite the read is
+    outside the write's transaction (Python's sqlite3 begins one only at the UPDATE), so two workers
+    can both read WAITING and both run the trial; the second then fails with "Cannot tell a
+    COMPLETE trial". One conditional UPDATE is the claim instead: the database lets one row change.
+    """
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState,
+                               values: Sequence[float] | None = None) -> bool:
+        if state != TrialState.RUNNING or values is not None:
+            return super().set_trial_state_values(trial_id, state, values)
+        claim = (sqlalchemy.update(models.TrialModel)
+                 .where(models.TrialModel.trial_id == trial_id, models.TrialModel.state == TrialState.WAITING)
+                 .values(state=TrialState.RUNNING, datetime_start=datetime.now()))
+        with self.engine.begin() as connection:
+            return connection.execute(claim).rowcount == 1
 
 
 def sync_at_checkpoints(engine: Any) -> None:
