@@ -14,7 +14,8 @@ study (the default split) bags every trial, so after the search nothing is fitte
     export    reads the chosen blend and every row of the data (search + sealed test: its members are
               trained again on all of them, `tuner.serve.refit`); writes ensembles/NAME, a
               registered MLflow pyfunc model
-    plots     reads the trials and their curves; writes the study run's plots in MLflow
+    plots     reads the trials and their curves; draws them in a process beside the stages after
+              the search (`tuner.pipeline.alongside`) and, after those, logs them on the study's run
 
 With `--budget B` the clock starts when the process did (imports count; `tuner.pipeline.clock`):
 the search gets what the later stages leave, their expected seconds being measured costs
@@ -51,6 +52,7 @@ from tuner.core.config import StudyConfig, load_study_file
 from tuner.core.devices import gpu_may_be_present
 from tuner.core.threads import search_process_count
 from tuner.models import FAMILIES
+from tuner.pipeline.alongside import Alongside
 from tuner.pipeline.clock import (KERAS_BAGS_S, SAFETY_S, Clock, cpu_seconds, plan_bags, plan_ensemble, plan_refit,
                                   reserve_after_search)
 from tuner.search import runner
@@ -59,6 +61,7 @@ from tuner.study.sealed import ATTR, load_inputs, open_sealed, planned_families
 from tuner.study.storage import find_study, normalize_url, open_storage, resolve_storage_url
 
 FINALIZE_TOP = 3
+PLOT_DRAWING_S = 4.0  # drawing a study's plots in a fresh process beside the later stages (3-6 s measured)
 MIN_SEARCH_S = 1.0  # a search share under this holds no trial of any family: the budget is refused up front
 TRIAL_ROOM_S = 10.0  # the search share the suggested --budget leaves: a quick family's few trials on a small table
 
@@ -97,6 +100,7 @@ class StageContext:
     finished: bool = False
     stored: Any = None  # test_look.StoredLook of a finished study
     chosen: Any = None  # judge.ChosenBuild: the ensemble stage's blend, not yet scored on test
+    alongside: dict[str, Alongside] = field(default_factory=dict)  # stage -> its work beside the later stages
     result: RunAllResult = field(default_factory=RunAllResult)
 
 
@@ -110,7 +114,8 @@ class Stage:
 
     When its turn comes (`due`), a stage first shows what an earlier run stored for these trials
     (`show`, True when it did), else is skipped with `no_time`'s reason when the time left cannot
-    pay for it, else does its work (`run`); each writes what it produced into `ctx.result`."""
+    pay for it, else does its work (`run`); each writes what it produced into `ctx.result`. A stage
+    whose `run` only starts its work beside the later stages has it `collect`ed after them."""
 
     name: str
     reads: str
@@ -121,6 +126,7 @@ class Stage:
     show: Callable[[StageContext], bool] = lambda ctx: False  # nothing stored to show
     no_time: Callable[[StageContext], str | None] = lambda ctx: None  # never skipped
     due: Callable[[StageContext], bool] = lambda ctx: True
+    collect: Callable[[StageContext], None] | None = None
 
     def expected_seconds(self, rows: int) -> float:
         return self.fixed_s + self.per_1k_rows_s * rows / 1000
@@ -287,23 +293,44 @@ def show_stored_export(ctx: StageContext) -> bool:
 
 
 def plots_stage(ctx: StageContext) -> None:
-    from tuner.reporting.dashboard import refresh_plots
+    from tuner.reporting.dashboard import draw_study_plots
 
-    ctx.on_step("plots: the study's history, scores by family and curves on its MLflow run")
-    refresh_plots(ctx.config.name, ctx.storage_url, ctx.tracking_uri)
+    ctx.on_step("plots: the study's history, scores by family and curves, drawn on the idle core beside the stages "
+                "that follow")
+    ctx.alongside["plots"] = Alongside(draw_study_plots, ctx.config.name, ctx.storage_url, ctx.tracking_uri)
+
+
+def collect_plots(ctx: StageContext) -> None:
+    """Log the drawn plots on the study's run; plots still drawing when the budget ends are let go, and
+    a drawing that failed is said: neither touches the model."""
+    from multiprocessing import TimeoutError
+
+    from tuner.reporting.dashboard import log_study_plots
+
+    again = f"`tuner study plots {ctx.config.name}` draws them"
+    try:
+        plots = ctx.alongside.pop("plots").result(timeout=ctx.clock.left() - SAFETY_S)
+    except TimeoutError:
+        ctx.result.skipped["plots"] = f"still drawing when the budget ended; {again}"
+        return
+    except Exception as exc:  # noqa: BLE001 - the export is made; the pictures are not worth failing for
+        ctx.result.skipped["plots"] = f"drawing failed ({(str(exc).splitlines() or [type(exc).__name__])[0][:200]}); {again}"
+        return
+    log_study_plots(ctx.config.name, plots, ctx.storage_url, ctx.tracking_uri)
 
 
 def plots_due(ctx: StageContext) -> bool:
-    """The study's plots last, under a budget: the model matters more than its pictures. Without a
-    budget the search's dashboard draws them; a finished study's were drawn by the earlier run."""
+    """The study's plots under a budget, drawn beside the stages after the search and logged last: the
+    model matters more than its pictures. Without a budget the search's dashboard draws them; a
+    finished study's were drawn by the earlier run."""
     return ctx.clock.budget is not None and not ctx.finished
 
 
 def plots_no_time(ctx: StageContext) -> str | None:
-    left, expected = ctx.clock.left(), ctx.reserved["plots"]
-    if left >= expected + SAFETY_S:
+    left = ctx.clock.left()
+    if left >= PLOT_DRAWING_S + SAFETY_S:
         return None
-    return (f"{max(left, 0):.0f} s were left and drawing needs about {expected:.0f} s, "
+    return (f"{max(left, 0):.0f} s were left and drawing needs about {PLOT_DRAWING_S:.0f} s, "
             f"with {SAFETY_S:.0f} s kept for the exit; `tuner study plots {ctx.config.name}` draws them")
 
 
@@ -311,6 +338,9 @@ STAGES = (
     Stage("search", "the study file; the sealed split's search rows",
           "trials with their out-of-fold predictions and fold models", 0.0, 0.0,
           run=search_stage, show=show_closed_search),
+    # drawn beside the stages below (about 4 s of the idle core); what is charged is logging them after those
+    Stage("plots", "the study's trials and curves", "the study run's plots in MLflow (`tuner study plots` redraws them)",
+          1.0, 0.0, run=plots_stage, no_time=plots_no_time, due=plots_due, collect=collect_plots),
     # the ensemble's measured cost includes its share of the look (scoring its blends, its record, MLflow)
     Stage("ensemble", "every trial's out-of-fold predictions; the picked members' bags",
           "the blend chosen out of fold (held for the test look)", 2.0, 0.6,
@@ -320,8 +350,6 @@ STAGES = (
           "`ensemble/NAME`", 3.0, 0.2, run=test_look_stage, show=show_stored_look),  # skops files: 3-7 s measured
     Stage("export", "the chosen blend; every row (its members trained again)", "ensembles/NAME (MLflow pyfunc), a registered model version @champion", 2.5, 0.1,
           run=export_stage, show=show_stored_export),
-    Stage("plots", "the study's trials and curves", "the study run's plots in MLflow (`tuner study plots` redraws them)",
-          3.0, 0.0, run=plots_stage, no_time=plots_no_time, due=plots_due),
 )
 
 
@@ -341,21 +369,45 @@ def run_all(study_file: str | Path, budget: float | None = None, storage_url: st
     keras = any(FAMILIES[f].uses_tensorflow for f in planned_families(config, inputs, budget))
     ctx = StageContext(study_file, config, inputs, clock, storage_url, tracking_uri, ensembles_root, force,
                        reserve_after_search(expected, budget, keras), on_step, keras=keras)
-    for stage in STAGES:
-        if not stage.due(ctx):
-            continue
-        mark, cpu = time.monotonic(), cpu_seconds()
-        if not stage.show(ctx):
-            why = stage.no_time(ctx)
-            if why is not None:
-                ctx.result.skipped[stage.name] = why
-                on_step(f"{stage.name}: skipped ({why})")
-                continue
-            stage.run(ctx)
-        ctx.result.stage_seconds[stage.name] = time.monotonic() - mark
-        ctx.result.stage_cores[stage.name] = (cpu_seconds() - cpu) / max(ctx.result.stage_seconds[stage.name], 1e-6)
+    try:
+        for stage in STAGES:
+            if stage.due(ctx) and stage.collect is not None:
+                _take_turn(ctx, stage)  # started beside the others: its time is the wait when collected
+            elif stage.due(ctx):
+                _timed(ctx, stage.name, lambda: _take_turn(ctx, stage))
+        for stage in STAGES:
+            if stage.collect is not None and stage.name in ctx.alongside:
+                _timed(ctx, stage.name, lambda: stage.collect(ctx))
+    finally:
+        for work in ctx.alongside.values():  # stopped early: an error, Ctrl-C
+            work.stop()
     ctx.result.stage_seconds["total"] = clock.elapsed()
     return ctx.result
+
+
+def _take_turn(ctx: StageContext, stage: Stage) -> bool:
+    """Show, skip or run `stage`; False when it was skipped for time."""
+    if stage.show(ctx):
+        return True
+    why = stage.no_time(ctx)
+    if why is not None:
+        ctx.result.skipped[stage.name] = why
+        ctx.on_step(f"{stage.name}: skipped ({why})")
+        return False
+    stage.run(ctx)
+    return True
+
+
+def _timed(ctx: StageContext, name: str, step: Callable[[], bool | None]) -> None:
+    """Add the seconds and the cores (CPU seconds over wall seconds) of one step of stage `name`."""
+    mark, cpu = time.monotonic(), cpu_seconds()
+    if step() is False:
+        return
+    seconds = time.monotonic() - mark
+    before = ctx.result.stage_seconds.get(name, 0.0)
+    busy = ctx.result.stage_cores.get(name, 0.0) * before + (cpu_seconds() - cpu)
+    ctx.result.stage_seconds[name] = before + seconds
+    ctx.result.stage_cores[name] = busy / max(before + seconds, 1e-6)
 
 
 def _existing_study(name: str, storage_url: str | None) -> Any:

@@ -51,13 +51,17 @@ def draw(tracker: Tracker, study: optuna.Study, metric: str, experiment_id: str,
 
 def publish(tracker: Tracker, study: optuna.Study, metric: str, experiment_id: str, parent_run_id: str) -> PlotSet:
     """Tag the best child run and log the plots under `plots/` on the parent run, removing any it can no longer draw."""
+    plots = draw(tracker, study, metric, experiment_id, parent_run_id)
+    _log_drawn(tracker, study, experiment_id, parent_run_id, plots)
+    return plots
+
+
+def _log_drawn(tracker: Tracker, study: optuna.Study, experiment_id: str, parent_run_id: str, plots: PlotSet) -> None:
     try:
         tracker.mark_best(experiment_id, parent_run_id, study.best_trial.number)
     except ValueError:  # no complete trial yet: nothing is best
         pass
-    plots = draw(tracker, study, metric, experiment_id, parent_run_id)
     tracker.replace_plots(parent_run_id, plots.images, owns=is_study_plot)
-    return plots
 
 
 def refresh_after_run(tracker: Tracker, study: optuna.Study, metric: str, experiment_id: str,
@@ -94,6 +98,19 @@ def refresh_plots(name: str, storage_url: str | None = None,
     """`tuner study plots NAME`: redraw and log; returns the PlotSet and the parent run id."""
     study, metric, tracker, experiment_id, run_id = _open(name, storage_url, tracking_uri)
     return publish(tracker, study, metric, experiment_id, run_id), run_id
+
+
+def draw_study_plots(name: str, storage_url: str | None = None, tracking_uri: str | None = None) -> PlotSet:
+    """The study's plots, drawn and not logged: it writes nothing, so run-all draws them in a process
+    beside its later stages and may stop that process when the budget ends."""
+    study, metric, tracker, experiment_id, run_id = _open(name, storage_url, tracking_uri)
+    return draw(tracker, study, metric, experiment_id, run_id)
+
+
+def log_study_plots(name: str, plots: PlotSet, storage_url: str | None = None, tracking_uri: str | None = None) -> None:
+    """Log plots `draw_study_plots` drew on the study's run and tag its best trial's run."""
+    study, _, tracker, experiment_id, run_id = _open(name, storage_url, tracking_uri)
+    _log_drawn(tracker, study, experiment_id, run_id, plots)
 
 
 def write_report(name: str, output: Path | None = None, storage_url: str | None = None,
