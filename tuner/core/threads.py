@@ -37,7 +37,7 @@ def fold_worker_count(jobs: int = 1) -> int:
 
 SEARCH_PROCESSES_ENV = "TUNER_SEARCH_PROCESSES"
 MAX_SEARCH_PROCESSES = 4  # beyond this, a machine's cores go to each process's fold workers and threads
-SHARED_SEARCH_FROM_S = 90.0  # under it the processes' start (imports, data, folds) and their last trials' overrun cost the later stages (the quickstart's plots)
+SHARED_SEARCH_FROM_S = 30.0  # under it the processes' start (imports, data, folds, 3-5 s of a core) is too large a share of the search
 
 
 def search_process_count(search_s: float | None, gpu_keras: bool) -> int:
