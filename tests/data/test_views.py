@@ -55,7 +55,7 @@ def test_series_are_standardised_per_feature_on_training_rows_only():
     train = preprocessor.transform(X[:100], "sequence")
     np.testing.assert_allclose(train.mean(axis=(0, 1)), 0.0, atol=1e-4)
     np.testing.assert_allclose(train.std(axis=(0, 1)), 1.0, atol=1e-4)
-    assert preprocessor.views == ("tabular", "native", "sequence")
+    assert preprocessor.views == ("tabular", "native", "native_all_levels", "sequence")
     assert preprocessor.transform(X[100:], "tabular").shape == (100, 80)
 
 
@@ -81,7 +81,7 @@ def test_generated_sets_are_listed_deterministic_and_probe_without_fitting():
     a, b = load_dataset("builtin:generated_mixed"), load_dataset("builtin:generated_mixed")
     assert a.fingerprint == b.fingerprint
     probe = probe_shapes(a.X)
-    assert probe["views"] == ("tabular", "native", "columns", "text") and probe["n_numeric"] == 2
+    assert probe["views"] == ("tabular", "native", "native_all_levels", "columns", "text") and probe["n_numeric"] == 2
     assert len(probe["categorical_sizes"]) == 2
 
 

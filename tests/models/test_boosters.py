@@ -18,14 +18,14 @@ from tuner.models import FAMILIES, ProblemSpec
 BOOSTERS = ["lightgbm", "catboost"]
 
 
-def native_table():
-    """120 rows: a number with gaps and a colour with gaps, as the `native` view gives them."""
+def native_table(view: str = "native"):
+    """120 rows: a number with gaps and a colour with gaps, as a booster's `view` gives them."""
     from tuner.data.preprocess import FeaturePreprocessor
 
     frame = pd.DataFrame({"x": [1.0, np.nan, 3.0, 4.0] * 30, "colour": ["red", "blue", None, "green"] * 30})
     preprocessor = FeaturePreprocessor().fit(frame)
-    unseen = preprocessor.transform(pd.DataFrame({"x": [np.nan], "colour": ["purple"]}), "native")
-    return preprocessor.transform(frame, "native"), np.array([0, 1, 1, 0] * 30), unseen, preprocessor.input_shapes()
+    unseen = preprocessor.transform(pd.DataFrame({"x": [np.nan], "colour": ["purple"]}), view)
+    return preprocessor.transform(frame, view), np.array([0, 1, 1, 0] * 30), unseen, preprocessor.input_shapes()
 
 
 def noise(rows: int = 300, seed: int = 0):
@@ -44,15 +44,30 @@ def fit(name: str, spec: ProblemSpec, X, y, X_val=None, y_val=None, **params):
 
 
 def test_categorical_codes_are_split_as_categories_and_missing_values_predict():
-    native, y, unseen, shapes = native_table()
+    *_, shapes = native_table()
     spec = spec_for(n_features=2, max_rounds=30, patience=2, **shapes)
+    views = {name: FAMILIES[name].view_for(spec) for name in BOOSTERS}
+    assert views == {"lightgbm": "native", "catboost": "native_all_levels"}  # CatBoost learns from every level
     for name in BOOSTERS:
-        assert FAMILIES[name].view_for(spec) == "native"
+        native, y, unseen, _ = native_table(views[name])
         member = fit(name, spec, native[:80], y[:80], native[80:], y[80:])
         assert np.isfinite(member.predict_scores(native)).all() and np.isfinite(member.predict_scores(unseen)).all()
+    native, y, _, _ = native_table()
     lightgbm = fit("lightgbm", spec, native, y).model_.dump_model()["feature_infos"]
     assert lightgbm["Column_0"]["values"] == [] and lightgbm["Column_1"]["values"]  # a category list: categorical
-    assert fit("catboost", spec, native, y).model_.get_cat_feature_indices() == [1]
+    assert fit("catboost", spec, *native_table(views["catboost"])[:2]).model_.get_cat_feature_indices() == [1]
+
+
+def test_catboost_reads_a_code_for_every_level_where_the_other_boosters_share_one_for_the_rarest():
+    from tuner.data.preprocess import NATIVE_MAX_CATEGORIES, FeaturePreprocessor
+
+    levels = [f"street {i}" for i in range(3 * NATIVE_MAX_CATEGORIES)]
+    frame = pd.DataFrame({"x": np.arange(len(levels) * 2, dtype=float), "street": levels * 2})
+    preprocessor = FeaturePreprocessor().fit(frame)
+    capped, every = (preprocessor.transform(frame, view)[:, 1] for view in ("native", "native_all_levels"))
+    assert len(np.unique(capped)) == NATIVE_MAX_CATEGORIES and len(np.unique(every)) == len(levels)
+    unseen = pd.DataFrame({"x": [1.0], "street": ["a street never seen"]})
+    assert np.isnan(preprocessor.transform(unseen, "native_all_levels")[0, 1])
 
 
 @pytest.mark.parametrize("name", BOOSTERS)

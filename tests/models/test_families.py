@@ -40,6 +40,7 @@ PROBLEMS = {
 VIEW_PROBLEMS = {
     "tabular": ["binary", "multiclass", "regression"],
     "native": ["binary", "multiclass", "regression", "mixed"],
+    "native_all_levels": ["binary", "multiclass", "regression", "mixed"],
     "image": ["digits"],
     "sequence": ["series", "text"],
     "columns": ["mixed"],

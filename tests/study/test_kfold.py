@@ -233,3 +233,18 @@ def test_kfold_with_the_dense_family(write_study, storage_url, tracking_uri):
         assert len(trial.user_attrs["fold_scores"]) == 2 and 1 <= trial.user_attrs["best_step"] <= 2
     report = finalize_study("kfold-dense", storage_url, tracking_uri, top=1)
     assert report.rows[0].steps == study.best_trial.user_attrs["best_step"]
+
+
+def test_a_bag_is_assembled_with_the_view_its_fold_models_were_trained_on():
+    """CatBoost's bags read `native_all_levels` now; a bag stored before bags recorded their view
+    was trained on `native`, and reading it with every level's codes would predict garbage."""
+    from optuna.trial import create_trial
+
+    from tuner.study.trial_attrs import VIEW_ATTR
+    from tuner.study.trial_bags import stored_view
+
+    recorded = create_trial(value=0.9, user_attrs={VIEW_ATTR: "native_all_levels"})
+    older = create_trial(value=0.9, user_attrs={})
+    assert stored_view(recorded, "native_all_levels") == "native_all_levels"
+    assert stored_view(older, "native_all_levels") == "native"
+    assert stored_view(older, "tabular") == "tabular"

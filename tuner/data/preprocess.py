@@ -5,7 +5,11 @@ Families ask for a *view* of the features:
 - `native`: for gradient-boosted trees, a float32 matrix of the raw numbers (missing values left as
   NaN for the booster to route) and each categorical column as one integer code (NaN when missing
   or unseen), then the text columns' TF-IDF; other data as in `tabular`. `native_categorical` in
-  `input_shapes()` says which columns are codes;
+  `input_shapes()` says which columns are codes; a column's rarest levels share one code beyond
+  `NATIVE_MAX_CATEGORIES` (XGBoost and LightGBM overfit on many, HistGradientBoosting takes 255);
+- `native_all_levels`: `native` with a code for every level training saw, for CatBoost, whose
+  ordered target statistics learn from many levels (house_prices' 200-level neighbourhood: RMSE
+  30,439 with every level, 32,993 with 64, `benchmarks/quality.py`'s table, one CatBoost);
 - `image`: N x H x W x C, standardised with training statistics;
 - `sequence`: N x T x F float series, each feature standardised on training rows;
 - `tokens`: N x T integer token ids (study file `data.kind: tokens`), 0 = padding;
@@ -29,7 +33,7 @@ from sklearn.preprocessing import KBinsDiscretizer, LabelEncoder, OneHotEncoder,
 
 from tuner.data.sources import Dataset
 
-VIEWS = ("tabular", "native", "image", "sequence", "tokens", "text", "columns")
+VIEWS = ("tabular", "native", "native_all_levels", "image", "sequence", "tokens", "text", "columns")
 TEXT_MIN_MEAN_WORDS = 4  # an object column averaging this many words is free text, not a category
 TEXT_MAX_TERMS = 256  # TF-IDF terms per text column in the tabular view, so trees and dense stay small
 MAX_CATEGORIES = 50  # integer codes per categorical column in the columns view; rarer values share one
@@ -62,11 +66,12 @@ def text_columns(X: pd.DataFrame) -> list[str]:
 
 def detect_views(X: pd.DataFrame | np.ndarray, kind: str = "auto") -> tuple[str, ...]:
     """The views these raw features offer, without fitting anything (used to vet families early)."""
+    native = ("tabular", "native", "native_all_levels")
     if isinstance(X, pd.DataFrame):
-        return ("tabular", "native", "columns", "text") if text_columns(X) else ("tabular", "native", "columns")
+        return (*native, "columns", "text") if text_columns(X) else (*native, "columns")
     if kind == "tokens":
-        return ("tabular", "native", "tokens")
-    return {4: ("tabular", "native", "image"), 3: ("tabular", "native", "sequence")}.get(X.ndim, ("tabular", "native"))
+        return (*native, "tokens")
+    return (*native, *{4: ("image",), 3: ("sequence",)}.get(X.ndim, ()))
 
 
 def probe_shapes(X: pd.DataFrame | np.ndarray, kind: str = "auto") -> dict:
@@ -133,6 +138,9 @@ class FeaturePreprocessor:
             self.native_codes_ = OrdinalEncoder(
                 handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan,
                 max_categories=NATIVE_MAX_CATEGORIES, dtype=np.float32).fit(cleaned[categorical])
+            self.all_level_codes_ = OrdinalEncoder(
+                handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan,
+                dtype=np.float32).fit(cleaned[categorical])
             self.codes_ = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
                                          max_categories=MAX_CATEGORIES).fit(cleaned[categorical].fillna("(missing)"))
         if numeric:
@@ -193,8 +201,8 @@ class FeaturePreprocessor:
         cleaned = self._clean(X)
         if view == "tabular":
             return self.table_.transform(cleaned).astype(np.float32)
-        if view == "native":
-            return self._native(cleaned)
+        if view in ("native", "native_all_levels"):
+            return self._native(cleaned, all_levels=view == "native_all_levels")
         if view == "text":
             return self._joined_text(cleaned)
         inputs: dict[str, np.ndarray] = {}
@@ -208,11 +216,12 @@ class FeaturePreprocessor:
             inputs["text"] = self._joined_text(cleaned)
         return inputs
 
-    def _native(self, cleaned: pd.DataFrame) -> np.ndarray:
-        """Numbers as they are (NaN kept), categorical codes (NaN = missing or unseen), text TF-IDF."""
+    def _native(self, cleaned: pd.DataFrame, all_levels: bool = False) -> np.ndarray:
+        """Numbers as they are (NaN kept), categorical codes (NaN = missing or unseen; the rarest levels
+        share one unless `all_levels`), text TF-IDF."""
         blocks = [cleaned[self.numeric_].to_numpy(dtype=np.float32, na_value=np.nan)] if self.numeric_ else []
         if self.categorical_:
-            blocks.append(self.native_codes_.transform(cleaned[self.categorical_]).astype(np.float32))
+            blocks.append((self.all_level_codes_ if all_levels else self.native_codes_).transform(cleaned[self.categorical_]).astype(np.float32))
         for column in self.text_columns_:
             blocks.append(self.table_.named_transformers_[f"text:{column}"].transform(cleaned[column]).toarray()
                           .astype(np.float32))

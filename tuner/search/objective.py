@@ -166,7 +166,7 @@ class Objective:
             value = float(np.mean(fold_scores))
             if oof is not None:
                 trial.set_user_attr(FOLD_STEPS_ATTR, steps)
-                self.bags.save(trial, oof.mean(), fold_members)
+                self.bags.save(trial, oof.mean(), fold_members, family.view_for(self.spec))
         except optuna.TrialPruned:
             self._finish(trial, family, run_id, "PRUNED", curves, fold_scores, started)
             raise

@@ -25,3 +25,4 @@ PORTFOLIO_ATTR = "portfolio"  # on a portfolio configuration queued before the s
 # its stored artifacts (tuner.study.trial_bags)
 OOF_ATTR = "oof_artifact"  # out-of-fold predictions
 BAG_ATTR = "bag_artifact"  # fold models
+VIEW_ATTR = "bag_view"  # the view of the features its fold models read

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.study.trial_attrs import BAG_ATTR, FAMILY_ATTR, FOLD_STEPS_ATTR, OOF_ATTR, PARAMS_ATTR
+from tuner.study.trial_attrs import BAG_ATTR, FAMILY_ATTR, FOLD_STEPS_ATTR, OOF_ATTR, PARAMS_ATTR, VIEW_ATTR
 from tuner.models import FAMILIES, Member, ProblemSpec
 from tuner.models.bagged_member import BaggedMember, read_fold_models, write_fold_models
 
@@ -55,8 +55,9 @@ class TrialBags:
         self.root = root
         self.store = FileSystemArtifactStore(str(root))
 
-    def save(self, trial: Any, oof: np.ndarray, fold_members: list[Member]) -> None:
-        """Upload a finished trial's out-of-fold predictions and fold models; ids go to its user attrs."""
+    def save(self, trial: Any, oof: np.ndarray, fold_members: list[Member], view: str) -> None:
+        """Upload a finished trial's out-of-fold predictions and fold models (which read `view`); ids
+        go to its user attrs."""
         from optuna.artifacts import upload_artifact
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -70,6 +71,7 @@ class TrialBags:
                 tar.add(Path(tmp) / "folds", arcname="folds")
             trial.set_user_attr(BAG_ATTR, upload_artifact(artifact_store=self.store, file_path=str(bag_file),
                                                           study_or_trial=trial))
+        trial.set_user_attr(VIEW_ATTR, view)
 
     def holds_oof(self, trial: FrozenTrial) -> bool:
         """Whether this folder has the trial's predictions (a worker elsewhere may have written them
@@ -127,8 +129,14 @@ def assemble_bags(source: Any, trials: list[FrozenTrial], bags: TrialBags) -> tu
             rebuilt.append(trial.number)
             fold_models = [refit_fold(family, trial, train, spec, fold_steps(trial, index))
                            for index, (train, _, spec) in enumerate(folds)]
-        members.append(BaggedMember(fold_models, [p for _, p, _ in folds], family.view_for(folds[0][2])))
+        members.append(BaggedMember(fold_models, [p for _, p, _ in folds], stored_view(trial, family.view_for(folds[0][2]))))
     return members, rebuilt
+
+
+def stored_view(trial: FrozenTrial, view: str) -> str:
+    """The view a trial's stored fold models read. Bags store it (`VIEW_ATTR`) since CatBoost moved
+    from `native` to `native_all_levels`; an older bag of a booster read `native`."""
+    return trial.user_attrs.get(VIEW_ATTR) or ("native" if view.startswith("native") else view)
 
 
 def fold_parts(source: Any, train_rows: list[np.ndarray]) -> list[tuple[Any, Any, ProblemSpec]]:

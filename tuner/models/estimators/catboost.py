@@ -1,9 +1,10 @@
 """Gradient boosted trees with CatBoost: symmetric trees, ordered target statistics for categoricals,
 early stopping on the study's metric, per-round pruning.
 
-It reads the `native` view like the XGBoost family: missing numbers left as NaN (CatBoost sends them
-below every split), each categorical column as one code that CatBoost encodes itself (`cat_features`;
-a missing or unseen code is one more level). A fitted member is CatBoost's own `.cbm` file, read back
+It reads the `native_all_levels` view: missing numbers left as NaN (CatBoost sends them below every
+split), each categorical column as one code per level training saw, which CatBoost encodes itself
+with ordered target statistics (`cat_features`; a missing or unseen code is one more level). Unlike
+XGBoost and LightGBM it gains from a column's rare levels instead of overfitting on them. A fitted member is CatBoost's own `.cbm` file, read back
 without TensorFlow or a pickle.
 """
 
@@ -104,7 +105,7 @@ class CatBoostFamily(Family):
     name = "catboost"
     portfolio_rank = 60
     picked = True
-    view = "native"
+    view = "native_all_levels"
     description = "CatBoost gradient boosted trees (symmetric, native categoricals and missing values), per-round pruning"
     requires = {"catboost": "catboost", "optuna_integration": "optuna-integration"}
 
