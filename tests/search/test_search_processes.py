@@ -22,6 +22,10 @@ def test_processes_are_one_per_core_for_a_long_search_and_one_otherwise(monkeypa
     monkeypatch.setattr(threads, "usable_cores", lambda: 16)
     assert threads.search_process_count(300.0, gpu_keras=False) == threads.MAX_SEARCH_PROCESSES
     assert threads.search_process_count(threads.SHARED_SEARCH_FROM_S - 1, gpu_keras=False) == 1
+    assert threads.search_process_count(threads.SHARED_SEARCH_FROM_S + 10, gpu_keras=False) == threads.MAX_SEARCH_PROCESSES
+    # a Keras study searches in one process for longer: its later stages would import TensorFlow again
+    assert threads.search_process_count(threads.SHARED_SEARCH_FROM_S + 10, gpu_keras=False, keras=True) == 1
+    assert threads.search_process_count(threads.SHARED_KERAS_SEARCH_FROM_S, gpu_keras=False, keras=True) == threads.MAX_SEARCH_PROCESSES
     assert threads.search_process_count(300.0, gpu_keras=True) == 1  # one process owns the GPU
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
     assert threads.search_process_count(None, gpu_keras=False) == 2

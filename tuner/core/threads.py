@@ -38,12 +38,15 @@ def fold_worker_count(jobs: int = 1) -> int:
 SEARCH_PROCESSES_ENV = "TUNER_SEARCH_PROCESSES"
 MAX_SEARCH_PROCESSES = 4  # beyond this, a machine's cores go to each process's fold workers and threads
 SHARED_SEARCH_FROM_S = 30.0  # under it the processes' start (imports, data, folds, 3-5 s of a core) is too large a share of the search
+SHARED_KERAS_SEARCH_FROM_S = 90.0  # a Keras study's later stages then import TensorFlow anew (8 s more measured at --budget 60)
 
 
-def search_process_count(search_s: float | None, gpu_keras: bool) -> int:
+def search_process_count(search_s: float | None, gpu_keras: bool, keras: bool = False) -> int:
     """How many processes `run-all` searches with, trials side by side: `TUNER_SEARCH_PROCESSES`,
     else one per core up to `MAX_SEARCH_PROCESSES` when the search is long enough to repay their
-    start; one when a Keras family may train on a GPU (one process owns it)."""
+    start (longer for a study with a `keras` family: searching in one process, run-all has loaded
+    TensorFlow for the later stages' Keras bags when the search ends); one when a Keras family may
+    train on a GPU (one process owns it)."""
     setting = os.environ.get(SEARCH_PROCESSES_ENV, "").strip()
     if setting:
         if not setting.isdigit() or int(setting) < 1:
@@ -52,7 +55,8 @@ def search_process_count(search_s: float | None, gpu_keras: bool) -> int:
             raise TunerError(f"{SEARCH_PROCESSES_ENV}={setting!r} is not a whole number of processes; set it to 1 or "
                              "more, or unset it to use one per core")
         return int(setting)
-    if gpu_keras or (search_s is not None and search_s < SHARED_SEARCH_FROM_S):
+    shared_from = SHARED_KERAS_SEARCH_FROM_S if keras else SHARED_SEARCH_FROM_S
+    if gpu_keras or (search_s is not None and search_s < shared_from):
         return 1
     return min(usable_cores(), MAX_SEARCH_PROCESSES)
 

@@ -142,7 +142,7 @@ def search_stage(ctx: StageContext) -> None:
         # the study's plots come last, if time is left (`plots_stage`): no dashboard subscribed
         # a trial that leads the study may finish on the refit's share: the best model beats a refit of a lesser one
         # trials side by side, one search process per core (each pinned to it), when the search repays their start
-        jobs = search_process_count(deadline - time.monotonic(), ctx.keras and gpu_may_be_present())
+        jobs = search_process_count(deadline - time.monotonic(), ctx.keras and gpu_may_be_present(), ctx.keras)
         run = runner.run_study(ctx.study_file, ctx.storage_url, ctx.tracking_uri, deadline=deadline, inputs=ctx.inputs,
                                budget_s=budget, grace_s=ctx.reserved.get("refit", 0.0), jobs=jobs)
     else:
