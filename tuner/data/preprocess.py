@@ -221,7 +221,8 @@ class FeaturePreprocessor:
         share one unless `all_levels`), text TF-IDF."""
         blocks = [cleaned[self.numeric_].to_numpy(dtype=np.float32, na_value=np.nan)] if self.numeric_ else []
         if self.categorical_:
-            blocks.append((self.all_level_codes_ if all_levels else self.native_codes_).transform(cleaned[self.categorical_]).astype(np.float32))
+            codes = self.all_level_codes_ if all_levels else self.native_codes_
+            blocks.append(codes.transform(cleaned[self.categorical_]).astype(np.float32))
         for column in self.text_columns_:
             blocks.append(self.table_.named_transformers_[f"text:{column}"].transform(cleaned[column]).toarray()
                           .astype(np.float32))

@@ -139,7 +139,7 @@ def search_stage(ctx: StageContext) -> None:
         refuse_hopeless_budget(ctx, deadline - time.monotonic())
         ctx.on_step(f"search: up to {config.budget.trials} trials until {max(deadline - time.monotonic(), 0):.0f} s "
                     f"from now (the budget's other stages need about {sum(ctx.reserved.values()):.0f} s)")
-        # the study's plots come last, if time is left (`plots_stage`): no dashboard subscribed
+        # the study's plots are drawn beside the later stages (`plots_stage`): no dashboard subscribed
         # a trial that leads the study may finish on the refit's share: the best model beats a refit of a lesser one
         # trials side by side, one search process per core (each pinned to it), when the search repays their start
         jobs = search_process_count(deadline - time.monotonic(), ctx.keras and gpu_may_be_present(), ctx.keras)
@@ -371,9 +371,11 @@ def run_all(study_file: str | Path, budget: float | None = None, storage_url: st
                        reserve_after_search(expected, budget, keras), on_step, keras=keras)
     try:
         for stage in STAGES:
-            if stage.due(ctx) and stage.collect is not None:
+            if not stage.due(ctx):
+                continue
+            if stage.collect is not None:
                 _take_turn(ctx, stage)  # started beside the others: its time is the wait when collected
-            elif stage.due(ctx):
+            else:
                 _timed(ctx, stage.name, lambda: _take_turn(ctx, stage))
         for stage in STAGES:
             if stage.collect is not None and stage.name in ctx.alongside:

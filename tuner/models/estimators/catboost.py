@@ -4,8 +4,8 @@ early stopping on the study's metric, per-round pruning.
 It reads the `native_all_levels` view: missing numbers left as NaN (CatBoost sends them below every
 split), each categorical column as one code per level training saw, which CatBoost encodes itself
 with ordered target statistics (`cat_features`; a missing or unseen code is one more level). Unlike
-XGBoost and LightGBM it gains from a column's rare levels instead of overfitting on them. A fitted member is CatBoost's own `.cbm` file, read back
-without TensorFlow or a pickle.
+XGBoost and LightGBM it gains from a column's rare levels instead of overfitting on them. A fitted
+member is CatBoost's own `.cbm` file, read back without TensorFlow or a pickle.
 """
 
 from __future__ import annotations
